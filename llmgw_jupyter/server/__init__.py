@@ -1,0 +1,1 @@
+"""Jupyter server extension: REST API, MCP endpoint and the Tornado -> ASGI bridge."""
