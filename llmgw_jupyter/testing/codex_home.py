@@ -1,0 +1,103 @@
+"""A private CODEX_HOME pointing Codex at a local mock, so tests and the demo never go online."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+
+__all__ = ["codex_env", "find_codex_for_tests", "render_config", "write_codex_home"]
+
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+_LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def _toml_str(value: str) -> str:
+    # JSON string escapes are valid TOML basic-string escapes.
+    return json.dumps(value)
+
+
+def render_config(
+    base_url: str, model: str = "gpt-5.5", provider: str = "mock", extra_toml: str = ""
+) -> str:
+    """The config.toml text: every switch that would make Codex reach outside turned off."""
+    if not _BARE_KEY.match(provider):
+        raise ValueError(f"provider name must be a bare TOML key, got {provider!r}")
+    text = f"""\
+model = {_toml_str(model)}
+model_provider = {_toml_str(provider)}
+check_for_update_on_startup = false
+
+[analytics]
+enabled = false
+
+[features]
+plugins = false
+unbounded_connection_retries = false
+
+[model_providers.{provider}]
+name = {_toml_str(provider)}
+base_url = {_toml_str(base_url)}
+wire_api = "responses"
+request_max_retries = 0
+stream_max_retries = 0
+"""
+    if extra_toml:
+        text += "\n" + extra_toml.strip("\n") + "\n"
+    return text
+
+
+def write_codex_home(
+    path: str | os.PathLike[str],
+    base_url: str,
+    model: str = "gpt-5.5",
+    provider: str = "mock",
+    extra_toml: str = "",
+) -> Path:
+    """Create ``path`` (if needed) with a config.toml for the mock; returns the CODEX_HOME dir.
+
+    ``extra_toml`` is appended verbatim (e.g. an ``[mcp_servers.x]`` table).
+    """
+    home = Path(path)
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "config.toml").write_text(
+        render_config(base_url, model=model, provider=provider, extra_toml=extra_toml),
+        encoding="utf-8",
+    )
+    return home
+
+
+def codex_env(
+    codex_home: str | os.PathLike[str], base: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """A full environment for running codex on ``codex_home`` (starting from ``os.environ``).
+
+    The mock provider has no ``env_key``, so no API key is needed. Loopback is added to
+    NO_PROXY so a proxy in the environment cannot swallow requests to the mock.
+    """
+    env = dict(os.environ if base is None else base)
+    env["CODEX_HOME"] = str(Path(codex_home))
+    for name in ("NO_PROXY", "no_proxy"):
+        hosts = [h for h in env.get(name, "").split(",") if h.strip()]
+        hosts += [h for h in _LOCAL_HOSTS if h not in hosts]
+        env[name] = ",".join(hosts)
+    return env
+
+
+def _repo_codex() -> Path:
+    # llmgw_jupyter/testing/codex_home.py -> <repo>
+    return Path(__file__).resolve().parents[2] / ".codex-cli" / "node_modules" / ".bin" / "codex"
+
+
+def find_codex_for_tests() -> str | None:
+    """The codex CLI to test with: $LLMGW_CODEX_PATH, the repo-local npm install, then PATH."""
+    explicit = os.environ.get("LLMGW_CODEX_PATH")
+    if explicit:
+        return explicit if os.access(explicit, os.X_OK) else None
+    local = _repo_codex()
+    if os.access(local, os.X_OK):
+        return str(local)
+    return shutil.which("codex")

@@ -1,0 +1,546 @@
+"""A deterministic mock of the OpenAI Responses API, so Codex can run offline in tests and demos.
+
+The answer to every ``POST /v1/responses`` is derived from the last user message
+(``"echo: <text>"``), so a test can tell which prompt the model saw. Behaviour knobs (delay,
+HTTP failures, dropped streams, several spaced output items) can be set from Python or from the
+prompt itself with directives such as ``[mock:delay=5]``, because tests that drive Codex through a
+notebook or a browser cannot reach the server object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import logging
+import re
+import select
+import signal
+import socket
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+
+__all__ = [
+    "DirectiveError",
+    "MockBehaviour",
+    "MockResponsesServer",
+    "RecordedRequest",
+    "parse_directives",
+]
+
+log = logging.getLogger(__name__)
+
+_DIRECTIVE_RE = re.compile(r"\[mock:([^\]]*)\]")
+
+
+class DirectiveError(ValueError):
+    """A ``[mock:...]`` directive that cannot be understood (answered with HTTP 400)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MockBehaviour:
+    """How the mock answers a request; prompt directives override these fields per request."""
+
+    delay: float = 0.0
+    """Seconds to wait before answering (interrupted by ``stop()`` or a client hang-up)."""
+    fail: int | None = None
+    """Answer with this HTTP status and an OpenAI-style JSON error body instead of a stream."""
+    drop: bool = False
+    """Close the connection mid-stream, before ``response.completed``."""
+    steps: int = 1
+    """Number of assistant message items; all but the last say ``step k/N``."""
+    step_delay: float = 0.0
+    """Seconds between two output items, so live progress can be observed."""
+    reply: str | None = None
+    """Fixed answer text instead of ``echo: <last user message>``."""
+
+
+_DIRECTIVE_FIELDS: dict[str, type] = {
+    "delay": float,
+    "fail": int,
+    "drop": bool,
+    "steps": int,
+    "step_delay": float,
+}
+
+
+def parse_directives(text: str) -> dict[str, Any]:
+    """Parse every ``[mock:key=value,...]`` directive in ``text`` into MockBehaviour fields.
+
+    A bare key (``[mock:drop]``) means true. Unknown keys or bad values raise DirectiveError so
+    a typo fails loudly instead of being ignored.
+    """
+    fields: dict[str, Any] = {}
+    for match in _DIRECTIVE_RE.finditer(text):
+        for part in match.group(1).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            key, sep, raw = part.partition("=")
+            key, raw = key.strip(), raw.strip()
+            kind = _DIRECTIVE_FIELDS.get(key)
+            if kind is None:
+                raise DirectiveError(f"unknown mock directive {key!r}")
+            try:
+                if kind is bool:
+                    value: Any = (not sep) or raw.lower() in ("1", "true", "yes", "on")
+                else:
+                    value = kind(raw)
+            except ValueError as exc:
+                raise DirectiveError(f"bad value for mock directive {key!r}: {raw!r}") from exc
+            fields[key] = value
+    if fields.get("steps", 1) < 1:
+        raise DirectiveError("mock directive 'steps' must be >= 1")
+    if not 400 <= fields.get("fail", 400) <= 599:
+        raise DirectiveError("mock directive 'fail' must be an HTTP error status (400-599)")
+    return fields
+
+
+def _message_text(item: dict[str, Any]) -> str:
+    content = item.get("content")
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        return ""
+    return "".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordedRequest:
+    """One request the mock received, as the tests need to inspect it."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    """Header names lower-cased."""
+    body: Any
+    """Parsed JSON body, or None when absent or not JSON."""
+    turn_metadata: dict[str, Any] | None
+    """The parsed ``x-codex-turn-metadata`` header (thread_id, history_initialization, ...)."""
+    last_user_text: str | None
+    received_at: float
+
+    @property
+    def messages(self) -> list[tuple[str, str]]:
+        """``(role, text)`` of every message item in the request input, in order."""
+        items = self.body.get("input") if isinstance(self.body, dict) else None
+        if not isinstance(items, list):
+            return []
+        return [
+            (str(item.get("role", "")), _message_text(item))
+            for item in items
+            if isinstance(item, dict) and item.get("type", "message") == "message"
+        ]
+
+
+def _last_user_text(body: Any) -> str | None:
+    if not isinstance(body, dict):
+        return None
+    items = body.get("input")
+    if isinstance(items, str):
+        return items
+    if not isinstance(items, list):
+        return None
+    for item in reversed(items):
+        if isinstance(item, dict) and item.get("role") == "user":
+            return _message_text(item)
+    return None
+
+
+def _sse(event: dict[str, Any]) -> bytes:
+    return f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
+
+
+def _usage(body_size: int, answer: str) -> dict[str, Any]:
+    input_tokens = max(1, body_size // 4)
+    cached = input_tokens // 2
+    output_tokens = max(1, len(answer.encode()) // 4)
+    return {
+        "input_tokens": input_tokens,
+        "input_tokens_details": {"cached_tokens": cached},
+        "output_tokens": output_tokens,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": input_tokens + output_tokens,
+    }
+
+
+_ERROR_KINDS: dict[int, tuple[str, str]] = {
+    400: ("invalid_request_error", "invalid_request"),
+    401: ("invalid_request_error", "invalid_api_key"),
+    403: ("invalid_request_error", "forbidden"),
+    404: ("invalid_request_error", "not_found"),
+    429: ("rate_limit_error", "rate_limit_exceeded"),
+}
+
+
+def _error_body(status: int, message: str) -> bytes:
+    kind, code = _ERROR_KINDS.get(status, ("server_error", "server_error"))
+    error = {"message": message, "type": kind, "param": None, "code": code}
+    return json.dumps({"error": error}).encode()
+
+
+class _Server(ThreadingHTTPServer):
+    """ThreadingHTTPServer that remembers open connections so stop() can cut them."""
+
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, owner: MockResponsesServer, host: str, port: int) -> None:
+        self.owner = owner
+        self._conns: set[socket.socket] = set()
+        self._conns_lock = threading.Lock()
+        super().__init__((host, port), _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._conns_lock:
+            self._conns.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._conns_lock:
+            self._conns.discard(request)
+        super().shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if self.owner.stopping:
+            return  # connections cut by stop() fail in their handlers: expected
+        log.exception("mock server: error while handling a request from %s", client_address)
+
+    def cut_connections(self) -> None:
+        with self._conns_lock:
+            conns = list(self._conns)
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("mock %s: " + format, self.address_string(), *args)
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _read_body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _send_json(self, status: int, payload: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def _chunk(self, data: bytes) -> None:
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+
+    def _pause(self, seconds: float) -> bool:
+        """Wait ``seconds``; False when the server stops or the client hangs up first."""
+        owner = self.server.owner
+        deadline = time.monotonic() + seconds
+        while not owner.stopping:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return True
+            try:
+                ready, _, _ = select.select([self.connection, owner.wake_fd], [], [], remaining)
+            except (OSError, ValueError):
+                return False  # the wake socket or the connection was closed by stop()
+            if self.connection in ready:
+                try:
+                    if not self.connection.recv(1, socket.MSG_PEEK):
+                        return False  # client closed its side
+                except OSError:
+                    return False
+                # Unexpected bytes from the client: fall back to waiting on the stop flag.
+                return owner.wait_stopping(remaining)
+        return False
+
+    # -- routes -----------------------------------------------------------------------------
+
+    def do_GET(self) -> None:
+        self._record(b"")
+        self._send_json(404, _error_body(404, f"mock: no route for GET {self.path}"))
+
+    def do_POST(self) -> None:
+        raw = self._read_body()
+        record = self._record(raw)
+        if self.path.split("?", 1)[0].rstrip("/") != "/v1/responses":
+            self._send_json(404, _error_body(404, f"mock: no route for POST {self.path}"))
+            return
+        owner = self.server.owner
+        try:
+            behaviour = owner.behaviour_for(record.last_user_text or "")
+        except DirectiveError as exc:
+            self._send_json(400, _error_body(400, str(exc)))
+            return
+        if behaviour.delay > 0 and not self._pause(behaviour.delay):
+            self.close_connection = True
+            return
+        if behaviour.fail is not None:
+            message = f"mock failure {behaviour.fail} (requested)"
+            self._send_json(behaviour.fail, _error_body(behaviour.fail, message))
+            return
+        try:
+            self._stream(record, behaviour, len(raw))
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+    def _record(self, raw: bytes) -> RecordedRequest:
+        body: Any = None
+        if raw:
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                body = None
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        metadata: dict[str, Any] | None = None
+        if "x-codex-turn-metadata" in headers:
+            try:
+                parsed = json.loads(headers["x-codex-turn-metadata"])
+                metadata = parsed if isinstance(parsed, dict) else None
+            except ValueError:
+                metadata = None
+        record = RecordedRequest(
+            method=self.command,
+            path=self.path,
+            headers=headers,
+            body=body,
+            turn_metadata=metadata,
+            last_user_text=_last_user_text(body),
+            received_at=time.time(),
+        )
+        self.server.owner.record(record)
+        return record
+
+    def _stream(self, record: RecordedRequest, behaviour: MockBehaviour, size: int) -> None:
+        owner = self.server.owner
+        response_id = owner.next_response_id()
+        answer = (
+            behaviour.reply
+            if behaviour.reply is not None
+            else f"echo: {record.last_user_text or ''}"
+        )
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        created = {"id": response_id, "object": "response", "status": "in_progress"}
+        self._chunk(_sse({"type": "response.created", "response": created}))
+        if behaviour.drop:
+            # Half an event, then a hard close: the client sees a broken chunked stream.
+            self._chunk(b'event: response.output_item.done\ndata: {"type":')
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        texts = [f"step {k}/{behaviour.steps}" for k in range(1, behaviour.steps)] + [answer]
+        output: list[dict[str, Any]] = []
+        for index, text in enumerate(texts):
+            if index and behaviour.step_delay > 0 and not self._pause(behaviour.step_delay):
+                self.close_connection = True
+                return
+            item = {
+                "type": "message",
+                "id": f"msg_{response_id}_{index}",
+                "role": "assistant",
+                "status": "completed",
+                "content": [{"type": "output_text", "text": text, "annotations": []}],
+            }
+            output.append(item)
+            event = {"type": "response.output_item.done", "output_index": index, "item": item}
+            self._chunk(_sse(event))
+        completed = {
+            "id": response_id,
+            "object": "response",
+            "status": "completed",
+            "output": output,
+            "usage": _usage(size, "".join(texts)),
+        }
+        self._chunk(_sse({"type": "response.completed", "response": completed}))
+        self.wfile.write(b"0\r\n\r\n")
+
+
+class MockResponsesServer:
+    """The mock server: ``start()``/``stop()`` or ``with``; ``base_url`` ends in ``/v1``."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        behaviour: MockBehaviour | None = None,
+    ) -> None:
+        self._host = host
+        self._port = port
+        self.behaviour: MockBehaviour = behaviour or MockBehaviour()
+        """Applies to every request (after any queued one-shot behaviours)."""
+        self._queued: list[MockBehaviour] = []
+        self._requests: list[RecordedRequest] = []
+        self._cond = threading.Condition()
+        self._counter = 0
+        self._stopping = threading.Event()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._httpd: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> MockResponsesServer:
+        """Bind (port 0 = a free port) and serve from a daemon thread."""
+        if self._httpd is not None:
+            raise RuntimeError("mock server already started")
+        if self._stopping.is_set():
+            raise RuntimeError("a stopped mock server cannot be restarted")
+        self._httpd = _Server(self, self._host, self._port)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="mock-responses",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving; wakes sleeping handlers and cuts open connections, never hangs."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+        httpd, self._httpd = self._httpd, None
+        if httpd is not None:
+            httpd.shutdown()
+            httpd.cut_connections()
+            httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def __enter__(self) -> MockResponsesServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._httpd is None:
+            raise RuntimeError("mock server not started")
+        return int(self._httpd.server_address[1])
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:PORT/v1``: the provider base_url for Codex."""
+        return f"http://{self._host}:{self.port}/v1"
+
+    # -- behaviour --------------------------------------------------------------------------
+
+    def set_behaviour(self, **fields: Any) -> MockBehaviour:
+        """Replace the standing behaviour: ``set_behaviour(delay=5)``; no arguments resets it."""
+        self.behaviour = MockBehaviour(**fields)
+        return self.behaviour
+
+    def queue_behaviour(self, **fields: Any) -> None:
+        """Use this behaviour for the next request only (queued in order), e.g. one failure."""
+        with self._cond:
+            self._queued.append(MockBehaviour(**fields))
+
+    def behaviour_for(self, prompt: str) -> MockBehaviour:
+        """The behaviour for one request: queued or standing one, then prompt directives."""
+        with self._cond:
+            base = self._queued.pop(0) if self._queued else self.behaviour
+        overrides = parse_directives(prompt)
+        return dataclasses.replace(base, **overrides) if overrides else base
+
+    # -- request log ------------------------------------------------------------------------
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """A snapshot of the requests received so far, oldest first."""
+        with self._cond:
+            return list(self._requests)
+
+    def record(self, request: RecordedRequest) -> None:
+        with self._cond:
+            self._requests.append(request)
+            self._cond.notify_all()
+
+    def wait_for_requests(self, n: int, timeout: float = 10.0) -> list[RecordedRequest]:
+        """Block until at least ``n`` requests were received; TimeoutError otherwise."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: len(self._requests) >= n, timeout=timeout):
+                raise TimeoutError(
+                    f"mock server got {len(self._requests)} request(s), expected {n} "
+                    f"within {timeout} s"
+                )
+            return list(self._requests)
+
+    def clear(self) -> None:
+        """Forget logged requests and reset the behaviour to the default (echo, no delay)."""
+        with self._cond:
+            self._requests.clear()
+            self._queued.clear()
+            self.behaviour = MockBehaviour()
+
+    def next_response_id(self) -> str:
+        with self._cond:
+            self._counter += 1
+            return f"resp_mock_{self._counter:06d}"
+
+    # -- internals for the handler ----------------------------------------------------------
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    @property
+    def wake_fd(self) -> socket.socket:
+        """Readable once stop() was called; handlers select on it while sleeping."""
+        return self._wake_r
+
+    def wait_stopping(self, timeout: float) -> bool:
+        """Sleep up to ``timeout``; True when the time passed without a stop."""
+        return not self._stopping.wait(timeout)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve until SIGINT/SIGTERM; the first stdout line is the base URL."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    def _exit(signum: int, frame: Any) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, _exit)
+    signal.signal(signal.SIGINT, _exit)
+    server = MockResponsesServer(host=args.host, port=args.port).start()
+    try:
+        print(server.base_url, flush=True)
+        threading.Event().wait()
+    except (SystemExit, KeyboardInterrupt):
+        pass
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
