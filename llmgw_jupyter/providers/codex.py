@@ -1,0 +1,417 @@
+"""OpenAI Codex CLI provider: ``codex exec`` / ``exec resume`` / ``exec fork`` with ``--json``.
+
+Facts this relies on (Codex 0.169.0): stdin must be closed or ``exec`` waits forever; ``fork`` and
+``resume`` do not take ``--sandbox``/``-C``/``--add-dir``, so those travel as ``-c`` config keys
+and as the process's working directory; success is ``turn.completed`` *and* exit code 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
+
+from llmgw_jupyter.errors import (
+    ErrorCategory,
+    ExecutableNotFoundError,
+    InvalidInputError,
+    input_error_from_validation,
+)
+from llmgw_jupyter.providers.base import Command, ParsedEvent, Verdict
+from llmgw_jupyter.runtime.models import Usage
+
+CODEX_PATH_ENV = "LLMGW_CODEX_PATH"
+CODEX_NPM_PACKAGE = "@openai/codex@0.169.0"
+MAX_PROMPT_CHARS = 100_000
+SUMMARY_CHARS = 300
+EVENT_STRING_CHARS = 4_000
+
+SandboxMode = Literal["read-only", "workspace-write", "danger-full-access"]
+ConfigScalar = str | int | float | bool
+SafeText = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+
+_MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
+_SESSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_CONFIG_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+){0,7}$")
+# Keys that would bypass first-class, policy-checked arguments or reconfigure where Codex talks to.
+_RESERVED_CONFIG_PREFIXES = (
+    "sandbox_mode",
+    "sandbox_workspace_write",
+    "approval_policy",
+    "model_provider",
+    "model_providers",
+    "mcp_servers",
+    "profile",
+    "profiles",
+    "notify",
+    "shell_environment_policy",
+    "experimental_instructions_file",
+    "model_instructions_file",
+    "projects",
+    "hooks",
+)
+
+
+def _no_nul(value: str, field: str) -> str:
+    if "\x00" in value:
+        raise ValueError(f"{field} must not contain NUL characters")
+    return value
+
+
+def _path_value(value: str) -> str:
+    _no_nul(value, "path")
+    if value.startswith("-"):
+        raise ValueError("a path must not start with '-'")
+    return value
+
+
+class CodexArgs(BaseModel):
+    """Arguments of a Codex request: the one schema behind MCP, REST and the magics."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+    prompt: str = Field(
+        min_length=1, max_length=MAX_PROMPT_CHARS, description="What Codex should do."
+    )
+    model: str | None = Field(default=None, description="Model slug, e.g. gpt-5.5.")
+    sandbox: SandboxMode = Field(
+        default="read-only", description="Sandbox for commands Codex runs."
+    )
+    working_dir: str | None = Field(
+        default=None, max_length=4096, description="Directory Codex works in (must exist)."
+    )
+    add_dirs: list[SafeText] = Field(
+        default_factory=list, max_length=16, description="Extra writable directories."
+    )
+    config_overrides: dict[str, ConfigScalar | list[ConfigScalar]] = Field(
+        default_factory=dict, max_length=32, description="Codex -c key=value overrides."
+    )
+    output_schema: dict[str, Any] | None = Field(
+        default=None, description="JSON Schema the final answer must follow."
+    )
+    timeout_seconds: float | None = Field(
+        default=None, gt=0, le=86_400, description="Wall-clock limit for the job."
+    )
+    idempotency_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Repeat a submission safely: the same key returns the existing job.",
+    )
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("prompt must not be blank")
+        return _no_nul(value, "prompt")
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, value: str | None) -> str | None:
+        if value is not None and not _MODEL_RE.match(value):
+            raise ValueError("model must be a slug of letters, digits and . _ : / - (max 128)")
+        return value
+
+    @field_validator("working_dir")
+    @classmethod
+    def _working_dir(cls, value: str | None) -> str | None:
+        return _path_value(value) if value is not None else None
+
+    @field_validator("add_dirs")
+    @classmethod
+    def _add_dirs(cls, value: list[str]) -> list[str]:
+        return [_path_value(item) for item in value]
+
+    @field_validator("config_overrides")
+    @classmethod
+    def _overrides(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key in value:
+            if not _CONFIG_KEY_RE.match(key):
+                raise ValueError(
+                    f"config key {key!r} must be a dotted name of letters, digits, _ -"
+                )
+            root = key.split(".")[0]
+            if root in _RESERVED_CONFIG_PREFIXES:
+                raise ValueError(
+                    f"config key {key!r} is reserved: use the first-class argument or server config"
+                )
+        for item in value.values():
+            for scalar in item if isinstance(item, list) else [item]:
+                if isinstance(scalar, str):
+                    _no_nul(scalar, "config value")
+        return value
+
+
+class CodexResumeArgs(CodexArgs):
+    session_id: str = Field(description="Codex session (thread) id to continue or fork.")
+
+    @field_validator("session_id")
+    @classmethod
+    def _session(cls, value: str) -> str:
+        if not _SESSION_RE.match(value):
+            raise ValueError("session_id must be letters, digits, . _ - and not start with '-'")
+        return value
+
+
+def find_codex(explicit: str | None = None) -> str:
+    """Configuration, then ``$LLMGW_CODEX_PATH``, then ``PATH``; a clear error otherwise."""
+    for candidate, origin in (
+        (explicit, "configuration"),
+        (os.environ.get(CODEX_PATH_ENV), CODEX_PATH_ENV),
+    ):
+        if candidate:
+            resolved = shutil.which(candidate) or (
+                candidate if os.access(candidate, os.X_OK) else None
+            )
+            if resolved is None:
+                raise ExecutableNotFoundError(
+                    f"Codex CLI not found at {candidate!r} (from {origin}): "
+                    "no such executable file"
+                )
+            return resolved
+    found = shutil.which("codex")
+    if found:
+        return found
+    raise ExecutableNotFoundError(
+        "Codex CLI not found: set c.LLMGatewayApp.codex_path or the LLMGW_CODEX_PATH environment "
+        f"variable, or install it with `npm install --prefix .codex-cli {CODEX_NPM_PACKAGE}` and "
+        "put .codex-cli/node_modules/.bin on PATH"
+    )
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))  # a TOML basic string accepts JSON's escapes
+
+
+class CodexProvider:
+    """Builds Codex command lines and parses its JSONL stream."""
+
+    name = "codex"
+
+    def __init__(
+        self,
+        executable: str | None = None,
+        *,
+        codex_home: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self._explicit = executable
+        self.codex_home = codex_home
+        self.env = dict(env or {})
+
+    def executable(self) -> str:
+        return find_codex(self._explicit)
+
+    def check_ready(self) -> None:
+        self.executable()
+
+    def validate(self, kind: str, args: dict[str, Any]) -> dict[str, Any]:
+        model = CodexArgs if kind == "exec" else CodexResumeArgs
+        try:
+            parsed = model.model_validate(args)
+        except ValidationError as error:
+            raise input_error_from_validation(error) from None
+        values = parsed.model_dump(exclude_none=True, exclude_defaults=False)
+        if parsed.working_dir is not None:
+            resolved = Path(parsed.working_dir).expanduser()
+            if not resolved.is_dir():
+                raise InvalidInputError("working_dir", f"{parsed.working_dir} is not a directory")
+            values["working_dir"] = str(resolved.resolve())
+        values["add_dirs"] = [str(Path(d).expanduser().resolve()) for d in parsed.add_dirs]
+        return values
+
+    def build_command(self, kind: str, args: dict[str, Any], job_dir: Path) -> Command:
+        argv = [self.executable(), "exec"]
+        if kind in ("resume", "fork"):
+            argv.append(kind)
+        argv += ["--json", "--skip-git-repo-check"]
+        if args.get("model"):
+            argv += ["--model", args["model"]]
+        sandbox = args.get("sandbox", "read-only")
+        add_dirs: list[str] = args.get("add_dirs", [])
+        working_dir = args.get("working_dir")
+        if kind == "exec":
+            argv += ["--sandbox", sandbox]
+            if working_dir:
+                argv += ["-C", working_dir]
+            for directory in add_dirs:
+                argv += ["--add-dir", directory]
+        else:
+            argv += ["-c", f"sandbox_mode={_toml_value(sandbox)}"]
+            if add_dirs:
+                argv += ["-c", f"sandbox_workspace_write.writable_roots={_toml_value(add_dirs)}"]
+        for key, value in args.get("config_overrides", {}).items():
+            argv += ["-c", f"{key}={_toml_value(value)}"]
+        if args.get("output_schema") is not None:
+            schema_file = job_dir / "output_schema.json"
+            schema_file.write_text(json.dumps(args["output_schema"]))
+            argv += ["--output-schema", str(schema_file)]
+        argv.append("--")
+        if kind in ("resume", "fork"):
+            argv.append(args["session_id"])
+        argv.append("-")
+        env = dict(self.env)
+        if self.codex_home:
+            env["CODEX_HOME"] = self.codex_home
+        return Command(argv=argv, stdin=args["prompt"].encode(), cwd=working_dir, env=env)
+
+    def new_parser(self) -> CodexStreamParser:
+        return CodexStreamParser()
+
+
+class CodexStreamParser:
+    """State of one ``codex exec --json`` stream, fed line by line as it arrives."""
+
+    def __init__(self) -> None:
+        self.session_id: str | None = None
+        self.final_message: str | None = None
+        self.usage: Usage | None = None
+        self.error_message: str | None = None
+        self.turn_completed = False
+        self.turn_failed = False
+
+    def feed(self, line: bytes) -> list[ParsedEvent]:
+        text = line.strip()
+        if not text.startswith(b"{"):
+            return []
+        try:
+            event = json.loads(text)
+        except ValueError:
+            return []
+        if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+            return []
+        kind: str = event["type"]
+        summary = self._apply(kind, event)
+        return [
+            ParsedEvent(type=kind, summary=_clip_text(summary, SUMMARY_CHARS), data=_clip(event))
+        ]
+
+    def _apply(self, kind: str, event: dict[str, Any]) -> str:
+        if kind == "thread.started":
+            self.session_id = str(event.get("thread_id") or "") or None
+            return f"session {self.session_id}"
+        if kind == "turn.started":
+            return "turn started"
+        if kind == "turn.completed":
+            self.turn_completed = True
+            usage = event.get("usage") or {}
+            self.usage = Usage(
+                usage.get("input_tokens"),
+                usage.get("cached_input_tokens"),
+                usage.get("output_tokens"),
+                usage.get("reasoning_output_tokens"),
+            )
+            return (
+                f"turn completed · {usage.get('input_tokens', 0)} in / "
+                f"{usage.get('output_tokens', 0)} out tokens"
+            )
+        if kind == "turn.failed":
+            self.turn_failed = True
+            message = str((event.get("error") or {}).get("message") or "turn failed")
+            self.error_message = message
+            return f"turn failed: {message}"
+        if kind == "error":
+            message = str(event.get("message") or "error")
+            if not _is_retry_notice(message):
+                self.error_message = message
+            return message
+        if kind.startswith("item."):
+            item = event.get("item") or {}
+            if kind == "item.completed" and item.get("type") == "agent_message":
+                self.final_message = str(item.get("text") or "")
+            return _item_summary(kind, item)
+        return kind
+
+    def verdict(self, exit_code: int | None, stderr_tail: str) -> Verdict:
+        if exit_code == 0 and self.turn_completed and not self.turn_failed:
+            return Verdict(succeeded=True)
+        message = self.error_message
+        if not message:
+            tail = stderr_tail.strip().splitlines()[-3:]
+            if exit_code == 0:
+                message = "codex exited 0 without completing the turn (no turn.completed event)"
+            else:
+                message = f"codex exited with code {exit_code}" + (
+                    f": {' '.join(tail)}" if tail else ""
+                )
+        category = (
+            ErrorCategory.AUTH_ERROR if _looks_like_auth(message) else ErrorCategory.CLI_ERROR
+        )
+        return Verdict(succeeded=False, category=category, message=message)
+
+
+def _is_retry_notice(message: str) -> bool:
+    return message.startswith("Reconnecting")
+
+
+_AUTH_RE = re.compile(
+    r"\b401\b|unauthori[sz]ed|invalid[_ ]api[_ ]key|incorrect api key|authentication|not logged in",
+    re.IGNORECASE,
+)
+
+
+def _looks_like_auth(message: str) -> bool:
+    return bool(_AUTH_RE.search(message))
+
+
+def _item_summary(kind: str, item: dict[str, Any]) -> str:
+    item_type = str(item.get("type") or "item")
+    verb = kind.removeprefix("item.")
+    if item_type in ("agent_message", "reasoning"):
+        label = "message" if item_type == "agent_message" else "reasoning"
+        return f"{label}: {item.get('text') or ''}"
+    if item_type == "command_execution":
+        status = item.get("status") or verb
+        code = item.get("exit_code")
+        suffix = f" (exit {code})" if code is not None else ""
+        return f"command {status}: {item.get('command') or ''}{suffix}"
+    if item_type == "file_change":
+        changes = item.get("changes") or []
+        files = ", ".join(f"{c.get('kind', 'update')} {c.get('path', '?')}" for c in changes[:5])
+        return f"files changed: {files}"
+    if item_type == "mcp_tool_call":
+        return f"tool {item.get('server', '')}/{item.get('tool', '')}: {item.get('status') or verb}"
+    if item_type == "web_search":
+        return f"web search: {item.get('query') or ''}"
+    if item_type == "todo_list":
+        todos = item.get("items") or []
+        done = sum(1 for t in todos if t.get("completed"))
+        return f"plan: {done}/{len(todos)} done"
+    if item_type == "error":
+        return f"error: {item.get('message') or ''}"
+    return f"{item_type} {verb}"
+
+
+def _clip_text(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _clip(value: Any, limit: int = EVENT_STRING_CHARS) -> Any:
+    """Keep stored events small; the raw line stays whole in the job's stdout file."""
+    if isinstance(value, str):
+        return value if len(value) <= limit else value[:limit] + f"… [{len(value) - limit} more]"
+    if isinstance(value, dict):
+        return {k: _clip(v, limit) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clip(v, limit) for v in value[:200]]
+    return value

@@ -1,0 +1,16 @@
+"""The job runtime: pure asyncio, no Jupyter, Tornado or IPython imports."""
+
+from llmgw_jupyter.runtime.manager import Runtime, RuntimeConfig
+from llmgw_jupyter.runtime.models import JobEvent, JobRecord, JobSpec, JobStatus, Usage
+from llmgw_jupyter.runtime.notifier import JobChange
+
+__all__ = [
+    "JobChange",
+    "JobEvent",
+    "JobRecord",
+    "JobSpec",
+    "JobStatus",
+    "Runtime",
+    "RuntimeConfig",
+    "Usage",
+]

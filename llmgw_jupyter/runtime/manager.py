@@ -1,0 +1,779 @@
+"""The job runtime: one object per data directory owning store, queue, processes and wake-ups.
+
+Everything runs on one asyncio loop. Short SQLite statements run inline (WAL, synchronous=NORMAL:
+well under a millisecond); processes are only ever awaited, never waited on synchronously.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import time
+import uuid
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from llmgw_jupyter.errors import (
+    ErrorCategory,
+    GatewayError,
+    InvalidInputError,
+    NotFoundError,
+    SaturatedError,
+)
+from llmgw_jupyter.paths import resolve_data_dir
+from llmgw_jupyter.providers.base import ParsedEvent, Provider, StreamParser
+from llmgw_jupyter.runtime import output as job_output
+from llmgw_jupyter.runtime.models import (
+    JOB_KINDS,
+    JobEvent,
+    JobRecord,
+    JobSpec,
+    JobStatus,
+    OutputPage,
+    SessionRecord,
+)
+from llmgw_jupyter.runtime.notifier import ChangeSubscription, JobChange, JobNotifier
+from llmgw_jupyter.runtime.process import (
+    is_same_process,
+    process_start_time,
+    signal_group,
+    spawn,
+    terminate_group,
+)
+from llmgw_jupyter.store.db import Database
+from llmgw_jupyter.store.jobs import IdempotencyConflict, JobStore
+
+READ_CHUNK = 64 * 1024
+MAX_LINE_BYTES = 1024 * 1024
+STDERR_TAIL_BYTES = 4096
+PIPE_DRAIN_SECONDS = 5.0
+PREVIEW_CHARS = 120
+
+
+@dataclass
+class RuntimeConfig:
+    data_dir: Path | str | None = None
+    max_running: int = 4
+    provider_limits: dict[str, int] = field(default_factory=dict)
+    max_queued: int = 64
+    output_cap_bytes: int = 50 * 1024 * 1024
+    wall_timeout_seconds: float = 3600.0
+    idle_timeout_seconds: float = 900.0
+    kill_grace_seconds: float = 3.0
+    retention_seconds: float | None = 30 * 86400.0
+    max_events_per_job: int = 5000
+    codex_path: str | None = None
+    codex_home: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    providers: dict[str, Provider] | None = None  # replaces the built-in set (tests, new CLIs)
+
+
+@dataclass
+class _RunningJob:
+    job_id: str
+    provider: str
+    process: asyncio.subprocess.Process | None = None
+    stop_reason: str | None = None  # cancel | wall_timeout | idle_timeout | overflow | shutdown
+    cancel_reason: str | None = None
+    last_output: float = field(default_factory=time.monotonic)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    events_stored: int = 0
+    session_recorded: bool = False
+    task: asyncio.Task[None] | None = None
+
+
+class Runtime:
+    """Durable jobs for coding-agent CLIs. See docs/architecture.md for the contract."""
+
+    def __init__(self, config: RuntimeConfig | None = None) -> None:
+        self.config = config or RuntimeConfig()
+        self.data_dir = resolve_data_dir(self.config.data_dir)
+        self.providers: dict[str, Provider] = self.config.providers or _builtin_providers(
+            self.config
+        )
+        self.runtime_id = uuid.uuid4().hex
+        self.notifier = JobNotifier()
+        self._queue: deque[tuple[str, str]] = deque()  # (job_id, provider)
+        self._running: dict[str, _RunningJob] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        self._db: Database | None = None
+        self._jobs: JobStore | None = None
+        self._lock_handle: IO[str] | None = None
+        self._closing = False
+
+    # -- lifecycle ------------------------------------------------------------------------
+    @property
+    def store(self) -> JobStore:
+        if self._jobs is None:
+            raise RuntimeError("Runtime.start() has not been awaited")
+        return self._jobs
+
+    @property
+    def database(self) -> Database:
+        if self._db is None:
+            raise RuntimeError("Runtime.start() has not been awaited")
+        return self._db
+
+    async def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_handle = _take_lock(self.data_dir / "runtime.lock")
+        self._db = Database(self.data_dir / "llmgw.sqlite3")
+        self._jobs = JobStore(self._db)
+        self._recover()
+        self.prune()
+        for record in self.store.jobs_in([JobStatus.QUEUED]):  # none after recovery; defensive
+            self._queue.append((record.id, record.provider))
+        if self.config.retention_seconds:
+            self._spawn_background(self._retention_loop())
+
+    async def close(self, *, cancel_running: bool = False) -> None:
+        """Stop: queued and running jobs end as interrupted (or cancelled), output kept."""
+        if self._closing or self._jobs is None:
+            return
+        self._closing = True
+        end_status = JobStatus.CANCELLED if cancel_running else JobStatus.INTERRUPTED
+        while self._queue:
+            job_id, _ = self._queue.popleft()
+            self._finish_unstarted(job_id, end_status, "the gateway stopped before the job started")
+        tasks = []
+        for running in list(self._running.values()):
+            running.stop_reason = "shutdown"
+            running.cancel_reason = "gateway shutdown" if cancel_running else None
+            running.wake.set()
+            if running.task is not None:
+                tasks.append(running.task)
+        if tasks:
+            await asyncio.wait(tasks, timeout=self.config.kill_grace_seconds + 10)
+        for task in self._background:
+            task.cancel()
+        if self._db is not None:
+            self._db.close()
+        if self._lock_handle is not None:
+            self._lock_handle.close()
+        self._jobs = None
+
+    # -- submission -----------------------------------------------------------------------
+    async def submit(self, spec: JobSpec) -> JobRecord:
+        """Validate and store a job; it starts when a slot is free (or when released)."""
+        if self._closing:
+            raise GatewayError(ErrorCategory.SATURATED, "the gateway is shutting down")
+        provider = self._provider(spec.provider)
+        if spec.kind not in JOB_KINDS:
+            raise InvalidInputError("kind", f"must be one of {', '.join(JOB_KINDS)}")
+        args = provider.validate(spec.kind, spec.args)
+        key = spec.idempotency_key or args.get("idempotency_key")
+        if key:
+            existing = self._find_idempotent(spec.caller, key)
+            if existing is not None:
+                return existing
+        if not spec.hold:
+            provider.check_ready()
+            self._check_capacity()
+        now = time.time()
+        status = JobStatus.AWAITING_APPROVAL if spec.hold else JobStatus.QUEUED
+        job_id = uuid.uuid4().hex[:12]
+        values = {
+            "id": job_id,
+            "provider": spec.provider,
+            "tool": spec.tool,
+            "kind": spec.kind,
+            "caller": spec.caller,
+            "status": status.value,
+            "args_json": json.dumps(args),
+            "working_dir": args.get("working_dir"),
+            "idempotency_key": key,
+            "prompt_preview": _preview(str(args.get("prompt", ""))),
+            "created_at": now,
+            "queued_at": None if spec.hold else now,
+            "updated_at": now,
+            "parent_session_id": args.get("session_id") if spec.kind == "fork" else None,
+            "session_id": args.get("session_id") if spec.kind == "resume" else None,
+        }
+        try:
+            record = self.store.insert_job(
+                values, (now, "job.status", status.value, {"status": status.value})
+            )
+        except IdempotencyConflict as conflict:
+            return conflict.existing
+        self._notify(record)
+        if not spec.hold:
+            self._queue.append((record.id, record.provider))
+            self._schedule()
+        return record
+
+    async def release(self, job_id: str) -> JobRecord:
+        """Approval granted: an awaiting job joins the queue (or fails as saturated)."""
+        record = self._require(job_id)
+        if record.status is not JobStatus.AWAITING_APPROVAL:
+            return record
+        now = time.time()
+        try:
+            self._provider(record.provider).check_ready()
+            self._check_capacity()
+        except GatewayError as error:
+            failed = self.store.transition(
+                job_id,
+                JobStatus.FAILED,
+                now,
+                expect=[JobStatus.AWAITING_APPROVAL],
+                finished_at=now,
+                error_category=error.category.value,
+                error_message=error.message,
+            )
+            self._notify(failed)
+            return failed or self._require(job_id)
+        queued = self.store.transition(
+            job_id,
+            JobStatus.QUEUED,
+            now,
+            expect=[JobStatus.AWAITING_APPROVAL],
+            queued_at=now,
+            summary="approved, queued",
+        )
+        if queued is None:
+            return self._require(job_id)
+        self._notify(queued)
+        self._queue.append((job_id, queued.provider))
+        self._schedule()
+        return queued
+
+    async def cancel(self, job_id: str, reason: str | None = None) -> JobRecord:
+        """Cancel a waiting job at once, or stop a running one's process group and wait for it."""
+        record = self._require(job_id)
+        if record.is_terminal:
+            return record
+        if record.status in (JobStatus.AWAITING_APPROVAL, JobStatus.QUEUED):
+            self._queue = deque(item for item in self._queue if item[0] != job_id)
+            done = self._finish_unstarted(job_id, JobStatus.CANCELLED, None, reason or "cancelled")
+            if done is not None:
+                return done
+        running = self._running.get(job_id)
+        if running is not None:
+            if running.stop_reason is None:
+                running.stop_reason = "cancel"
+                running.cancel_reason = reason or "cancelled"
+            running.wake.set()
+            return await self.wait_finished(job_id, self.config.kill_grace_seconds + 10)
+        return self._require(job_id)
+
+    # -- reading --------------------------------------------------------------------------
+    def get(self, job_id: str) -> JobRecord | None:
+        return self.store.get_job(job_id)
+
+    def list_jobs(
+        self,
+        *,
+        status: str | Sequence[str] | None = None,
+        provider: str | None = None,
+        caller: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[JobRecord], int]:
+        statuses = [status] if isinstance(status, str) else list(status or [])
+        for value in statuses:
+            if value not in {s.value for s in JobStatus}:
+                raise InvalidInputError(
+                    "status", f"must be one of {', '.join(s.value for s in JobStatus)}"
+                )
+        return self.store.list_jobs(
+            statuses=statuses,
+            provider=provider,
+            caller=caller,
+            limit=max(1, min(limit, 500)),
+            offset=max(0, offset),
+        )
+
+    def events(self, job_id: str, after_seq: int = 0, limit: int = 200) -> list[JobEvent]:
+        return self.store.events_after(job_id, after_seq, max(1, min(limit, 1000)))
+
+    def read_output(
+        self, job_id: str, stream: str = "stdout", offset: int = 0, limit: int = 65536
+    ) -> OutputPage:
+        self._require(job_id)
+        if stream not in job_output.STREAM_FILES:
+            raise InvalidInputError("stream", "must be stdout or stderr")
+        if offset < 0:
+            raise InvalidInputError("offset", "must be >= 0")
+        return job_output.read_page(self.job_dir(job_id), stream, offset, limit)
+
+    def job_dir(self, job_id: str) -> Path:
+        return job_output.job_dir(self.data_dir, job_id)
+
+    def sessions(self, caller: str | None = None) -> list[SessionRecord]:
+        return self.store.list_sessions(caller)
+
+    def session(self, session_id: str) -> SessionRecord | None:
+        return self.store.get_session(session_id)
+
+    def latest_session(
+        self, *, caller: str | None, provider: str = "codex", working_dir: str | None = None
+    ) -> SessionRecord | None:
+        return self.store.latest_session(caller=caller, provider=provider, working_dir=working_dir)
+
+    def summary(self, caller: str | None = None) -> dict[str, int]:
+        counts = {status.value: 0 for status in JobStatus}
+        counts.update(self.store.count_by_status(caller))
+        return counts
+
+    def subscribe(self, maxsize: int = 1000) -> ChangeSubscription:
+        return self.notifier.subscribe(maxsize)
+
+    async def wait_for_events(
+        self, job_id: str, after_seq: int, timeout: float, limit: int = 200
+    ) -> tuple[list[JobEvent], JobRecord]:
+        """New events after ``after_seq``, or the job's end, or nothing by the deadline."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, timeout)
+        while True:
+            with self.notifier.waiter(job_id) as woken:
+                events = self.events(job_id, after_seq, limit)
+                record = self._require(job_id)
+                remaining = deadline - loop.time()
+                if events or record.is_terminal or remaining <= 0:
+                    return events, record
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(woken, remaining)
+
+    async def wait_finished(self, job_id: str, timeout: float | None) -> JobRecord:
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            with self.notifier.waiter(job_id) as woken:
+                record = self._require(job_id)
+                if record.is_terminal:
+                    return record
+                remaining = None if deadline is None else deadline - loop.time()
+                if remaining is not None and remaining <= 0:
+                    return record
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(woken, remaining)
+
+    def prune(self, now: float | None = None) -> int:
+        """Delete finished jobs older than the retention age, with their output files."""
+        if not self.config.retention_seconds:
+            return 0
+        cutoff = (now or time.time()) - self.config.retention_seconds
+        job_ids = self.store.finished_before(cutoff)
+        if job_ids:
+            self.store.delete_jobs(job_ids)
+            for job_id in job_ids:
+                job_output.remove_job_dir(self.job_dir(job_id))
+        return len(job_ids)
+
+    # -- scheduling -----------------------------------------------------------------------
+    def _check_capacity(self) -> None:
+        if len(self._queue) >= self.config.max_queued:
+            raise SaturatedError(
+                f"the job queue is full ({self.config.max_queued} waiting, "
+                f"{len(self._running)} running); retry later or cancel jobs"
+            )
+
+    def _provider_limit(self, provider: str) -> int:
+        return self.config.provider_limits.get(provider, self.config.max_running)
+
+    def _schedule(self) -> None:
+        while not self._closing and self._queue and len(self._running) < self.config.max_running:
+            busy: dict[str, int] = {}
+            for running in self._running.values():
+                busy[running.provider] = busy.get(running.provider, 0) + 1
+            for index, (job_id, provider) in enumerate(self._queue):
+                if busy.get(provider, 0) < self._provider_limit(provider):
+                    del self._queue[index]
+                    self._launch(job_id, provider)
+                    break
+            else:
+                return
+
+    def _launch(self, job_id: str, provider: str) -> None:
+        running = _RunningJob(job_id=job_id, provider=provider)
+        self._running[job_id] = running
+        running.task = asyncio.get_running_loop().create_task(self._run(running))
+        running.task.add_done_callback(lambda _task: self._on_run_done(job_id))
+
+    def _on_run_done(self, job_id: str) -> None:
+        self._running.pop(job_id, None)
+        self._schedule()
+
+    # -- running one job --------------------------------------------------------------------
+    async def _run(self, running: _RunningJob) -> None:
+        job_id = running.job_id
+        record = self.store.get_job(job_id)
+        if record is None or record.status is not JobStatus.QUEUED:
+            return
+        provider = self.providers[record.provider]
+        directory = self.job_dir(job_id)
+        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            command = provider.build_command(record.kind, record.args, directory)
+            env = {**os.environ, **self.config.env, **command.env}
+            process = await spawn(
+                command.argv, cwd=command.cwd, env=env, stdin=command.stdin is not None
+            )
+        except GatewayError as error:
+            self._fail_unstarted(job_id, error.category, error.message)
+            return
+        except OSError as error:
+            argv0 = locals().get("command").argv[0] if "command" in locals() else "?"
+            self._fail_unstarted(
+                job_id, ErrorCategory.SPAWN_ERROR, f"could not start {argv0}: {error}"
+            )
+            return
+        running.process = process
+        now = time.time()
+        started = self.store.transition(
+            job_id,
+            JobStatus.RUNNING,
+            now,
+            expect=[JobStatus.QUEUED],
+            started_at=now,
+            pid=process.pid,
+            pid_start_time=process_start_time(process.pid),
+            argv_json=json.dumps(command.argv),
+            runtime_id=self.runtime_id,
+        )
+        if started is None:  # cancelled while spawning
+            await terminate_group(process, self.config.kill_grace_seconds)
+            await process.wait()
+            return
+        self._notify(started)
+        await self._supervise(running, started, provider, process, command.stdin)
+
+    async def _supervise(
+        self,
+        running: _RunningJob,
+        record: JobRecord,
+        provider: Provider,
+        process: asyncio.subprocess.Process,
+        stdin_data: bytes | None,
+    ) -> None:
+        output = job_output.CappedOutput(self.job_dir(record.id), self.config.output_cap_bytes)
+        parser = provider.new_parser()
+        stderr_tail = bytearray()
+        assert process.stdout is not None and process.stderr is not None
+        pumps = [
+            asyncio.ensure_future(self._feed_stdin(process, stdin_data)),
+            asyncio.ensure_future(
+                self._pump(running, record, process.stdout, "stdout", output, parser, None)
+            ),
+            asyncio.ensure_future(
+                self._pump(running, record, process.stderr, "stderr", output, parser, stderr_tail)
+            ),
+        ]
+        exit_code = await self._watch(running, record, process)
+        signal_group(process.pid, signal.SIGKILL)  # leftovers of the group must not outlive it
+        _, pending = await asyncio.wait(pumps, timeout=PIPE_DRAIN_SECONDS)
+        for task in pending:
+            task.cancel()
+        output.close()
+        self._settle(running, record, parser, exit_code, output, bytes(stderr_tail))
+
+    async def _watch(
+        self, running: _RunningJob, record: JobRecord, process: asyncio.subprocess.Process
+    ) -> int | None:
+        """Wait for the exit while enforcing cancel, wall-clock and idle limits."""
+        wall = float(record.args.get("timeout_seconds") or self.config.wall_timeout_seconds)
+        idle = self.config.idle_timeout_seconds
+        started = time.monotonic()
+        exited = asyncio.ensure_future(process.wait())
+        stopping: asyncio.Future[None] | None = None
+        while not exited.done():
+            if running.stop_reason is None:
+                now = time.monotonic()
+                if now - started >= wall:
+                    running.stop_reason = "wall_timeout"
+                elif now - running.last_output >= idle:
+                    running.stop_reason = "idle_timeout"
+            if running.stop_reason is not None and stopping is None:
+                stopping = asyncio.ensure_future(
+                    terminate_group(process, self.config.kill_grace_seconds)
+                )
+            running.wake.clear()
+            woken = asyncio.ensure_future(running.wake.wait())
+            deadline = min(started + wall, running.last_output + idle) - time.monotonic()
+            timeout = None if stopping is not None else max(deadline, 0.0) + 0.01
+            await asyncio.wait({exited, woken}, timeout=timeout, return_when="FIRST_COMPLETED")
+            woken.cancel()
+        if stopping is not None:
+            stopping.cancel()
+        return exited.result()
+
+    @staticmethod
+    async def _feed_stdin(process: asyncio.subprocess.Process, data: bytes | None) -> None:
+        """Write the prompt and close stdin: an open stdin makes ``codex exec`` wait forever."""
+        if process.stdin is None:
+            return
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            if data:
+                process.stdin.write(data)
+                await process.stdin.drain()
+            process.stdin.close()
+            await process.stdin.wait_closed()
+
+    async def _pump(
+        self,
+        running: _RunningJob,
+        record: JobRecord,
+        reader: asyncio.StreamReader,
+        stream: str,
+        output: job_output.CappedOutput,
+        parser: StreamParser,
+        tail: bytearray | None,
+    ) -> None:
+        pending = bytearray()
+        discarding = False  # inside an over-long line: not parsed, still kept on disk
+        while True:
+            chunk = await reader.read(READ_CHUNK)
+            if not chunk:
+                break
+            running.last_output = time.monotonic()
+            kept = output.write(stream, chunk)
+            if output.overflowed and running.stop_reason is None:
+                running.stop_reason = "overflow"
+                running.wake.set()
+            if tail is not None:
+                tail += kept
+                del tail[:-STDERR_TAIL_BYTES]
+                continue
+            pending += kept
+            lines: list[bytes] = []
+            while (end := pending.find(b"\n")) >= 0:
+                if not discarding:
+                    lines.append(bytes(pending[:end]))
+                discarding = False
+                del pending[: end + 1]
+            if len(pending) > MAX_LINE_BYTES:
+                pending.clear()
+                discarding = True
+            if lines:
+                self._parse_lines(running, record, parser, lines)
+        if tail is None and pending and not discarding:
+            self._parse_lines(running, record, parser, [bytes(pending)])
+
+    def _parse_lines(
+        self, running: _RunningJob, record: JobRecord, parser: StreamParser, lines: list[bytes]
+    ) -> None:
+        parsed: list[ParsedEvent] = []
+        for line in lines:
+            parsed.extend(parser.feed(line))
+        if not parsed:
+            return
+        now = time.time()
+        room = self.config.max_events_per_job - running.events_stored
+        rows = [(now, e.type, e.summary, e.data) for e in parsed[: max(room, 0)]]
+        running.events_stored += len(rows)
+        if parser.session_id and not running.session_recorded:
+            running.session_recorded = True
+            self._record_session(record, parser.session_id, now)
+        if rows:
+            last_seq = self.store.append_events(record.id, rows)
+            self.notifier.notify(JobChange(record.id, JobStatus.RUNNING.value, last_seq))
+
+    def _record_session(self, record: JobRecord, session_id: str, now: float) -> None:
+        parent = record.args.get("session_id") if record.kind == "fork" else None
+        self.store.update_job(record.id, session_id=session_id)
+        self.store.record_session(
+            session_id=session_id,
+            provider=record.provider,
+            caller=record.caller,
+            parent_session_id=parent,
+            working_dir=record.working_dir,
+            job_id=record.id,
+            ts=now,
+        )
+
+    def _settle(
+        self,
+        running: _RunningJob,
+        record: JobRecord,
+        parser: StreamParser,
+        exit_code: int | None,
+        output: job_output.CappedOutput,
+        stderr_tail: bytes,
+    ) -> None:
+        usage = parser.usage
+        fields: dict[str, Any] = {
+            "finished_at": time.time(),
+            "exit_code": exit_code,
+            "final_message": parser.final_message,
+            "stdout_bytes": output.sizes["stdout"],
+            "stderr_bytes": output.sizes["stderr"],
+        }
+        if usage is not None:
+            fields.update(usage.to_dict())
+        if parser.session_id:
+            fields["session_id"] = parser.session_id
+        reason = running.stop_reason
+        wall = record.args.get("timeout_seconds") or self.config.wall_timeout_seconds
+        if reason == "cancel":
+            status, fields["cancel_reason"] = JobStatus.CANCELLED, running.cancel_reason
+        elif reason == "shutdown":
+            status = JobStatus.CANCELLED if running.cancel_reason else JobStatus.INTERRUPTED
+            fields["cancel_reason"] = running.cancel_reason
+            fields["error_message"] = "the gateway stopped while the job was running"
+        elif reason in ("wall_timeout", "idle_timeout"):
+            status = JobStatus.TIMED_OUT
+            fields["error_category"] = ErrorCategory.TIMEOUT.value
+            fields["error_message"] = (
+                f"ran longer than {wall:g} s (wall-clock timeout)"
+                if reason == "wall_timeout"
+                else f"no output for {self.config.idle_timeout_seconds:g} s (idle timeout)"
+            )
+        elif reason == "overflow":
+            status = JobStatus.FAILED
+            fields["error_category"] = ErrorCategory.OUTPUT_OVERFLOW.value
+            fields["error_message"] = (
+                f"output exceeded the cap of {self.config.output_cap_bytes} bytes; "
+                "the captured part is kept"
+            )
+        else:
+            verdict = parser.verdict(exit_code, stderr_tail.decode("utf-8", "replace"))
+            status = JobStatus.SUCCEEDED if verdict.succeeded else JobStatus.FAILED
+            if not verdict.succeeded:
+                fields["error_category"] = (verdict.category or ErrorCategory.CLI_ERROR).value
+                fields["error_message"] = verdict.message
+        done = self.store.transition(
+            record.id,
+            status,
+            fields["finished_at"],
+            expect=[JobStatus.RUNNING],
+            summary=_status_summary(status, fields),
+            **fields,
+        )
+        self._notify(done)
+
+    # -- helpers --------------------------------------------------------------------------
+    def _finish_unstarted(
+        self, job_id: str, status: JobStatus, message: str | None, cancel_reason: str | None = None
+    ) -> JobRecord | None:
+        now = time.time()
+        done = self.store.transition(
+            job_id,
+            status,
+            now,
+            expect=[JobStatus.QUEUED, JobStatus.AWAITING_APPROVAL],
+            finished_at=now,
+            error_message=message,
+            cancel_reason=cancel_reason,
+            summary=cancel_reason or status.value,
+        )
+        self._notify(done)
+        return done
+
+    def _fail_unstarted(self, job_id: str, category: ErrorCategory, message: str) -> None:
+        now = time.time()
+        done = self.store.transition(
+            job_id,
+            JobStatus.FAILED,
+            now,
+            expect=[JobStatus.QUEUED],
+            finished_at=now,
+            error_category=category.value,
+            error_message=message,
+            summary=message,
+        )
+        self._notify(done)
+
+    def _recover(self) -> None:
+        """Jobs left queued or running by a runtime that is gone become interrupted, never re-run.
+
+        A worker that outlived its runtime has lost its output pipe; it is stopped (its start time
+        proves it is the same process) so it does not keep spending tokens unobserved.
+        """
+        now = time.time()
+        for record in self.store.jobs_in([JobStatus.QUEUED, JobStatus.RUNNING]):
+            message = "the gateway stopped before the job started; it was not re-run"
+            if record.status is JobStatus.RUNNING:
+                message = "the gateway stopped while the job was running; output so far is kept"
+                if is_same_process(record.pid, record.pid_start_time) and record.pid:
+                    signal_group(record.pid, signal.SIGKILL)
+                    message += f" (its process {record.pid} was still alive and was stopped)"
+            directory = self.job_dir(record.id)
+            done = self.store.transition(
+                record.id,
+                JobStatus.INTERRUPTED,
+                now,
+                expect=[JobStatus.QUEUED, JobStatus.RUNNING],
+                finished_at=now,
+                error_message=message,
+                summary=message,
+                stdout_bytes=job_output.output_size(directory, "stdout"),
+                stderr_bytes=job_output.output_size(directory, "stderr"),
+            )
+            self._notify(done)
+
+    async def _retention_loop(self) -> None:
+        while True:
+            await asyncio.sleep(3600)
+            self.prune()
+
+    def _spawn_background(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _provider(self, name: str) -> Provider:
+        provider = self.providers.get(name)
+        if provider is None:
+            raise InvalidInputError(
+                "provider", f"must be one of {', '.join(sorted(self.providers))}"
+            )
+        return provider
+
+    def _require(self, job_id: str) -> JobRecord:
+        record = self.store.get_job(job_id)
+        if record is None:
+            raise NotFoundError(f"job {job_id}")
+        return record
+
+    def _find_idempotent(self, caller: str, key: str) -> JobRecord | None:
+        row = self.database.query_one(
+            "SELECT id FROM jobs WHERE caller = ? AND idempotency_key = ?", (caller, key)
+        )
+        return self.store.get_job(row["id"]) if row else None
+
+    def _notify(self, record: JobRecord | None) -> None:
+        if record is not None:
+            self.notifier.notify(JobChange(record.id, record.status.value, record.last_seq))
+
+
+def _builtin_providers(config: RuntimeConfig) -> dict[str, Provider]:
+    from llmgw_jupyter.providers.codex import CodexProvider
+
+    return {"codex": CodexProvider(config.codex_path, codex_home=config.codex_home)}
+
+
+def _take_lock(path: Path) -> IO[str]:
+    """One runtime per data directory: two would both 'recover' each other's live jobs."""
+    handle = open(path, "a+")  # noqa: SIM115 - held for the runtime's lifetime
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise GatewayError(
+            ErrorCategory.CONFLICT,
+            f"{path.parent} is in use by another llmgw runtime (pid {holder})",
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
+def _preview(prompt: str) -> str:
+    text = " ".join(prompt.split())
+    return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…"
+
+
+def _status_summary(status: JobStatus, fields: dict[str, Any]) -> str:
+    message = fields.get("error_message") or fields.get("cancel_reason")
+    return f"{status.value}: {message}" if message else status.value

@@ -1,0 +1,272 @@
+"""Plain data types of the job runtime; JSON views here are what every adapter serves."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any
+
+from llmgw_jupyter.errors import ErrorCategory
+
+
+class JobStatus(str, Enum):
+    AWAITING_APPROVAL = "awaiting_approval"
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+    INTERRUPTED = "interrupted"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset(
+    {
+        JobStatus.SUCCEEDED,
+        JobStatus.FAILED,
+        JobStatus.CANCELLED,
+        JobStatus.TIMED_OUT,
+        JobStatus.INTERRUPTED,
+    }
+)
+ACTIVE_STATUSES = frozenset({JobStatus.AWAITING_APPROVAL, JobStatus.QUEUED, JobStatus.RUNNING})
+
+JobKind = str  # "exec" | "resume" | "fork"
+JOB_KINDS = ("exec", "resume", "fork")
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class Usage:
+    input_tokens: int | None = None
+    cached_input_tokens: int | None = None
+    output_tokens: int | None = None
+    reasoning_output_tokens: int | None = None
+
+    def to_dict(self) -> dict[str, int | None]:
+        return {
+            "input_tokens": self.input_tokens,
+            "cached_input_tokens": self.cached_input_tokens,
+            "output_tokens": self.output_tokens,
+            "reasoning_output_tokens": self.reasoning_output_tokens,
+        }
+
+
+@dataclass
+class JobSpec:
+    """What a caller asks the runtime to run; ``args`` are already validated by the tool layer."""
+
+    provider: str
+    tool: str
+    kind: JobKind
+    args: dict[str, Any]
+    caller: str = "owner"
+    idempotency_key: str | None = None
+    hold: bool = False  # True: start in awaiting_approval until released
+
+
+@dataclass
+class JobRecord:
+    id: str
+    provider: str
+    tool: str
+    kind: str
+    caller: str
+    status: JobStatus
+    args: dict[str, Any]
+    argv: list[str] | None
+    working_dir: str | None
+    idempotency_key: str | None
+    prompt_preview: str
+    created_at: float
+    queued_at: float | None
+    started_at: float | None
+    finished_at: float | None
+    updated_at: float
+    exit_code: int | None
+    pid: int | None
+    pid_start_time: float | None
+    runtime_id: str | None
+    session_id: str | None
+    parent_session_id: str | None
+    usage: Usage
+    final_message: str | None
+    error_category: ErrorCategory | None
+    error_message: str | None
+    cancel_reason: str | None
+    last_seq: int
+    stdout_bytes: int
+    stderr_bytes: int
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> JobRecord:
+        return cls(
+            id=row["id"],
+            provider=row["provider"],
+            tool=row["tool"],
+            kind=row["kind"],
+            caller=row["caller"],
+            status=JobStatus(row["status"]),
+            args=json.loads(row["args_json"]),
+            argv=json.loads(row["argv_json"]) if row["argv_json"] else None,
+            working_dir=row["working_dir"],
+            idempotency_key=row["idempotency_key"],
+            prompt_preview=row["prompt_preview"],
+            created_at=row["created_at"],
+            queued_at=row["queued_at"],
+            started_at=row["started_at"],
+            finished_at=row["finished_at"],
+            updated_at=row["updated_at"],
+            exit_code=row["exit_code"],
+            pid=row["pid"],
+            pid_start_time=row["pid_start_time"],
+            runtime_id=row["runtime_id"],
+            session_id=row["session_id"],
+            parent_session_id=row["parent_session_id"],
+            usage=Usage(
+                row["input_tokens"],
+                row["cached_input_tokens"],
+                row["output_tokens"],
+                row["reasoning_output_tokens"],
+            ),
+            final_message=row["final_message"],
+            error_category=ErrorCategory(row["error_category"]) if row["error_category"] else None,
+            error_message=row["error_message"],
+            cancel_reason=row["cancel_reason"],
+            last_seq=row["last_seq"],
+            stdout_bytes=row["stdout_bytes"],
+            stderr_bytes=row["stderr_bytes"],
+        )
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status.is_terminal
+
+    def to_dict(self) -> dict[str, Any]:
+        """The one JSON view of a job (REST, MCP structured content, widgets, the lab panel)."""
+        error = None
+        if self.error_category is not None or self.error_message:
+            error = {
+                "category": self.error_category.value if self.error_category else None,
+                "message": self.error_message,
+            }
+        return {
+            "id": self.id,
+            "provider": self.provider,
+            "tool": self.tool,
+            "kind": self.kind,
+            "caller": self.caller,
+            "status": self.status.value,
+            "args": self.args,
+            "argv": self.argv,
+            "working_dir": self.working_dir,
+            "idempotency_key": self.idempotency_key,
+            "prompt_preview": self.prompt_preview,
+            "created_at": iso(self.created_at),
+            "queued_at": iso(self.queued_at),
+            "started_at": iso(self.started_at),
+            "finished_at": iso(self.finished_at),
+            "updated_at": iso(self.updated_at),
+            "exit_code": self.exit_code,
+            "pid": self.pid,
+            "session_id": self.session_id,
+            "parent_session_id": self.parent_session_id,
+            "usage": self.usage.to_dict(),
+            "final_message": self.final_message,
+            "error": error,
+            "cancel_reason": self.cancel_reason,
+            "last_seq": self.last_seq,
+            "stdout_bytes": self.stdout_bytes,
+            "stderr_bytes": self.stderr_bytes,
+        }
+
+
+@dataclass
+class JobEvent:
+    job_id: str
+    seq: int
+    ts: float
+    type: str
+    summary: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> JobEvent:
+        return cls(
+            row["job_id"],
+            row["seq"],
+            row["ts"],
+            row["type"],
+            row["summary"],
+            json.loads(row["data_json"]),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "job_id": self.job_id,
+            "seq": self.seq,
+            "ts": iso(self.ts),
+            "type": self.type,
+            "summary": self.summary,
+            "data": self.data,
+        }
+
+
+@dataclass
+class SessionRecord:
+    session_id: str
+    provider: str
+    caller: str
+    parent_session_id: str | None
+    working_dir: str | None
+    created_at: float
+    created_by_job: str | None
+    last_job_id: str | None
+    last_used_at: float
+    children: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "session_id": self.session_id,
+            "provider": self.provider,
+            "caller": self.caller,
+            "parent_session_id": self.parent_session_id,
+            "children": list(self.children),
+            "working_dir": self.working_dir,
+            "created_at": iso(self.created_at),
+            "created_by_job": self.created_by_job,
+            "last_job_id": self.last_job_id,
+            "last_used_at": iso(self.last_used_at),
+        }
+
+
+@dataclass
+class OutputPage:
+    stream: str
+    offset: int
+    data: str
+    next_offset: int
+    size: int
+    eof: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stream": self.stream,
+            "offset": self.offset,
+            "data": self.data,
+            "next_offset": self.next_offset,
+            "size": self.size,
+            "eof": self.eof,
+        }

@@ -1,0 +1,108 @@
+"""Job output on disk: appended as it arrives, capped, and read back in pages.
+
+Output never lives whole in memory: a 50 MB run costs the gateway one read buffer.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import BinaryIO
+
+from llmgw_jupyter.runtime.models import OutputPage
+
+STREAM_FILES = {"stdout": "stdout.jsonl", "stderr": "stderr.log"}
+MAX_PAGE_BYTES = 1024 * 1024
+
+
+def job_dir(data_dir: Path, job_id: str) -> Path:
+    return data_dir / "jobs" / job_id
+
+
+class CappedOutput:
+    """Appends both streams of one job to files, stopping at a shared byte cap."""
+
+    def __init__(self, directory: Path, cap_bytes: int) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.cap_bytes = cap_bytes
+        self.sizes = {"stdout": 0, "stderr": 0}
+        self.overflowed = False
+        self._files: dict[str, BinaryIO] = {
+            stream: open(directory / name, "ab")  # noqa: SIM115 - closed in close()
+            for stream, name in STREAM_FILES.items()
+        }
+
+    @property
+    def total(self) -> int:
+        return self.sizes["stdout"] + self.sizes["stderr"]
+
+    def write(self, stream: str, data: bytes) -> bytes:
+        """Write what fits under the cap; returns the part written (callers parse only that)."""
+        room = self.cap_bytes - self.total
+        if len(data) > room:
+            self.overflowed = True
+            data = data[: max(room, 0)]
+        if data:
+            handle = self._files[stream]
+            handle.write(data)
+            handle.flush()  # readers (paged results, other processes) see it at once
+            self.sizes[stream] += len(data)
+        return data
+
+    def close(self) -> None:
+        for handle in self._files.values():
+            handle.close()
+
+
+def output_size(directory: Path, stream: str) -> int:
+    try:
+        return (directory / STREAM_FILES[stream]).stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def read_page(directory: Path, stream: str, offset: int, limit: int) -> OutputPage:
+    """Read ``limit`` bytes from ``offset``, never splitting a UTF-8 character across pages."""
+    if stream not in STREAM_FILES:
+        raise ValueError(f"stream must be one of {sorted(STREAM_FILES)}")
+    limit = max(1, min(limit, MAX_PAGE_BYTES))
+    path = directory / STREAM_FILES[stream]
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            chunk = handle.read(limit)
+    except FileNotFoundError:
+        return OutputPage(stream, offset, "", offset, 0, True)
+    if offset + len(chunk) < size:
+        chunk = _trim_partial_utf8(chunk)
+    next_offset = offset + len(chunk)
+    return OutputPage(
+        stream=stream,
+        offset=offset,
+        data=chunk.decode("utf-8", errors="replace"),
+        next_offset=next_offset,
+        size=size,
+        eof=next_offset >= size,
+    )
+
+
+def _trim_partial_utf8(chunk: bytes) -> bytes:
+    """Drop an incomplete multi-byte sequence at the end (it starts the next page)."""
+    for back in range(1, min(4, len(chunk)) + 1):
+        byte = chunk[-back]
+        if byte & 0xC0 == 0x80:  # continuation byte: keep looking for the lead byte
+            continue
+        if byte & 0x80 == 0:  # ASCII: complete
+            return chunk
+        needed = 2 if byte & 0xE0 == 0xC0 else 3 if byte & 0xF0 == 0xE0 else 4
+        return chunk if back >= needed else chunk[:-back]
+    return chunk
+
+
+def remove_job_dir(directory: Path) -> None:
+    if not directory.exists():
+        return
+    for child in directory.iterdir():
+        child.unlink(missing_ok=True)
+    os.rmdir(directory)

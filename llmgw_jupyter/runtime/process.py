@@ -1,0 +1,71 @@
+"""Child processes in their own session, so a cancel reaches the whole process group.
+
+Codex's npm launcher on Node 20 leaves the native binary as a child: signalling only the launcher
+would orphan the real worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+
+import psutil
+
+
+async def spawn(
+    argv: list[str], *, cwd: str | None, env: dict[str, str], stdin: bool
+) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        *argv,
+        cwd=cwd,
+        env=env,
+        stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
+    )
+
+
+def process_start_time(pid: int) -> float | None:
+    """Start time identifies a process across pid reuse."""
+    try:
+        return float(psutil.Process(pid).create_time())
+    except (psutil.Error, OSError):
+        return None
+
+
+def is_same_process(pid: int | None, start_time: float | None) -> bool:
+    if not pid or start_time is None:
+        return False
+    current = process_start_time(pid)
+    return current is not None and abs(current - start_time) < 0.05
+
+
+def signal_group(pgid: int, sig: signal.Signals) -> bool:
+    """Signal a whole process group; False when it is already gone."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False
+    return True
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+async def terminate_group(process: asyncio.subprocess.Process, grace_seconds: float) -> None:
+    """SIGTERM the group, then SIGKILL it if the leader is still there after the grace period."""
+    pgid = process.pid
+    signal_group(pgid, signal.SIGTERM)
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(asyncio.shield(process.wait()), grace_seconds)
+    signal_group(pgid, signal.SIGKILL)

@@ -1,0 +1,298 @@
+"""SQL for jobs, their events (including every status transition) and Codex sessions."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from llmgw_jupyter.runtime.models import JobEvent, JobRecord, JobStatus, SessionRecord
+from llmgw_jupyter.store.db import Database
+
+# Columns the runtime may change after insert; anything else is immutable history.
+_UPDATABLE = frozenset(
+    {
+        "argv_json",
+        "working_dir",
+        "queued_at",
+        "started_at",
+        "finished_at",
+        "exit_code",
+        "pid",
+        "pid_start_time",
+        "runtime_id",
+        "session_id",
+        "parent_session_id",
+        "input_tokens",
+        "cached_input_tokens",
+        "output_tokens",
+        "reasoning_output_tokens",
+        "final_message",
+        "error_category",
+        "error_message",
+        "cancel_reason",
+        "stdout_bytes",
+        "stderr_bytes",
+    }
+)
+
+EventRow = tuple[float, str, str, dict[str, Any]]  # ts, type, summary, data
+
+
+class IdempotencyConflict(Exception):
+    """A job with this caller and idempotency key already exists."""
+
+    def __init__(self, existing: JobRecord) -> None:
+        super().__init__(existing.id)
+        self.existing = existing
+
+
+class JobStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- jobs -----------------------------------------------------------------------------
+    def insert_job(self, values: dict[str, Any], first_event: EventRow) -> JobRecord:
+        """Insert a job and its first status event atomically; a repeated key raises."""
+        columns = ", ".join(values)
+        marks = ", ".join(f":{name}" for name in values)
+        with self.db.transaction(immediate=True) as conn:
+            key = values.get("idempotency_key")
+            if key is not None:
+                row = conn.execute(
+                    "SELECT * FROM jobs WHERE caller = ? AND idempotency_key = ?",
+                    (values["caller"], key),
+                ).fetchone()
+                if row is not None:
+                    raise IdempotencyConflict(JobRecord.from_row(row))
+            conn.execute(f"INSERT INTO jobs ({columns}) VALUES ({marks})", values)
+            self._append_events(conn, values["id"], [first_event])
+            row = conn.execute("SELECT * FROM jobs WHERE id = ?", (values["id"],)).fetchone()
+        return JobRecord.from_row(row)
+
+    def get_job(self, job_id: str) -> JobRecord | None:
+        row = self.db.query_one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        return JobRecord.from_row(row) if row is not None else None
+
+    def update_job(self, job_id: str, **fields: Any) -> None:
+        self._check_columns(fields)
+        if not fields:
+            return
+        assignments = ", ".join(f"{name} = :{name}" for name in fields)
+        self.db.execute(f"UPDATE jobs SET {assignments} WHERE id = :_id", {**fields, "_id": job_id})
+
+    def transition(
+        self,
+        job_id: str,
+        status: JobStatus,
+        ts: float,
+        *,
+        expect: Iterable[JobStatus] | None = None,
+        summary: str = "",
+        detail: dict[str, Any] | None = None,
+        **fields: Any,
+    ) -> JobRecord | None:
+        """Move a job to ``status`` and record the transition as an event, atomically.
+
+        With ``expect``, the move happens only from one of those states (returns None otherwise),
+        which is how a cancel racing a finish is settled without locks in the runtime.
+        """
+        self._check_columns(fields)
+        assignments = ", ".join(
+            ["status = :status", "updated_at = :ts", *(f"{n} = :{n}" for n in fields)]
+        )
+        params: dict[str, Any] = {**fields, "status": status.value, "ts": ts, "_id": job_id}
+        where = "id = :_id"
+        if expect is not None:
+            allowed = [s.value for s in expect]
+            where += " AND status IN (" + ", ".join(f":_s{i}" for i in range(len(allowed))) + ")"
+            params.update({f"_s{i}": value for i, value in enumerate(allowed)})
+        data = {"status": status.value, **(detail or {})}
+        with self.db.transaction(immediate=True) as conn:
+            changed = conn.execute(f"UPDATE jobs SET {assignments} WHERE {where}", params).rowcount
+            if not changed:
+                return None
+            self._append_events(conn, job_id, [(ts, "job.status", summary or status.value, data)])
+            row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return JobRecord.from_row(row)
+
+    def list_jobs(
+        self,
+        *,
+        statuses: Sequence[str] | None = None,
+        provider: str | None = None,
+        caller: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[JobRecord], int]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if statuses:
+            clauses.append("status IN (" + ", ".join("?" for _ in statuses) + ")")
+            params.extend(statuses)
+        if provider:
+            clauses.append("provider = ?")
+            params.append(provider)
+        if caller:
+            clauses.append("caller = ?")
+            params.append(caller)
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+        total = self.db.query_one(f"SELECT COUNT(*) FROM jobs {where}", params)
+        rows = self.db.query(
+            f"SELECT * FROM jobs {where} ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        )
+        return [JobRecord.from_row(r) for r in rows], int(total[0]) if total else 0
+
+    def jobs_in(self, statuses: Iterable[JobStatus]) -> list[JobRecord]:
+        values = [s.value for s in statuses]
+        rows = self.db.query(
+            "SELECT * FROM jobs WHERE status IN (" + ", ".join("?" for _ in values) + ")"
+            " ORDER BY created_at, rowid",
+            values,
+        )
+        return [JobRecord.from_row(r) for r in rows]
+
+    def count_by_status(self, caller: str | None = None) -> dict[str, int]:
+        if caller is None:
+            rows = self.db.query("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status")
+        else:
+            rows = self.db.query(
+                "SELECT status, COUNT(*) AS n FROM jobs WHERE caller = ? GROUP BY status", (caller,)
+            )
+        return {row["status"]: row["n"] for row in rows}
+
+    def finished_before(self, ts: float) -> list[str]:
+        terminal = [s.value for s in JobStatus if s.is_terminal]
+        rows = self.db.query(
+            "SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ? AND status IN ("
+            + ", ".join("?" for _ in terminal)
+            + ")",
+            [ts, *terminal],
+        )
+        return [row["id"] for row in rows]
+
+    def delete_jobs(self, job_ids: Sequence[str]) -> None:
+        with self.db.transaction(immediate=True) as conn:
+            conn.executemany("DELETE FROM jobs WHERE id = ?", [(i,) for i in job_ids])
+
+    # -- events ---------------------------------------------------------------------------
+    def append_events(self, job_id: str, events: Sequence[EventRow]) -> int:
+        """Store parsed events with the next sequence numbers; returns the new last seq."""
+        if not events:
+            return -1
+        with self.db.transaction(immediate=True) as conn:
+            return self._append_events(conn, job_id, events)
+
+    @staticmethod
+    def _append_events(conn: Any, job_id: str, events: Sequence[EventRow]) -> int:
+        row = conn.execute(
+            "UPDATE jobs SET last_seq = last_seq + ? WHERE id = ? RETURNING last_seq",
+            (len(events), job_id),
+        ).fetchone()
+        last = int(row[0])
+        first = last - len(events) + 1
+        conn.executemany(
+            "INSERT INTO job_events (job_id, seq, ts, type, summary, data_json)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (job_id, first + i, ts, kind, summary, json.dumps(data, separators=(",", ":")))
+                for i, (ts, kind, summary, data) in enumerate(events)
+            ],
+        )
+        return last
+
+    def events_after(self, job_id: str, after_seq: int, limit: int) -> list[JobEvent]:
+        rows = self.db.query(
+            "SELECT * FROM job_events WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (job_id, after_seq, limit),
+        )
+        return [JobEvent.from_row(r) for r in rows]
+
+    # -- sessions -------------------------------------------------------------------------
+    def record_session(
+        self,
+        *,
+        session_id: str,
+        provider: str,
+        caller: str,
+        parent_session_id: str | None,
+        working_dir: str | None,
+        job_id: str,
+        ts: float,
+    ) -> None:
+        """First sight of a session creates it; later jobs on it (resume) only touch it."""
+        self.db.execute(
+            "INSERT INTO sessions (session_id, provider, caller, parent_session_id, working_dir,"
+            " created_at, created_by_job, last_job_id, last_used_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (session_id) DO UPDATE SET last_job_id = excluded.last_job_id,"
+            " last_used_at = excluded.last_used_at",
+            (session_id, provider, caller, parent_session_id, working_dir, ts, job_id, job_id, ts),
+        )
+
+    def get_session(self, session_id: str) -> SessionRecord | None:
+        row = self.db.query_one("SELECT * FROM sessions WHERE session_id = ?", (session_id,))
+        return self._session(row) if row is not None else None
+
+    def list_sessions(
+        self, caller: str | None = None, limit: int = 200, offset: int = 0
+    ) -> list[SessionRecord]:
+        where, params = ("WHERE caller = ?", [caller]) if caller else ("", [])
+        rows = self.db.query(
+            f"SELECT * FROM sessions {where} ORDER BY last_used_at DESC LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        )
+        sessions = [self._session(r) for r in rows]
+        if sessions:
+            ids = [s.session_id for s in sessions]
+            children = self.db.query(
+                "SELECT session_id, parent_session_id FROM sessions WHERE parent_session_id IN ("
+                + ", ".join("?" for _ in ids)
+                + ") ORDER BY created_at",
+                ids,
+            )
+            by_parent: dict[str, list[str]] = {}
+            for child in children:
+                by_parent.setdefault(child["parent_session_id"], []).append(child["session_id"])
+            for session in sessions:
+                session.children = by_parent.get(session.session_id, [])
+        return sessions
+
+    def latest_session(
+        self, *, caller: str | None, provider: str, working_dir: str | None = None
+    ) -> SessionRecord | None:
+        clauses, params = ["provider = ?"], [provider]
+        if caller:
+            clauses.append("caller = ?")
+            params.append(caller)
+        if working_dir:
+            clauses.append("working_dir = ?")
+            params.append(working_dir)
+        row = self.db.query_one(
+            "SELECT * FROM sessions WHERE "
+            + " AND ".join(clauses)
+            + " ORDER BY last_used_at DESC LIMIT 1",
+            params,
+        )
+        return self._session(row) if row is not None else None
+
+    @staticmethod
+    def _session(row: Any) -> SessionRecord:
+        return SessionRecord(
+            session_id=row["session_id"],
+            provider=row["provider"],
+            caller=row["caller"],
+            parent_session_id=row["parent_session_id"],
+            working_dir=row["working_dir"],
+            created_at=row["created_at"],
+            created_by_job=row["created_by_job"],
+            last_job_id=row["last_job_id"],
+            last_used_at=row["last_used_at"],
+        )
+
+    @staticmethod
+    def _check_columns(fields: dict[str, Any]) -> None:
+        unknown = set(fields) - _UPDATABLE
+        if unknown:
+            raise ValueError(f"not updatable job columns: {sorted(unknown)}")
