@@ -1,0 +1,129 @@
+"""Schema migrations: ``MIGRATIONS[i]`` upgrades the store to version ``i + 1``.
+
+Append new migrations; never edit one that has shipped, because stores in the field already ran it.
+"""
+
+from __future__ import annotations
+
+JOBS_V1 = """
+CREATE TABLE jobs (
+    id TEXT PRIMARY KEY,
+    provider TEXT NOT NULL,
+    tool TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    caller TEXT NOT NULL,
+    status TEXT NOT NULL,
+    args_json TEXT NOT NULL,
+    argv_json TEXT,
+    working_dir TEXT,
+    idempotency_key TEXT,
+    prompt_preview TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL,
+    queued_at REAL,
+    started_at REAL,
+    finished_at REAL,
+    updated_at REAL NOT NULL,
+    exit_code INTEGER,
+    pid INTEGER,
+    pid_start_time REAL,
+    runtime_id TEXT,
+    session_id TEXT,
+    parent_session_id TEXT,
+    input_tokens INTEGER,
+    cached_input_tokens INTEGER,
+    output_tokens INTEGER,
+    reasoning_output_tokens INTEGER,
+    final_message TEXT,
+    error_category TEXT,
+    error_message TEXT,
+    cancel_reason TEXT,
+    last_seq INTEGER NOT NULL DEFAULT 0,
+    stdout_bytes INTEGER NOT NULL DEFAULT 0,
+    stderr_bytes INTEGER NOT NULL DEFAULT 0
+);
+CREATE UNIQUE INDEX jobs_idempotency ON jobs (caller, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE INDEX jobs_status ON jobs (status);
+CREATE INDEX jobs_created ON jobs (created_at);
+CREATE INDEX jobs_caller_created ON jobs (caller, created_at);
+
+CREATE TABLE job_events (
+    job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    ts REAL NOT NULL,
+    type TEXT NOT NULL,
+    summary TEXT NOT NULL DEFAULT '',
+    data_json TEXT NOT NULL DEFAULT '{}',
+    PRIMARY KEY (job_id, seq)
+) WITHOUT ROWID;
+
+CREATE TABLE sessions (
+    session_id TEXT PRIMARY KEY,
+    provider TEXT NOT NULL,
+    caller TEXT NOT NULL,
+    parent_session_id TEXT,
+    working_dir TEXT,
+    created_at REAL NOT NULL,
+    created_by_job TEXT,
+    last_job_id TEXT,
+    last_used_at REAL NOT NULL
+);
+CREATE INDEX sessions_caller_used ON sessions (caller, last_used_at);
+CREATE INDEX sessions_parent ON sessions (parent_session_id);
+"""
+
+POLICY_V1 = """
+CREATE TABLE rate_hits (
+    id INTEGER PRIMARY KEY,
+    counter_key TEXT NOT NULL,
+    ts REAL NOT NULL
+);
+CREATE INDEX rate_hits_key_ts ON rate_hits (counter_key, ts);
+
+CREATE TABLE rate_counters (
+    counter_key TEXT PRIMARY KEY,
+    max_window REAL NOT NULL
+);
+
+CREATE TABLE approvals (
+    id TEXT PRIMARY KEY,
+    caller TEXT NOT NULL,
+    tool TEXT NOT NULL,
+    arguments_json TEXT NOT NULL,
+    job_id TEXT,
+    status TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    decided_by TEXT,
+    decided_at REAL,
+    reason TEXT,
+    reservation_json TEXT NOT NULL DEFAULT '[]'
+);
+CREATE INDEX approvals_status_expires ON approvals (status, expires_at);
+CREATE INDEX approvals_created ON approvals (created_at);
+
+CREATE TABLE audit (
+    id INTEGER PRIMARY KEY,
+    ts REAL NOT NULL,
+    caller TEXT NOT NULL,
+    tool TEXT NOT NULL,
+    decision TEXT NOT NULL,
+    rule TEXT NOT NULL DEFAULT '',
+    message TEXT NOT NULL DEFAULT '',
+    arg_keys_json TEXT NOT NULL DEFAULT '[]',
+    args_sha256 TEXT NOT NULL,
+    approval_id TEXT
+);
+CREATE INDEX audit_ts ON audit (ts);
+CREATE INDEX audit_caller_ts ON audit (caller, ts);
+
+CREATE TABLE grants (
+    name TEXT PRIMARY KEY,
+    token_sha256 TEXT NOT NULL UNIQUE,
+    policy_json TEXT,
+    created_at REAL NOT NULL,
+    revoked_at REAL
+);
+"""
+
+MIGRATIONS: list[str] = [JOBS_V1, POLICY_V1]
