@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Set up a fresh machine for llmgw-jupyter: a virtualenv with the package and its test extras,
+# and the pinned Codex CLI in a project-local npm prefix (never global). Safe to re-run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CODEX_VERSION="0.169.0"
+PYTHON="${PYTHON:-python3}"
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+  echo "need root for: $*" >&2; return 1; fi; }
+
+if [ ! -x .venv/bin/python ]; then
+  if ! "$PYTHON" -m venv .venv 2>/dev/null; then
+    echo "python venv module missing: installing python3-venv" >&2
+    as_root apt-get update -qq && as_root apt-get install -y -qq python3-venv
+    rm -rf .venv && "$PYTHON" -m venv .venv
+  fi
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[test]'
+
+if ! .codex-cli/node_modules/.bin/codex --version 2>/dev/null | grep -q "$CODEX_VERSION"; then
+  npm install --prefix .codex-cli --no-audit --no-fund --loglevel=error "@openai/codex@${CODEX_VERSION}"
+fi
+echo "bootstrap: $(.venv/bin/python --version), $(.codex-cli/node_modules/.bin/codex --version)"

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Run every test: set-up, lint, type check, Python suite (real Codex CLI against the in-suite mock
+# model, real Jupyter servers and kernels, real headless Chromium) and the lab extension's unit tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/bootstrap.sh
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+  echo "need root for: $*" >&2; return 1; fi; }
+if [ ! -x /usr/bin/chromium ]; then
+  as_root apt-get update -qq && as_root apt-get install -y -qq chromium
+fi
+
+export LLMGW_CODEX_PATH="$PWD/.codex-cli/node_modules/.bin/codex"
+export PATH="$PWD/.venv/bin:$PATH"
+mkdir -p test-output
+
+echo "== ruff" && ruff check llmgw_jupyter tests benchmarks
+echo "== mypy" && mypy
+if [ -f labextension/package.json ] && grep -q '"test"' labextension/package.json; then
+  echo "== labextension unit tests" && (cd labextension && jlpm test)
+fi
+echo "== pytest" && pytest -p no:cacheprovider --junitxml=test-output/junit.xml "$@"
