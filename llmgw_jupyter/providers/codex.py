@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -155,15 +156,17 @@ class CodexArgs(BaseModel):
         return value
 
 
-class CodexResumeArgs(CodexArgs):
-    session_id: str = Field(description="Codex session (thread) id to continue or fork.")
+def _session_id(value: str) -> str:
+    if not _SESSION_RE.match(value):
+        raise ValueError("session_id must be letters, digits, . _ - and not start with '-'")
+    return value
 
-    @field_validator("session_id")
-    @classmethod
-    def _session(cls, value: str) -> str:
-        if not _SESSION_RE.match(value):
-            raise ValueError("session_id must be letters, digits, . _ - and not start with '-'")
-        return value
+
+SessionId = Annotated[str, AfterValidator(_session_id)]
+
+
+class CodexResumeArgs(CodexArgs):
+    session_id: SessionId = Field(description="Codex session (thread) id to continue or fork.")
 
 
 def find_codex(explicit: str | None = None) -> str:

@@ -170,7 +170,7 @@ class Runtime:
         args = provider.validate(spec.kind, spec.args)
         key = spec.idempotency_key or args.get("idempotency_key")
         if key:
-            existing = self._find_idempotent(spec.caller, key)
+            existing = self.find_by_idempotency_key(spec.caller, key)
             if existing is not None:
                 return existing
         if not spec.hold:
@@ -412,17 +412,17 @@ class Runtime:
         directory.mkdir(parents=True, exist_ok=True)
         try:
             command = provider.build_command(record.kind, record.args, directory)
+        except GatewayError as error:
+            self._fail_unstarted(job_id, error.category, error.message)
+            return
+        try:
             env = {**os.environ, **self.config.env, **command.env}
             process = await spawn(
                 command.argv, cwd=command.cwd, env=env, stdin=command.stdin is not None
             )
-        except GatewayError as error:
-            self._fail_unstarted(job_id, error.category, error.message)
-            return
         except OSError as error:
-            argv0 = locals().get("command").argv[0] if "command" in locals() else "?"
             self._fail_unstarted(
-                job_id, ErrorCategory.SPAWN_ERROR, f"could not start {argv0}: {error}"
+                job_id, ErrorCategory.SPAWN_ERROR, f"could not start {command.argv[0]}: {error}"
             )
             return
         running.process = process
@@ -732,7 +732,7 @@ class Runtime:
             raise NotFoundError(f"job {job_id}")
         return record
 
-    def _find_idempotent(self, caller: str, key: str) -> JobRecord | None:
+    def find_by_idempotency_key(self, caller: str, key: str) -> JobRecord | None:
         row = self.database.query_one(
             "SELECT id FROM jobs WHERE caller = ? AND idempotency_key = ?", (caller, key)
         )

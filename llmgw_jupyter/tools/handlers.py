@@ -1,0 +1,238 @@
+"""Tool handlers: thin functions over the runtime. Policy and approval happen before them."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from llmgw_jupyter.errors import NotFoundError
+from llmgw_jupyter.runtime.models import JobRecord, JobSpec
+from llmgw_jupyter.tools.context import ToolContext
+from llmgw_jupyter.tools.schemas import (
+    ApprovalView,
+    CodexForkInput,
+    CodexRequestAsyncInput,
+    CodexRequestInput,
+    EventView,
+    JobCancelInput,
+    JobCancelOutput,
+    JobEventsOutput,
+    JobListInput,
+    JobListOutput,
+    JobResultInput,
+    JobResultOutput,
+    JobStatusInput,
+    JobView,
+    JobWatchInput,
+    OutputPageView,
+    RequestOutput,
+    SessionListInput,
+    SessionListOutput,
+    SessionView,
+    SubmitOutput,
+    UsageView,
+)
+
+_TOOL_ONLY_FIELDS = {"wait_seconds", "last"}
+
+
+def job_view(record: JobRecord) -> JobView:
+    return JobView.model_validate(record.to_dict())
+
+
+def visible_job(ctx: ToolContext, job_id: str) -> JobRecord:
+    """Another caller's job does not exist for a grant: same answer as an unknown id."""
+    record = ctx.runtime.get(job_id)
+    if record is None or not (ctx.caller.is_owner or record.caller == ctx.caller.key):
+        raise NotFoundError(f"job {job_id}")
+    return record
+
+
+def _check_session(ctx: ToolContext, session_id: str) -> None:
+    """A grant may only resume or fork its own sessions; the owner may use any session."""
+    if ctx.caller.is_owner:
+        return
+    session = ctx.runtime.session(session_id)
+    if session is None or session.caller != ctx.caller.key:
+        raise NotFoundError(f"session {session_id}")
+
+
+def _poll_hint(record: JobRecord) -> str:
+    return (
+        f'Watch it with llm_job_watch {{"job_id": "{record.id}", "after_seq": {record.last_seq}}} '
+        f'and collect the answer with llm_job_result {{"job_id": "{record.id}"}}.'
+    )
+
+
+async def _submit(
+    ctx: ToolContext, tool: str, kind: str, args: dict[str, Any]
+) -> tuple[JobRecord, ApprovalView | None]:
+    """Start (or, under approval, hold) a job; a repeated idempotency key returns the old one."""
+    key = args.get("idempotency_key")
+    existing = ctx.runtime.find_by_idempotency_key(ctx.caller.key, key) if key else None
+    if existing is not None:
+        return existing, None
+    spec = JobSpec(
+        provider="codex",
+        tool=tool,
+        kind=kind,
+        args=args,
+        caller=ctx.caller.key,
+        idempotency_key=key,
+        hold=ctx.needs_approval,
+    )
+    record = await ctx.runtime.submit(spec)
+    approval = None
+    if ctx.needs_approval and ctx.hold_for_approval is not None:
+        approval = ApprovalView.model_validate(await ctx.hold_for_approval(record.id))
+    return record, approval
+
+
+def _submit_message(record: JobRecord, approval: ApprovalView | None) -> str:
+    if approval is not None:
+        return (
+            f"Job {record.id} waits for the owner's approval (approval {approval.id}, "
+            f"expires {approval.expires_at}); it starts when approved. " + _poll_hint(record)
+        )
+    return f"Job {record.id} is {record.status.value}. " + _poll_hint(record)
+
+
+def _codex_args(model: CodexRequestAsyncInput | CodexForkInput) -> dict[str, Any]:
+    return model.model_dump(exclude=_TOOL_ONLY_FIELDS, exclude_none=True)
+
+
+async def codex_request_async(ctx: ToolContext, args: CodexRequestAsyncInput) -> SubmitOutput:
+    if args.session_id:
+        _check_session(ctx, args.session_id)
+    kind = "resume" if args.session_id else "exec"
+    record, approval = await _submit(ctx, "codex_request_async", kind, _codex_args(args))
+    return SubmitOutput(
+        job=job_view(record), approval=approval, message=_submit_message(record, approval)
+    )
+
+
+async def codex_fork_session(ctx: ToolContext, args: CodexForkInput) -> SubmitOutput:
+    session_id = args.session_id
+    if args.last:
+        scope = None if ctx.caller.is_owner else ctx.caller.key
+        latest = ctx.runtime.latest_session(caller=scope, working_dir=args.working_dir)
+        if latest is None:
+            where = f" in {args.working_dir}" if args.working_dir else ""
+            raise NotFoundError(f"a session{where} known to this gateway")
+        session_id = latest.session_id
+    assert session_id is not None
+    _check_session(ctx, session_id)
+    codex_args = {**_codex_args(args), "session_id": session_id}
+    record, approval = await _submit(ctx, "codex_fork_session", "fork", codex_args)
+    return SubmitOutput(
+        job=job_view(record), approval=approval, message=_submit_message(record, approval)
+    )
+
+
+async def codex_request(ctx: ToolContext, args: CodexRequestInput) -> RequestOutput:
+    """Run and wait up to ``wait_seconds``; the job outlives the wait (and the client's timeout)."""
+    if args.session_id:
+        _check_session(ctx, args.session_id)
+    kind = "resume" if args.session_id else "exec"
+    record, approval = await _submit(ctx, "codex_request", kind, _codex_args(args))
+    record = await _follow(ctx, record, args.wait_seconds)
+    if not record.is_terminal:
+        return RequestOutput(
+            done=False,
+            job=job_view(record),
+            approval=approval,
+            message=f"Job {record.id} is still {record.status.value} after {args.wait_seconds:g} s;"
+            " it goes on in the background. " + _poll_hint(record),
+        )
+    return RequestOutput(
+        done=True,
+        job=job_view(record),
+        final_message=record.final_message,
+        session_id=record.session_id,
+        usage=UsageView(**record.usage.to_dict()),
+        message=f"Job {record.id} {record.status.value}."
+        + (f" {record.error_message}" if record.error_message else ""),
+    )
+
+
+async def _follow(ctx: ToolContext, record: JobRecord, seconds: float) -> JobRecord:
+    """Wait for the end, forwarding each event as progress; woken by the runtime, not polling."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    after = record.last_seq
+    while not record.is_terminal:
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            break
+        events, record = await ctx.runtime.wait_for_events(record.id, after, remaining)
+        for event in events:
+            after = event.seq
+            await ctx.report(event.seq, None, f"{event.type}: {event.summary}")
+    return record
+
+
+async def llm_job_status(ctx: ToolContext, args: JobStatusInput) -> JobEventsOutput:
+    record = visible_job(ctx, args.job_id)
+    events = ctx.runtime.events(record.id, args.after_seq, args.limit)
+    return _events_output(record, events, args.after_seq)
+
+
+async def llm_job_watch(ctx: ToolContext, args: JobWatchInput) -> JobEventsOutput:
+    record = visible_job(ctx, args.job_id)
+    events, record = await ctx.runtime.wait_for_events(
+        record.id, args.after_seq, args.timeout_seconds
+    )
+    for event in events:
+        await ctx.report(event.seq, None, f"{event.type}: {event.summary}")
+    return _events_output(record, events, args.after_seq)
+
+
+def _events_output(record: JobRecord, events: list[Any], after_seq: int) -> JobEventsOutput:
+    return JobEventsOutput(
+        job=job_view(record),
+        events=[EventView.model_validate(e.to_dict()) for e in events],
+        next_after_seq=events[-1].seq if events else after_seq,
+        done=record.is_terminal,
+    )
+
+
+async def llm_job_result(ctx: ToolContext, args: JobResultInput) -> JobResultOutput:
+    record = visible_job(ctx, args.job_id)
+    page = ctx.runtime.read_output(record.id, args.stream, args.offset, args.limit)
+    view = job_view(record)
+    return JobResultOutput(
+        done=record.is_terminal,
+        job=view,
+        final_message=record.final_message,
+        session_id=record.session_id,
+        usage=view.usage,
+        exit_code=record.exit_code,
+        error=view.error,
+        output=OutputPageView.model_validate(page.to_dict()),
+    )
+
+
+async def llm_job_cancel(ctx: ToolContext, args: JobCancelInput) -> JobCancelOutput:
+    record = visible_job(ctx, args.job_id)
+    cancelled = await ctx.runtime.cancel(record.id, f"cancelled by {ctx.caller.key}")
+    return JobCancelOutput(job=job_view(cancelled))
+
+
+async def llm_job_list(ctx: ToolContext, args: JobListInput) -> JobListOutput:
+    caller = None if ctx.caller.is_owner else ctx.caller.key
+    records, total = ctx.runtime.list_jobs(
+        status=args.status,
+        provider=args.provider,
+        caller=caller,
+        limit=args.limit,
+        offset=args.offset,
+    )
+    return JobListOutput(
+        jobs=[job_view(r) for r in records], total=total, limit=args.limit, offset=args.offset
+    )
+
+
+async def llm_session_list(ctx: ToolContext, args: SessionListInput) -> SessionListOutput:
+    caller = None if ctx.caller.is_owner else ctx.caller.key
+    sessions = ctx.runtime.sessions(caller)[args.offset : args.offset + args.limit]
+    return SessionListOutput(sessions=[SessionView.model_validate(s.to_dict()) for s in sessions])

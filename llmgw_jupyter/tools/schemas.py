@@ -1,0 +1,241 @@
+"""Input and output models of every tool: the one schema MCP, REST and the magics derive from."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from llmgw_jupyter.providers.codex import CodexArgs, SessionId
+from llmgw_jupyter.runtime.models import JobStatus
+
+JobId = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$", description="Job id.")
+StatusName = Literal[
+    "awaiting_approval",
+    "queued",
+    "running",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "timed_out",
+    "interrupted",
+]
+assert set(StatusName.__args__) == {s.value for s in JobStatus}  # type: ignore[attr-defined]
+
+MAX_WAIT_SECONDS = 600.0
+MAX_WATCH_SECONDS = 30.0
+MAX_PAGE_BYTES = 1024 * 1024
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- inputs -------------------------------------------------------------------------------
+class CodexRequestAsyncInput(CodexArgs):
+    session_id: SessionId | None = Field(
+        default=None, description="Resume this Codex session instead of starting a new one."
+    )
+
+
+class CodexRequestInput(CodexRequestAsyncInput):
+    wait_seconds: float = Field(
+        default=45.0,
+        ge=0,
+        le=MAX_WAIT_SECONDS,
+        description="How long to wait for the answer; after that the job goes on and the answer "
+        "says how to poll it.",
+    )
+
+
+class CodexForkInput(CodexArgs):
+    session_id: SessionId | None = Field(default=None, description="Session to fork.")
+    last: bool = Field(
+        default=False,
+        description="Fork the most recent session this gateway knows (within working_dir if set).",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> CodexForkInput:
+        if (self.session_id is None) == (not self.last):
+            raise ValueError("give exactly one of session_id or last: true")
+        return self
+
+
+class JobStatusInput(_Input):
+    job_id: str = JobId
+    after_seq: int = Field(default=0, ge=0, description="Return events after this sequence number.")
+    limit: int = Field(default=100, ge=1, le=1000, description="Most events to return.")
+
+
+class JobWatchInput(_Input):
+    job_id: str = JobId
+    after_seq: int = Field(default=0, ge=0, description="Wait for events after this number.")
+    timeout_seconds: float = Field(
+        default=MAX_WATCH_SECONDS,
+        ge=0,
+        le=MAX_WATCH_SECONDS,
+        description="Longest wait for new events or the job's end.",
+    )
+
+
+class JobResultInput(_Input):
+    job_id: str = JobId
+    stream: Literal["stdout", "stderr"] = Field(default="stdout", description="Raw stream to page.")
+    offset: int = Field(default=0, ge=0, description="Byte offset of the raw output page.")
+    limit: int = Field(default=65536, ge=0, le=MAX_PAGE_BYTES, description="Page size in bytes.")
+
+
+class JobCancelInput(_Input):
+    job_id: str = JobId
+
+
+class JobListInput(_Input):
+    status: StatusName | None = Field(default=None, description="Only jobs in this state.")
+    provider: str | None = Field(default=None, max_length=64, description="Only this provider.")
+    limit: int = Field(default=20, ge=1, le=200)
+    offset: int = Field(default=0, ge=0)
+
+
+class SessionListInput(_Input):
+    limit: int = Field(default=50, ge=1, le=500)
+    offset: int = Field(default=0, ge=0)
+
+
+# -- outputs ------------------------------------------------------------------------------
+class UsageView(BaseModel):
+    input_tokens: int | None = None
+    cached_input_tokens: int | None = None
+    output_tokens: int | None = None
+    reasoning_output_tokens: int | None = None
+
+
+class ErrorView(BaseModel):
+    category: str | None = None
+    message: str | None = None
+
+
+class JobView(BaseModel):
+    """A job as every caller sees it (``JobRecord.to_dict()``)."""
+
+    id: str
+    provider: str
+    tool: str
+    kind: str
+    caller: str
+    status: StatusName
+    args: dict[str, Any]
+    argv: list[str] | None = None
+    working_dir: str | None = None
+    idempotency_key: str | None = None
+    prompt_preview: str
+    created_at: str
+    queued_at: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    updated_at: str
+    exit_code: int | None = None
+    pid: int | None = None
+    session_id: str | None = None
+    parent_session_id: str | None = None
+    usage: UsageView
+    final_message: str | None = None
+    error: ErrorView | None = None
+    cancel_reason: str | None = None
+    last_seq: int
+    stdout_bytes: int
+    stderr_bytes: int
+
+
+class EventView(BaseModel):
+    job_id: str
+    seq: int
+    ts: str
+    type: str
+    summary: str
+    data: dict[str, Any]
+
+
+class ApprovalView(BaseModel):
+    id: str
+    caller: str
+    tool: str
+    arguments: dict[str, Any]
+    job_id: str | None = None
+    status: str
+    created_at: str
+    expires_at: str
+    decided_by: str | None = None
+    decided_at: str | None = None
+    reason: str | None = None
+
+
+class SubmitOutput(BaseModel):
+    job: JobView
+    approval: ApprovalView | None = None
+    message: str
+
+
+class RequestOutput(BaseModel):
+    done: bool
+    job: JobView
+    final_message: str | None = None
+    session_id: str | None = None
+    usage: UsageView | None = None
+    approval: ApprovalView | None = None
+    message: str
+
+
+class JobEventsOutput(BaseModel):
+    job: JobView
+    events: list[EventView]
+    next_after_seq: int
+    done: bool
+
+
+class OutputPageView(BaseModel):
+    stream: str
+    offset: int
+    data: str
+    next_offset: int
+    size: int
+    eof: bool
+
+
+class JobResultOutput(BaseModel):
+    done: bool
+    job: JobView
+    final_message: str | None = None
+    session_id: str | None = None
+    usage: UsageView
+    exit_code: int | None = None
+    error: ErrorView | None = None
+    output: OutputPageView
+
+
+class JobCancelOutput(BaseModel):
+    job: JobView
+
+
+class JobListOutput(BaseModel):
+    jobs: list[JobView]
+    total: int
+    limit: int
+    offset: int
+
+
+class SessionView(BaseModel):
+    session_id: str
+    provider: str
+    caller: str
+    parent_session_id: str | None = None
+    children: list[str]
+    working_dir: str | None = None
+    created_at: str
+    created_by_job: str | None = None
+    last_job_id: str | None = None
+    last_used_at: str
+
+
+class SessionListOutput(BaseModel):
+    sessions: list[SessionView]
