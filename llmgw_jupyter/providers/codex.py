@@ -418,3 +418,12 @@ def _clip(value: Any, limit: int = EVENT_STRING_CHARS) -> Any:
     if isinstance(value, list):
         return [_clip(v, limit) for v in value[:200]]
     return value
+
+
+def codex_has_credentials(env: dict[str, str] | None = None) -> bool:
+    """Whether Codex could reach a real model: an API key or a saved ChatGPT login."""
+    env = dict(os.environ) if env is None else env
+    if env.get("OPENAI_API_KEY") or env.get("CODEX_API_KEY"):
+        return True
+    home = Path(env.get("CODEX_HOME") or Path.home() / ".codex")
+    return (home / "auth.json").is_file()
