@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from llmgw_jupyter.errors import (
     ErrorCategory,
@@ -28,7 +28,6 @@ from llmgw_jupyter.errors import (
     SaturatedError,
 )
 from llmgw_jupyter.paths import resolve_data_dir
-from llmgw_jupyter.providers.base import ParsedEvent, Provider, StreamParser
 from llmgw_jupyter.runtime import output as job_output
 from llmgw_jupyter.runtime.models import (
     JOB_KINDS,
@@ -49,6 +48,9 @@ from llmgw_jupyter.runtime.process import (
 )
 from llmgw_jupyter.store.db import Database
 from llmgw_jupyter.store.jobs import IdempotencyConflict, JobStore
+
+if TYPE_CHECKING:  # providers.base imports runtime.models: a runtime import here would be circular
+    from llmgw_jupyter.providers.base import ParsedEvent, Provider, StreamParser
 
 READ_CHUNK = 64 * 1024
 MAX_LINE_BYTES = 1024 * 1024
