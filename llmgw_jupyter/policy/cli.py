@@ -1,0 +1,114 @@
+"""``llmgw policy check FILE`` and ``llmgw policy explain FILE TOOL --args JSON [--grant NAME]``.
+
+Explain runs against a throwaway in-memory store, so it never consumes real rate-limit counters;
+``--repeat N`` shows when a limit starts refusing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, TextIO
+
+from llmgw_jupyter.policy.compiled import Policy, load_policy_file
+from llmgw_jupyter.policy.engine import Decision, PolicyEngine
+from llmgw_jupyter.policy.model import PolicyValidationError
+from llmgw_jupyter.store.db import Database
+from llmgw_jupyter.store.policy import PolicyStore
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``policy`` command to an argparse subparsers object (handlers set ``func``)."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "policy", help="check a policy file or explain a decision"
+    )
+    commands = parser.add_subparsers(dest="policy_command", required=True)
+    check = commands.add_parser("check", help="validate a policy file")
+    check.add_argument("file")
+    check.set_defaults(func=run_check)
+    explain = commands.add_parser("explain", help="show the decision for one call")
+    explain.add_argument("file")
+    explain.add_argument("tool")
+    explain.add_argument("--args", default="{}", help="the call's arguments as a JSON object")
+    explain.add_argument("--grant", default=None, help="decide as this grant (default: owner)")
+    explain.add_argument("--repeat", type=int, default=1, help="decide N calls in a row")
+    explain.set_defaults(func=run_explain)
+    return parser
+
+
+def _load(path: str, err: TextIO) -> Policy | None:
+    try:
+        return load_policy_file(path)
+    except OSError as exc:
+        print(f"{path}: cannot read: {exc.strerror or exc}", file=err)
+    except PolicyValidationError as exc:
+        for error in exc.errors:
+            print(str(error), file=err)
+    return None
+
+
+def run_check(args: argparse.Namespace) -> int:
+    """Exit 0 and print OK, or exit 1 and print ``pointer: rule`` for every error."""
+    if _load(args.file, sys.stderr) is None:
+        return 1
+    print("OK")
+    return 0
+
+
+def run_explain(args: argparse.Namespace) -> int:
+    """Print the decision, the deciding rule (pointer and its JSON) and the reason."""
+    out, err = sys.stdout, sys.stderr
+    policy = _load(args.file, err)
+    if policy is None:
+        return 1
+    try:
+        call_args = json.loads(args.args)
+    except json.JSONDecodeError as exc:
+        print(f"--args: invalid JSON: {exc.msg}", file=err)
+        return 1
+    if not isinstance(call_args, dict):
+        print("--args: must be a JSON object", file=err)
+        return 1
+    if args.repeat < 1:
+        print("--repeat: must be at least 1", file=err)
+        return 1
+    caller = f"grant:{args.grant}" if args.grant else "owner"
+    db = Database(":memory:")
+    try:
+        engine = PolicyEngine(PolicyStore(db))
+        decisions = [
+            engine.decide(policy, args.tool, call_args, caller) for _ in range(args.repeat)
+        ]
+    finally:
+        db.close()
+    if args.repeat > 1:
+        for number, decision in enumerate(decisions, start=1):
+            print(f"call {number}: {decision.outcome} ({decision.rule})", file=out)
+    _print_decision(policy, caller, decisions[-1], out)
+    return 0
+
+
+def _print_decision(policy: Policy, caller: str, decision: Decision, out: TextIO) -> None:
+    print(f"caller: {caller}", file=out)
+    print(f"decision: {decision.outcome}", file=out)
+    print(f"rule: {decision.rule or '<no policy>'}", file=out)
+    print(f"rule text: {json.dumps(policy.at(decision.rule))}", file=out)
+    print(f"reason: {decision.reason}", file=out)
+    if decision.retry_after_seconds is not None:
+        print(f"retry_after_seconds: {decision.retry_after_seconds:.3f}", file=out)
+    if decision.approval_timeout_seconds is not None:
+        print(f"approval_timeout_seconds: {decision.approval_timeout_seconds:g}", file=out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry (``python -m llmgw_jupyter.policy.cli``), same as ``llmgw policy``."""
+    parser = argparse.ArgumentParser(prog="llmgw")
+    register(parser.add_subparsers(dest="command", required=True))
+    namespace = parser.parse_args(argv)
+    result: int = namespace.func(namespace)
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
