@@ -169,6 +169,12 @@ class CodexResumeArgs(CodexArgs):
     session_id: SessionId = Field(description="Codex session (thread) id to continue or fork.")
 
 
+_INSTALL_HINT = (
+    f"`npm install --prefix .codex-cli {CODEX_NPM_PACKAGE}` and put .codex-cli/node_modules/.bin "
+    "on PATH (or point LLMGW_CODEX_PATH at .codex-cli/node_modules/.bin/codex)"
+)
+
+
 def find_codex(explicit: str | None = None) -> str:
     """Configuration, then ``$LLMGW_CODEX_PATH``, then ``PATH``; a clear error otherwise."""
     for candidate, origin in (
@@ -181,8 +187,8 @@ def find_codex(explicit: str | None = None) -> str:
             )
             if resolved is None:
                 raise ExecutableNotFoundError(
-                    f"Codex CLI not found at {candidate!r} (from {origin}): "
-                    "no such executable file"
+                    f"Codex CLI not found at {candidate!r} (from {origin}): no such executable "
+                    f"file; fix that setting, or install Codex with {_INSTALL_HINT}"
                 )
             return resolved
     found = shutil.which("codex")
@@ -190,8 +196,7 @@ def find_codex(explicit: str | None = None) -> str:
         return found
     raise ExecutableNotFoundError(
         "Codex CLI not found: set c.LLMGatewayApp.codex_path or the LLMGW_CODEX_PATH environment "
-        f"variable, or install it with `npm install --prefix .codex-cli {CODEX_NPM_PACKAGE}` and "
-        "put .codex-cli/node_modules/.bin on PATH"
+        f"variable, or install it with {_INSTALL_HINT}"
     )
 
 
