@@ -38,7 +38,7 @@ class ToolResult:
 
     is_error: bool
     text: str
-    structured: dict[str, Any] | None
+    structured: dict[str, Any]
     error: str | None = None  # category: policy_denied, rate_limited, invalid_input, ...
 
     @classmethod
