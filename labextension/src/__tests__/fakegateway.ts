@@ -1,0 +1,291 @@
+/**
+ * An in-memory stand-in for the gateway's REST API and event stream, served
+ * through the `fetch` of ServerConnection settings.
+ */
+import { ServerConnection } from '@jupyterlab/services';
+
+import { IApproval, IJobEvent, IJobView, ISummary } from '../api';
+
+export const BASE_URL = 'http://localhost:8888/lab-base/';
+
+export interface IRecordedRequest {
+  method: string;
+  path: string;
+  query: URLSearchParams;
+  body: any;
+  headers: Headers;
+}
+
+export function makeJob(id: string, partial: Partial<IJobView> = {}): IJobView {
+  return {
+    id,
+    provider: 'codex',
+    tool: 'codex_request_async',
+    kind: 'exec',
+    caller: 'owner',
+    status: 'queued',
+    args: { prompt: `prompt of ${id}`, model: null, sandbox: 'read-only' },
+    created_at: '2025-01-01T00:00:00Z',
+    updated_at: '2025-01-01T00:00:00Z',
+    last_seq: 0,
+    prompt_preview: `prompt of ${id}`,
+    session_id: null,
+    ...partial
+  };
+}
+
+export function makeEvent(seq: number, type = 'item.completed'): IJobEvent {
+  return {
+    seq,
+    ts: '2025-01-01T00:00:01Z',
+    type,
+    summary: `event ${seq}`,
+    data: {}
+  };
+}
+
+function json(data: any, status = 200): Response {
+  return new Response(JSON.stringify(data), {
+    status,
+    headers: { 'Content-Type': 'application/json' }
+  });
+}
+
+export class FakeGateway {
+  jobs: IJobView[] = [];
+  approvals: IApproval[] = [];
+  events = new Map<string, IJobEvent[]>();
+  counts: { [status: string]: number } | null = null;
+  requests: IRecordedRequest[] = [];
+  /** When set, every request fails like a dead network. */
+  down = false;
+  /** Status answered by `GET stream` (200 opens a stream). */
+  streamStatus = 200;
+  /** Page size of the events endpoint. */
+  eventsPage = 200;
+  /** Answers of `POST tools/{tool}`. */
+  toolAnswer: (tool: string, body: any) => Response = tool =>
+    json({
+      is_error: false,
+      text: 'ok',
+      structured: { job_id: `new-${tool}` }
+    });
+
+  private _streams: ReadableStreamDefaultController<Uint8Array>[] = [];
+  private _encoder = new TextEncoder();
+  private _streamOpened: (() => void)[] = [];
+
+  settings(): ServerConnection.ISettings {
+    return ServerConnection.makeSettings({
+      baseUrl: BASE_URL,
+      token: 'secret-token',
+      fetch: (input: RequestInfo | URL, init?: RequestInit) =>
+        this.fetch(input, init)
+    });
+  }
+
+  /** Number of open streams. */
+  get openStreams(): number {
+    return this._streams.length;
+  }
+
+  /** Resolves when a stream is (or is already) open. */
+  streamOpen(): Promise<void> {
+    if (this._streams.length > 0) {
+      return Promise.resolve();
+    }
+    return new Promise(resolve => this._streamOpened.push(resolve));
+  }
+
+  /** Send one SSE message to every open stream. */
+  push(event: string, data: any): void {
+    const text = `event: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
+    for (const controller of this._streams) {
+      controller.enqueue(this._encoder.encode(text));
+    }
+  }
+
+  /** Send raw text to every open stream. */
+  pushRaw(text: string): void {
+    for (const controller of this._streams) {
+      controller.enqueue(this._encoder.encode(text));
+    }
+  }
+
+  /** Close every open stream (server restart). */
+  closeStreams(): void {
+    for (const controller of this._streams.splice(0)) {
+      try {
+        controller.close();
+      } catch {
+        // already closed
+      }
+    }
+  }
+
+  requestsTo(method: string, path: string): IRecordedRequest[] {
+    return this.requests.filter(r => r.method === method && r.path === path);
+  }
+
+  summary(): ISummary {
+    const counts: { [status: string]: number } = {};
+    if (this.counts) {
+      Object.assign(counts, this.counts);
+    } else {
+      for (const job of this.jobs) {
+        counts[job.status] = (counts[job.status] ?? 0) + 1;
+      }
+    }
+    return {
+      counts,
+      pending_approvals: this.approvals.filter(a => a.status === 'pending')
+        .length,
+      mcp_url: 'http://localhost:8888/lab-base/llmgw/mcp'
+    };
+  }
+
+  async fetch(input: RequestInfo | URL, init?: RequestInit): Promise<Response> {
+    const request =
+      input instanceof Request ? input : new Request(String(input), init);
+    const url = new URL(request.url);
+    const prefix = new URL(BASE_URL).pathname + 'llmgw/api/';
+    const text = request.method === 'GET' ? '' : await request.text();
+    let body: any = null;
+    if (text) {
+      body = JSON.parse(text);
+    }
+    const path = url.pathname.startsWith(prefix)
+      ? url.pathname.slice(prefix.length)
+      : url.pathname;
+    this.requests.push({
+      method: request.method,
+      path,
+      query: url.searchParams,
+      body,
+      headers: request.headers
+    });
+    if (this.down) {
+      throw new TypeError('Failed to fetch');
+    }
+    return this._route(request, path, url.searchParams, body);
+  }
+
+  private _route(
+    request: Request,
+    path: string,
+    query: URLSearchParams,
+    body: any
+  ): Response {
+    const method = request.method;
+    if (method === 'GET' && path === 'summary') {
+      return json(this.summary());
+    }
+    if (method === 'GET' && path === 'jobs') {
+      let jobs = [...this.jobs];
+      const status = query.get('status');
+      const caller = query.get('caller');
+      if (status) {
+        jobs = jobs.filter(j => j.status === status);
+      }
+      if (caller) {
+        jobs = jobs.filter(j => j.caller === caller);
+      }
+      // Oldest first on purpose: the model must sort.
+      jobs.sort((a, b) =>
+        (a.created_at ?? '').localeCompare(b.created_at ?? '')
+      );
+      const limit = Number(query.get('limit') ?? 50);
+      return json({ jobs: jobs.slice(0, limit), total: jobs.length });
+    }
+    if (method === 'GET' && path === 'approvals') {
+      const status = query.get('status') ?? 'pending';
+      return json({
+        approvals: this.approvals.filter(
+          a => status === 'all' || a.status === status
+        )
+      });
+    }
+    if (method === 'GET' && path === 'stream') {
+      if (this.streamStatus !== 200) {
+        return json(
+          { error: { category: 'not_found', message: 'no stream' } },
+          this.streamStatus
+        );
+      }
+      let ctrl: ReadableStreamDefaultController<Uint8Array>;
+      const stream = new ReadableStream<Uint8Array>({
+        start: controller => {
+          ctrl = controller;
+          this._streams.push(controller);
+        },
+        cancel: () => {
+          this._streams = this._streams.filter(c => c !== ctrl);
+        }
+      });
+      request.signal?.addEventListener('abort', () => {
+        this._streams = this._streams.filter(c => c !== ctrl);
+        try {
+          ctrl.error(new DOMException('aborted', 'AbortError'));
+        } catch {
+          // closed
+        }
+      });
+      queueMicrotask(() => {
+        for (const resolve of this._streamOpened.splice(0)) {
+          resolve();
+        }
+      });
+      return new Response(stream, {
+        status: 200,
+        headers: { 'Content-Type': 'text/event-stream' }
+      });
+    }
+    let m = /^jobs\/([^/]+)\/events$/.exec(path);
+    if (method === 'GET' && m) {
+      const id = decodeURIComponent(m[1]);
+      const job = this.jobs.find(j => j.id === id);
+      if (!job) {
+        return json(
+          { error: { category: 'not_found', message: 'no job' } },
+          404
+        );
+      }
+      const after = Number(query.get('after') ?? 0);
+      const events = (this.events.get(id) ?? [])
+        .filter(e => e.seq > after)
+        .slice(0, this.eventsPage);
+      return json({ events, job });
+    }
+    m = /^jobs\/([^/]+)\/cancel$/.exec(path);
+    if (method === 'POST' && m) {
+      const id = decodeURIComponent(m[1]);
+      const job = this.jobs.find(j => j.id === id);
+      if (!job) {
+        return json(
+          { error: { category: 'not_found', message: 'no job' } },
+          404
+        );
+      }
+      job.status = 'cancelled';
+      job.updated_at = '2025-01-01T00:10:00Z';
+      return json(job);
+    }
+    m = /^approvals\/([^/]+)\/(approve|deny)$/.exec(path);
+    if (method === 'POST' && m) {
+      const approval = this.approvals.find(a => a.id === m![1]);
+      if (!approval) {
+        return json(
+          { error: { category: 'not_found', message: 'no approval' } },
+          404
+        );
+      }
+      approval.status = m[2] === 'approve' ? 'approved' : 'denied';
+      return json(approval);
+    }
+    m = /^tools\/([^/]+)$/.exec(path);
+    if (method === 'POST' && m) {
+      return this.toolAnswer(m[1], body);
+    }
+    return json({ error: { category: 'not_found', message: path } }, 404);
+  }
+}

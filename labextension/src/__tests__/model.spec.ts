@@ -1,0 +1,533 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+
+import { IApproval } from '../api';
+import { ConnectionState, GatewayModel, rerunArguments } from '../model';
+import { FakeGateway, makeEvent, makeJob } from './fakegateway';
+
+/** Wait until `predicate` holds (polling the event loop). */
+async function until(
+  predicate: () => boolean,
+  timeout = 3000,
+  what = 'condition'
+): Promise<void> {
+  const start = Date.now();
+  while (!predicate()) {
+    if (Date.now() - start > timeout) {
+      throw new Error(`timed out waiting for ${what}`);
+    }
+    await new Promise(resolve => setTimeout(resolve, 5));
+  }
+}
+
+function approval(id: string, partial: Partial<IApproval> = {}): IApproval {
+  return {
+    id,
+    caller: 'grant:ci',
+    tool: 'codex_request_async',
+    arguments: { prompt: 'rm -rf?', sandbox: 'workspace-write' },
+    job_id: null,
+    created_at: '2025-01-01T00:00:00Z',
+    expires_at: '2025-01-01T01:00:00Z',
+    status: 'pending',
+    ...partial
+  };
+}
+
+describe('GatewayModel', () => {
+  let gateway: FakeGateway;
+  let model: GatewayModel;
+
+  beforeEach(() => {
+    gateway = new FakeGateway();
+  });
+
+  afterEach(() => {
+    model?.dispose();
+  });
+
+  function create(options: Partial<GatewayModel.IOptions> = {}): GatewayModel {
+    model = new GatewayModel({
+      serverSettings: gateway.settings(),
+      pollInterval: 60,
+      useStream: false,
+      standby: 'never',
+      debounce: 1,
+      streamRetry: 10,
+      ...options
+    });
+    return model;
+  }
+
+  describe('refresh', () => {
+    it('loads summary, jobs newest first and pending approvals', async () => {
+      gateway.jobs = [
+        makeJob('old', {
+          created_at: '2025-01-01T00:00:00Z',
+          status: 'succeeded'
+        }),
+        makeJob('new', {
+          created_at: '2025-01-01T00:05:00Z',
+          status: 'running'
+        }),
+        makeJob('mid', {
+          created_at: '2025-01-01T00:02:00Z',
+          caller: 'grant:ci'
+        })
+      ];
+      gateway.approvals = [approval('a1')];
+      create();
+      const seen: string[] = [];
+      model.jobsChanged.connect(() => seen.push('jobs'));
+      model.summaryChanged.connect(() => seen.push('summary'));
+      model.approvalsChanged.connect(() => seen.push('approvals'));
+      const states: ConnectionState[] = [];
+      model.connectionChanged.connect((_, s) => states.push(s));
+
+      await model.refresh();
+
+      expect(model.jobs.map(j => j.id)).toEqual(['new', 'mid', 'old']);
+      expect(model.totalJobs).toBe(3);
+      expect(model.summary?.counts).toEqual({
+        succeeded: 1,
+        running: 1,
+        queued: 1
+      });
+      expect(model.summary?.pending_approvals).toBe(1);
+      expect(model.approvals.map(a => a.id)).toEqual(['a1']);
+      expect(seen.sort()).toEqual(['approvals', 'jobs', 'summary']);
+      expect(states).toEqual(['polling']);
+      expect(model.callers).toEqual(['grant:ci', 'owner']);
+    });
+
+    it('goes through ServerConnection (base URL, token, query)', async () => {
+      create();
+      await model.refresh();
+      const jobs = gateway.requestsTo('GET', 'jobs');
+      expect(jobs).toHaveLength(1);
+      expect(jobs[0].query.get('limit')).toBe('100');
+      expect(jobs[0].headers.get('Authorization')).toBe('token secret-token');
+      expect(
+        gateway.requestsTo('GET', 'approvals')[0].query.get('status')
+      ).toBe('pending');
+      expect(gateway.requestsTo('GET', 'summary')).toHaveLength(1);
+    });
+
+    it('does not emit when nothing changed', async () => {
+      gateway.jobs = [makeJob('a')];
+      create();
+      await model.refresh();
+      let emitted = 0;
+      model.jobsChanged.connect(() => emitted++);
+      model.summaryChanged.connect(() => emitted++);
+      model.approvalsChanged.connect(() => emitted++);
+      await model.refresh();
+      expect(emitted).toBe(0);
+    });
+
+    it('reports an unreachable gateway and recovers', async () => {
+      gateway.down = true;
+      create();
+      await expect(model.refresh()).rejects.toThrow(/unreachable/i);
+      expect(model.connection).toBe('unreachable');
+      expect(model.lastError).toMatch(/Failed to fetch/);
+      gateway.down = false;
+      await model.refresh();
+      expect(model.connection).toBe('polling');
+      expect(model.lastError).toBe('');
+    });
+
+    it('surfaces the gateway error message', async () => {
+      create();
+      gateway.toolAnswer = () =>
+        new Response(
+          JSON.stringify({
+            error: {
+              category: 'invalid_input',
+              message: 'prompt is empty',
+              field: 'prompt'
+            }
+          }),
+          { status: 400 }
+        );
+      await expect(
+        model.callTool('codex_request_async', {})
+      ).rejects.toMatchObject({
+        message: 'prompt is empty',
+        status: 400,
+        category: 'invalid_input',
+        field: 'prompt'
+      });
+    });
+  });
+
+  describe('polling', () => {
+    it('polls with the configured interval and backs off on failure', async () => {
+      gateway.down = true;
+      create({ pollInterval: 0.2 });
+      const rejected: number[] = [];
+      model.poll.ticked.connect((_, state) => {
+        if (state.phase === 'rejected') {
+          rejected.push(state.interval);
+        }
+      });
+      await model.start();
+      expect(model.connection).toBe('unreachable');
+      expect(model.poll.frequency.interval).toBe(200);
+      expect(model.poll.frequency.backoff).toBe(true);
+      expect(model.poll.state.phase).toBe('rejected');
+      // Backoff: failed attempts get spaced out beyond the base interval.
+      await until(() => rejected.some(i => i > 400), 5000, 'backoff');
+
+      gateway.down = false;
+      gateway.jobs = [makeJob('x')];
+      await model.refreshNow();
+      expect(model.connection).toBe('polling');
+      expect(model.jobs.map(j => j.id)).toEqual(['x']);
+    });
+
+    it('picks up changes on the next tick', async () => {
+      create({ pollInterval: 0.2 });
+      await model.start();
+      expect(model.jobs).toHaveLength(0);
+      gateway.jobs = [makeJob('later', { status: 'running' })];
+      await until(() => model.jobs.length === 1, 3000, 'poll tick');
+      expect(model.summary?.counts.running).toBe(1);
+    });
+
+    it('applies a new poll interval', () => {
+      create({ pollInterval: 5 });
+      model.pollInterval = 2;
+      expect(model.poll.frequency.interval).toBe(2000);
+      expect(model.poll.frequency.max).toBeGreaterThanOrEqual(2000);
+    });
+
+    it('uses standby when-hidden by default', () => {
+      model = new GatewayModel({ serverSettings: gateway.settings() });
+      expect(model.poll.standby).toBe('when-hidden');
+    });
+  });
+
+  describe('filters', () => {
+    it('sends state and caller filters to the server', async () => {
+      gateway.jobs = [
+        makeJob('a', { status: 'running', caller: 'owner' }),
+        makeJob('b', { status: 'running', caller: 'grant:ci' }),
+        makeJob('c', { status: 'queued', caller: 'grant:ci' })
+      ];
+      create();
+      await model.refresh();
+      const filters: unknown[] = [];
+      model.filterChanged.connect((_, f) => filters.push(f));
+      model.setFilter({ status: 'running', caller: 'grant:ci' });
+      await until(() => model.jobs.length === 1, 2000, 'filtered list');
+      expect(model.jobs[0].id).toBe('b');
+      const last = gateway.requestsTo('GET', 'jobs').pop()!;
+      expect(last.query.get('status')).toBe('running');
+      expect(last.query.get('caller')).toBe('grant:ci');
+      expect(filters).toEqual([{ status: 'running', caller: 'grant:ci' }]);
+
+      model.setFilter({ status: '', caller: '' });
+      await until(() => model.jobs.length === 3, 2000, 'unfiltered list');
+    });
+  });
+
+  describe('approvals', () => {
+    it('announces approvals that arrive after the first load', async () => {
+      gateway.approvals = [approval('a1')];
+      create();
+      const arrived: string[][] = [];
+      model.approvalsArrived.connect((_, list) =>
+        arrived.push(list.map(a => a.id))
+      );
+      await model.refresh();
+      expect(arrived).toEqual([]);
+      gateway.approvals.push(approval('a2'));
+      await model.refresh();
+      expect(arrived).toEqual([['a2']]);
+      await model.refresh();
+      expect(arrived).toEqual([['a2']]);
+    });
+
+    it('approves and denies', async () => {
+      gateway.approvals = [approval('a1'), approval('a2')];
+      create();
+      await model.refresh();
+      await model.approve('a1');
+      expect(gateway.requestsTo('POST', 'approvals/a1/approve')).toHaveLength(
+        1
+      );
+      expect(model.approvals.map(a => a.id)).toEqual(['a2']);
+      await model.deny('a2');
+      expect(gateway.requestsTo('POST', 'approvals/a2/deny')).toHaveLength(1);
+      expect(model.approvals).toEqual([]);
+      await expect(model.approve('zzz')).rejects.toThrow('no approval');
+    });
+  });
+
+  describe('actions', () => {
+    it('cancels a job', async () => {
+      gateway.jobs = [makeJob('j1', { status: 'running' })];
+      create();
+      await model.refresh();
+      const job = await model.cancelJob('j1');
+      expect(job.status).toBe('cancelled');
+      expect(gateway.requestsTo('POST', 'jobs/j1/cancel')).toHaveLength(1);
+      expect(model.getJob('j1')?.status).toBe('cancelled');
+    });
+
+    it('forks a session', async () => {
+      create();
+      const result = await model.fork('sess-1', 'try again');
+      expect(result.structured?.job_id).toBe('new-codex_fork_session');
+      const [req] = gateway.requestsTo('POST', 'tools/codex_fork_session');
+      expect(req.body).toEqual({ session_id: 'sess-1', prompt: 'try again' });
+    });
+
+    it('re-runs a job with its arguments and a new prompt', async () => {
+      create();
+      const job = makeJob('j1', {
+        args: { prompt: 'old', sandbox: 'read-only', model: null, cwd: '/w' }
+      });
+      await model.rerun(job, 'new prompt');
+      const [req] = gateway.requestsTo('POST', 'tools/codex_request_async');
+      expect(req.body).toEqual({
+        prompt: 'new prompt',
+        sandbox: 'read-only',
+        cwd: '/w'
+      });
+    });
+
+    it('rejects tool answers flagged is_error', async () => {
+      create();
+      gateway.toolAnswer = () =>
+        new Response(
+          JSON.stringify({ is_error: true, text: 'policy says no' }),
+          {
+            status: 200
+          }
+        );
+      await expect(model.fork('s', 'p')).rejects.toThrow('policy says no');
+    });
+
+    it('drops the session of resumed jobs when re-running', () => {
+      const args = rerunArguments(
+        makeJob('r', {
+          kind: 'resume',
+          args: { prompt: 'x', session_id: 's1' }
+        }),
+        'y'
+      );
+      expect(args).toEqual({ prompt: 'y' });
+    });
+  });
+
+  describe('job events', () => {
+    it('loads events of a watched job page by page', async () => {
+      gateway.jobs = [makeJob('j1', { status: 'running', last_seq: 5 })];
+      gateway.events.set(
+        'j1',
+        [1, 2, 3, 4, 5].map(seq => makeEvent(seq))
+      );
+      gateway.eventsPage = 2;
+      create();
+      await model.refresh();
+      const changes: number[] = [];
+      model.jobEventsChanged.connect((_, c) => changes.push(c.events.length));
+      await model.watchJob('j1');
+      expect(model.eventsFor('j1').map(e => e.seq)).toEqual([1, 2, 3, 4, 5]);
+      expect(changes).toEqual([2, 4, 5]);
+      const afters = gateway
+        .requestsTo('GET', 'jobs/j1/events')
+        .map(r => r.query.get('after'));
+      expect(afters).toEqual(['0', '2', '4']);
+    });
+
+    it('fetches new events of watched jobs when polling', async () => {
+      gateway.jobs = [makeJob('j1', { status: 'running', last_seq: 1 })];
+      gateway.events.set('j1', [makeEvent(1)]);
+      create();
+      await model.refresh();
+      await model.watchJob('j1');
+      gateway.events
+        .get('j1')!
+        .push(makeEvent(2), makeEvent(3, 'turn.completed'));
+      gateway.jobs[0] = {
+        ...gateway.jobs[0],
+        status: 'succeeded',
+        last_seq: 3,
+        updated_at: '2025-01-01T00:01:00Z',
+        final_message: '**done**'
+      };
+      await model.refresh();
+      await until(() => model.eventsFor('j1').length === 3, 2000, 'events');
+      expect(model.getJob('j1')?.final_message).toBe('**done**');
+      model.unwatchJob('j1');
+      expect(model.eventsFor('j1')).toEqual([]);
+    });
+  });
+
+  describe('event stream', () => {
+    it('streams job changes and events', async () => {
+      gateway.jobs = [makeJob('j1', { status: 'queued' })];
+      create({ useStream: true });
+      const started = model.start();
+      await gateway.streamOpen();
+      await started;
+      await until(() => model.connection === 'streaming', 2000, 'streaming');
+      expect(model.streamConnected).toBe(true);
+      // With the stream open, polling slows down to the safety interval.
+      expect(model.poll.frequency.interval).toBe(60000);
+
+      const stream = gateway.requestsTo('GET', 'stream')[0];
+      expect(stream.headers.get('Authorization')).toBe('token secret-token');
+      expect(stream.headers.get('Accept')).toBe('text/event-stream');
+
+      await model.watchJob('j1');
+      const running = {
+        ...gateway.jobs[0],
+        status: 'running',
+        updated_at: '2025-01-01T00:00:05Z',
+        last_seq: 1
+      };
+      gateway.jobs[0] = running;
+      gateway.push('job', running);
+      gateway.push('event', { job_id: 'j1', ...makeEvent(1, 'turn.started') });
+      await until(
+        () => model.getJob('j1')?.status === 'running',
+        2000,
+        'job update'
+      );
+      await until(() => model.eventsFor('j1').length === 1, 2000, 'event');
+      // Events of jobs nobody watches are not kept.
+      gateway.push('event', { job_id: 'other', ...makeEvent(1) });
+      // A new job appears at the top.
+      gateway.jobs.push(makeJob('j2', { created_at: '2025-01-01T00:09:00Z' }));
+      gateway.push('job', gateway.jobs[1]);
+      await until(() => model.jobs[0]?.id === 'j2', 2000, 'new job');
+      expect(model.eventsFor('other')).toEqual([]);
+      // Status changes refresh the summary (debounced).
+      await until(
+        () => gateway.requestsTo('GET', 'summary').length >= 2,
+        2000,
+        'summary refresh'
+      );
+    });
+
+    it('keeps streamed jobs that a slower refresh did not know yet', async () => {
+      create({ useStream: true });
+      const started = model.start();
+      await gateway.streamOpen();
+      await started;
+      // A refresh leaves; the answer comes back only after a job was streamed.
+      let release!: () => void;
+      const gate = new Promise<void>(resolve => (release = resolve));
+      const fetch = gateway.fetch.bind(gateway);
+      gateway.fetch = async (input, init) => {
+        const answer = await fetch(input, init);
+        if (String((input as Request).url ?? input).includes('/jobs?')) {
+          await gate;
+        }
+        return answer;
+      };
+      const refreshing = model.refresh();
+      await new Promise(resolve => setTimeout(resolve, 20));
+      gateway.push('job', makeJob('fresh'));
+      await until(() => model.jobs.length === 1, 2000, 'streamed job');
+      release();
+      await refreshing;
+      expect(model.jobs.map(j => j.id)).toEqual(['fresh']);
+    });
+
+    it('fills gaps in the event sequence from the REST API', async () => {
+      gateway.jobs = [makeJob('j1', { status: 'running', last_seq: 1 })];
+      gateway.events.set('j1', [makeEvent(1)]);
+      create({ useStream: true });
+      const started = model.start();
+      await gateway.streamOpen();
+      await started;
+      await model.watchJob('j1');
+      gateway.events.get('j1')!.push(makeEvent(2), makeEvent(3));
+      gateway.jobs[0].last_seq = 3;
+      gateway.push('event', { job_id: 'j1', ...makeEvent(3) });
+      await until(() => model.eventsFor('j1').length === 3, 2000, 'gap fill');
+      expect(model.eventsFor('j1').map(e => e.seq)).toEqual([1, 2, 3]);
+    });
+
+    it('ignores heartbeats and malformed data', async () => {
+      create({ useStream: true });
+      const started = model.start();
+      await gateway.streamOpen();
+      await started;
+      gateway.pushRaw(': heartbeat\n\n');
+      gateway.pushRaw('event: job\ndata: not json\n\n');
+      gateway.jobs.push(makeJob('ok'));
+      gateway.push('job', gateway.jobs[0]);
+      await until(() => model.jobs.length === 1, 2000, 'job');
+    });
+
+    it('drops streamed jobs that do not match the filter', async () => {
+      gateway.jobs = [makeJob('j1', { status: 'running' })];
+      create({ useStream: true });
+      const started = model.start();
+      await gateway.streamOpen();
+      await started;
+      model.setFilter({ status: 'running' });
+      await until(() => model.jobs.length === 1, 2000, 'filtered');
+      gateway.push('job', {
+        ...gateway.jobs[0],
+        status: 'succeeded',
+        updated_at: '2025-01-01T00:03:00Z'
+      });
+      await until(() => model.jobs.length === 0, 2000, 'dropped');
+      gateway.jobs.push(
+        makeJob('q', { status: 'queued' }),
+        makeJob('r', { status: 'running' })
+      );
+      gateway.push('job', gateway.jobs[1]);
+      gateway.push('job', gateway.jobs[2]);
+      await until(() => model.jobs.length === 1, 2000, 'added');
+      expect(model.jobs[0].id).toBe('r');
+    });
+
+    it('reconnects after the stream ends and falls back to polling meanwhile', async () => {
+      create({ useStream: true, pollInterval: 10 });
+      const started = model.start();
+      await gateway.streamOpen();
+      await started;
+      await until(() => model.connection === 'streaming', 2000, 'streaming');
+      expect(model.poll.frequency.interval).toBe(30000);
+      const states: ConnectionState[] = [];
+      model.connectionChanged.connect((_, s) => states.push(s));
+      gateway.closeStreams();
+      await until(() => states.includes('polling'), 2000, 'polling');
+      expect(model.poll.frequency.interval).toBe(10000);
+      await gateway.streamOpen();
+      await until(() => model.connection === 'streaming', 2000, 'reconnected');
+      expect(gateway.requestsTo('GET', 'stream').length).toBe(2);
+    });
+
+    it('keeps polling when the server has no stream', async () => {
+      gateway.streamStatus = 404;
+      create({ useStream: true, pollInterval: 0.2 });
+      await model.start();
+      await until(
+        () => gateway.requestsTo('GET', 'stream').length >= 2,
+        2000,
+        'stream retries'
+      );
+      expect(model.connection).toBe('polling');
+      expect(model.poll.frequency.interval).toBe(200);
+    });
+
+    it('closes the stream on dispose', async () => {
+      create({ useStream: true });
+      const started = model.start();
+      await gateway.streamOpen();
+      await started;
+      expect(gateway.openStreams).toBe(1);
+      model.dispose();
+      await until(() => gateway.openStreams === 0, 2000, 'closed');
+      expect(model.isDisposed).toBe(true);
+    });
+  });
+});

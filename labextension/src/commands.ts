@@ -1,0 +1,14 @@
+/** Command ids of the extension (all in the command palette). */
+export namespace CommandIDs {
+  export const openPanel = 'llmgw:open-panel';
+  export const refresh = 'llmgw:refresh';
+  export const cancelJob = 'llmgw:cancel-job';
+  export const approve = 'llmgw:approve';
+  export const deny = 'llmgw:deny';
+  export const fork = 'llmgw:fork-job';
+  export const rerun = 'llmgw:rerun-job';
+  export const insertMagic = 'llmgw:insert-job-magic';
+}
+
+/** Palette category. */
+export const PALETTE_CATEGORY = 'LLM Gateway';

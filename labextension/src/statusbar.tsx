@@ -1,0 +1,64 @@
+/**
+ * Status bar item: "Codex: 2 running · 1 queued · 1 needs approval".
+ */
+import { ReactWidget } from '@jupyterlab/ui-components';
+import React from 'react';
+
+import { statusView } from './format';
+import { useSignalValue } from './hooks';
+import { GatewayModel } from './model';
+
+function StatusItem(props: {
+  model: GatewayModel;
+  onClick: () => void;
+}): JSX.Element {
+  const { model, onClick } = props;
+  const view = useSignalValue(
+    [model.summaryChanged, model.connectionChanged],
+    () => statusView(model.summary, model.connection)
+  );
+  return (
+    <span
+      className="llmgw-statusbar-text"
+      data-testid="llmgw-statusbar-text"
+      title={view.title}
+      onClick={onClick}
+    >
+      {view.text}
+    </span>
+  );
+}
+
+/** The status bar widget. Its node carries `.llmgw-statusbar[data-state]`. */
+export class GatewayStatusItem extends ReactWidget {
+  constructor(
+    private _model: GatewayModel,
+    private _onClick: () => void
+  ) {
+    super();
+    this.addClass('llmgw-statusbar');
+    this.addClass('jp-StatusBar-TextItem');
+    this.node.dataset.testid = 'llmgw-statusbar';
+    this._sync();
+    this._model.summaryChanged.connect(this._sync, this);
+    this._model.connectionChanged.connect(this._sync, this);
+  }
+
+  dispose(): void {
+    if (this.isDisposed) {
+      return;
+    }
+    this._model.summaryChanged.disconnect(this._sync, this);
+    this._model.connectionChanged.disconnect(this._sync, this);
+    super.dispose();
+  }
+
+  render(): JSX.Element {
+    return <StatusItem model={this._model} onClick={this._onClick} />;
+  }
+
+  private _sync(): void {
+    const view = statusView(this._model.summary, this._model.connection);
+    this.node.dataset.state = view.state;
+  }
+}
