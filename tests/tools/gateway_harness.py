@@ -1,0 +1,190 @@
+"""A started Runtime + Gateway for tests, a fake Codex for the cases the real one cannot show on
+demand (a job that hangs forever, many instant jobs), and waits woken by events.
+
+The main flows run the real Codex CLI against the mock Responses server; the fake stands in only
+where noted in the tests that use it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llmgw_jupyter.gateway import Gateway, ToolResult
+from llmgw_jupyter.policy import PolicySource
+from llmgw_jupyter.providers.base import Command
+from llmgw_jupyter.providers.codex import CodexProvider, CodexStreamParser
+from llmgw_jupyter.runtime import JobRecord, Runtime, RuntimeConfig
+from llmgw_jupyter.tools import Caller
+
+WAIT = 60.0  # generous deadline for things that should happen "soon" on a loaded 2-core machine
+OWNER = Caller.owner()
+
+# Prints the JSONL a Codex run prints. A prompt containing [fake:hang] starts a turn and never
+# ends it (until killed); any other prompt is answered at once with "echo: <prompt>".
+FAKE_CODEX = """\
+import json, sys, time, uuid
+prompt = sys.stdin.read()
+def emit(**event):
+    sys.stdout.write(json.dumps(event) + "\\n")
+    sys.stdout.flush()
+emit(type="thread.started", thread_id=sys.argv[1] if len(sys.argv) > 1 else str(uuid.uuid4()))
+emit(type="turn.started")
+if "[fake:hang]" in prompt:
+    while True:
+        time.sleep(3600)
+emit(type="item.completed",
+     item={"id": "item_0", "type": "agent_message", "text": "echo: " + prompt})
+emit(type="turn.completed", usage={"input_tokens": 10, "cached_input_tokens": 0,
+     "output_tokens": 2, "reasoning_output_tokens": 0})
+"""
+
+
+class FakeCodexProvider(CodexProvider):
+    """The real Codex argument validation, but a tiny script instead of the Codex CLI.
+
+    A fork gets a new thread id, a resume keeps the one it resumes, like Codex.
+    """
+
+    def __init__(self, script: Path) -> None:
+        super().__init__("/bin/true")
+        self.script = script
+
+    def check_ready(self) -> None:
+        return None
+
+    def build_command(self, kind: str, args: dict[str, Any], job_dir: Path) -> Command:
+        argv = [sys.executable, "-I", "-S", str(self.script)]
+        if kind == "resume":
+            argv.append(args["session_id"])
+        return Command(argv=argv, stdin=args["prompt"].encode(), cwd=args.get("working_dir"))
+
+    def new_parser(self) -> CodexStreamParser:
+        return CodexStreamParser()
+
+
+def fake_codex_provider(directory: Path) -> FakeCodexProvider:
+    directory.mkdir(parents=True, exist_ok=True)
+    script = directory / "fake_codex.py"
+    script.write_text(FAKE_CODEX)
+    return FakeCodexProvider(script)
+
+
+@dataclass
+class Harness:
+    """What a test needs: the gateway, its runtime, a working dir and a few shortcuts."""
+
+    gateway: Gateway
+    runtime: Runtime
+    workdir: Path
+    tmp: Path
+    grants: dict[str, str] = field(default_factory=dict)  # name -> token
+
+    def grant(self, name: str, policy: dict[str, Any] | None) -> Caller:
+        """Create a grant and return the caller its token opens."""
+        _, token = self.gateway.create_grant(name, policy)
+        self.grants[name] = token
+        caller = self.gateway.caller_for_token(token)
+        assert caller == Caller.grant(name)
+        return caller
+
+    async def call(
+        self, tool: str, arguments: dict[str, Any], caller: Caller = OWNER, **kwargs: Any
+    ) -> ToolResult:
+        return await self.gateway.call(tool, arguments, caller, **kwargs)
+
+    async def ok(self, tool: str, arguments: dict[str, Any], caller: Caller = OWNER) -> Any:
+        """Call and insist on success; returns the structured content."""
+        result = await self.call(tool, arguments, caller)
+        assert not result.is_error, result.text
+        assert result.structured is not None
+        return result.structured
+
+    async def finished(self, job_id: str, timeout: float = WAIT) -> JobRecord:
+        record = await self.runtime.wait_finished(job_id, timeout)
+        assert record.is_terminal, f"job {job_id} still {record.status.value} after {timeout} s"
+        return record
+
+    async def run(self, prompt: str, caller: Caller = OWNER, **arguments: Any) -> dict[str, Any]:
+        """A finished, successful codex_request; returns its structured content."""
+        arguments.setdefault("working_dir", str(self.workdir))
+        out: dict[str, Any] = await self.ok(
+            "codex_request", {"prompt": prompt, "wait_seconds": WAIT, **arguments}, caller
+        )
+        assert out["done"] is True, out["message"]
+        assert out["job"]["status"] == "succeeded", out["job"]
+        return out
+
+
+@contextlib.asynccontextmanager
+async def open_gateway(
+    tmp: Path,
+    *,
+    codex_path: str | None = None,
+    codex_home: Path | None = None,
+    fake: bool = False,
+    owner_policy: PolicySource | None = None,
+    **config: Any,
+) -> AsyncIterator[Harness]:
+    """A Runtime on ``tmp/data`` (real Codex, or the fake when ``fake``) and a started Gateway."""
+    workdir = tmp / f"work-{uuid.uuid4().hex[:6]}"
+    workdir.mkdir(parents=True)
+    if fake:
+        config["providers"] = {"codex": fake_codex_provider(tmp / "fake")}
+    runtime = Runtime(
+        RuntimeConfig(
+            data_dir=tmp / "data",
+            codex_path=codex_path,
+            codex_home=str(codex_home) if codex_home is not None else None,
+            **config,
+        )
+    )
+    await runtime.start()
+    gateway = Gateway(runtime, owner_policy=owner_policy)
+    try:
+        await gateway.start()
+        yield Harness(gateway, runtime, workdir, tmp)
+    finally:
+        await gateway.close()
+        await runtime.close(cancel_running=True)
+
+
+async def eventually(condition: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
+    """Wait for a condition that has no event to await (another task's progress), by deadline."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if loop.time() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.005)
+
+
+async def pending_approval(gateway: Gateway, tool: str) -> Any:
+    """The pending approval a caller's call just opened (the caller runs in another task)."""
+    return await eventually(
+        lambda: next((a for a in gateway.approvals() if a.tool == tool), None),
+        f"a pending approval of {tool}",
+    )
+
+
+ProgressLog = list[tuple[float, float | None, str | None]]
+
+
+def progress_recorder() -> tuple[ProgressLog, Callable[..., Awaitable[None]]]:
+    seen: ProgressLog = []
+
+    async def progress(value: float, total: float | None, message: str | None) -> None:
+        seen.append((value, total, message))
+
+    return seen, progress
