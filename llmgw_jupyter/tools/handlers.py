@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 from llmgw_jupyter.errors import NotFoundError
@@ -115,7 +116,9 @@ async def codex_fork_session(ctx: ToolContext, args: CodexForkInput) -> SubmitOu
     session_id = args.session_id
     if args.last:
         scope = None if ctx.caller.is_owner else ctx.caller.key
-        latest = ctx.runtime.latest_session(caller=scope, working_dir=args.working_dir)
+        # Sessions remember the resolved dir (as the provider resolves it): compare like with like.
+        within = str(Path(args.working_dir).expanduser().resolve()) if args.working_dir else None
+        latest = ctx.runtime.latest_session(caller=scope, working_dir=within)
         if latest is None:
             where = f" in {args.working_dir}" if args.working_dir else ""
             raise NotFoundError(f"a session{where} known to this gateway")
@@ -234,5 +237,6 @@ async def llm_job_list(ctx: ToolContext, args: JobListInput) -> JobListOutput:
 
 async def llm_session_list(ctx: ToolContext, args: SessionListInput) -> SessionListOutput:
     caller = None if ctx.caller.is_owner else ctx.caller.key
-    sessions = ctx.runtime.sessions(caller)[args.offset : args.offset + args.limit]
+    # Page in SQL: Runtime.sessions() stops at the store's default of 200 sessions.
+    sessions = ctx.runtime.store.list_sessions(caller, limit=args.limit, offset=args.offset)
     return SessionListOutput(sessions=[SessionView.model_validate(s.to_dict()) for s in sessions])
