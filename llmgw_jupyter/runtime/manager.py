@@ -40,6 +40,7 @@ from llmgw_jupyter.runtime.models import (
 )
 from llmgw_jupyter.runtime.notifier import ChangeSubscription, JobChange, JobNotifier
 from llmgw_jupyter.runtime.process import (
+    CliProcess,
     is_same_process,
     process_start_time,
     signal_group,
@@ -81,7 +82,7 @@ class RuntimeConfig:
 class _RunningJob:
     job_id: str
     provider: str
-    process: asyncio.subprocess.Process | None = None
+    process: CliProcess | None = None
     stop_reason: str | None = None  # cancel | wall_timeout | idle_timeout | overflow | shutdown
     cancel_reason: str | None = None
     last_output: float = field(default_factory=time.monotonic)
@@ -442,7 +443,7 @@ class Runtime:
         )
         if started is None:  # cancelled while spawning
             await terminate_group(process, self.config.kill_grace_seconds)
-            await process.wait()
+            await process.wait_exit()
             return
         self._notify(started)
         await self._supervise(running, started, provider, process, command.stdin)
@@ -452,7 +453,7 @@ class Runtime:
         running: _RunningJob,
         record: JobRecord,
         provider: Provider,
-        process: asyncio.subprocess.Process,
+        process: CliProcess,
         stdin_data: bytes | None,
     ) -> None:
         output = job_output.CappedOutput(self.job_dir(record.id), self.config.output_cap_bytes)
@@ -477,13 +478,13 @@ class Runtime:
         self._settle(running, record, parser, exit_code, output, bytes(stderr_tail))
 
     async def _watch(
-        self, running: _RunningJob, record: JobRecord, process: asyncio.subprocess.Process
+        self, running: _RunningJob, record: JobRecord, process: CliProcess
     ) -> int | None:
         """Wait for the exit while enforcing cancel, wall-clock and idle limits."""
         wall = float(record.args.get("timeout_seconds") or self.config.wall_timeout_seconds)
         idle = self.config.idle_timeout_seconds
         started = time.monotonic()
-        exited = asyncio.ensure_future(process.wait())
+        exited = asyncio.ensure_future(process.wait_exit())
         stopping: asyncio.Future[None] | None = None
         while not exited.done():
             if running.stop_reason is None:

@@ -14,10 +14,43 @@ import signal
 import psutil
 
 
+class _ExitProtocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """Resolves ``exited`` when the leader exits, whoever still holds its pipes."""
+
+    def __init__(self, limit: int, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=limit, loop=loop)
+        self.exited: asyncio.Future[None] = loop.create_future()
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+
+class CliProcess(asyncio.subprocess.Process):
+    """A job's group leader, with a wait that ends when the leader exits.
+
+    On Python < 3.12 ``Process.wait()`` also waits until every pipe is closed, so a grandchild
+    that inherited stdout would keep a finished CLI "running" (and a cancel waiting out the
+    whole grace period) until the grandchild ends on its own.
+    """
+
+    exited: asyncio.Future[None]
+
+    async def wait_exit(self) -> int:
+        await asyncio.shield(self.exited)
+        code = self.returncode
+        assert code is not None
+        return code
+
+
 async def spawn(
     argv: list[str], *, cwd: str | None, env: dict[str, str], stdin: bool
-) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
+) -> CliProcess:
+    loop = asyncio.get_running_loop()
+    protocol = _ExitProtocol(2**16, loop)
+    transport, _ = await loop.subprocess_exec(
+        lambda: protocol,
         *argv,
         cwd=cwd,
         env=env,
@@ -26,6 +59,9 @@ async def spawn(
         stderr=asyncio.subprocess.PIPE,
         start_new_session=True,
     )
+    process = CliProcess(transport, protocol, loop)
+    process.exited = protocol.exited
+    return process
 
 
 def process_start_time(pid: int) -> float | None:
@@ -62,10 +98,10 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
-async def terminate_group(process: asyncio.subprocess.Process, grace_seconds: float) -> None:
+async def terminate_group(process: CliProcess, grace_seconds: float) -> None:
     """SIGTERM the group, then SIGKILL it if the leader is still there after the grace period."""
     pgid = process.pid
     signal_group(pgid, signal.SIGTERM)
     with contextlib.suppress(asyncio.TimeoutError):
-        await asyncio.wait_for(asyncio.shield(process.wait()), grace_seconds)
+        await asyncio.wait_for(process.wait_exit(), grace_seconds)
     signal_group(pgid, signal.SIGKILL)
