@@ -72,8 +72,8 @@ async def wait_for_event(
 
 
 async def wait_started(rt: Runtime, job_id: str) -> JobRecord:
-    """Wait until the CLI of a job printed ``thread.started`` (it is really running)."""
-    _, record = await wait_for_event(rt, job_id, lambda e: e.type == "thread.started")
+    """Wait until the CLI of a job printed ``turn.started`` (it is really running)."""
+    _, record = await wait_for_event(rt, job_id, lambda e: e.type == "turn.started")
     return record
 
 
