@@ -10,8 +10,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -343,11 +344,31 @@ class Gateway:
             tool,
             decision,
             rule=rule,
-            message=message,
+            message=_without_values(message, args),
             args=args,
             approval_id=approval_id,
             ts=self.clock(),
         )
+
+
+def _string_values(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _string_values(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _string_values(item)
+
+
+def _without_values(message: str, args: Mapping[str, Any]) -> str:
+    """The audit keeps argument keys and a hash, never values: error and denial messages may
+    quote one (``job <id> not found``, ``<working_dir> is not a directory``), so mask them."""
+    quoted = {v for v in _string_values(args) if v.strip() and v in message}
+    for value in sorted(quoted, key=len, reverse=True):
+        message = re.sub(rf"(?<!\w){re.escape(value)}(?!\w)", "<value>", message)
+    return message
 
 
 __all__ = ["DENIAL_PREFIX", "Gateway", "ToolResult"]
