@@ -27,6 +27,8 @@ def create_grant(
             "name", "must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"
         )
     if policy is not None:
+        if not isinstance(policy, Mapping):  # JSON from a file or a request may be anything
+            raise InvalidInputError("policy", "must be a JSON object (omit it for no policy)")
         try:
             load_policy(dict(policy), f"grant {name}")
         except PolicyValidationError as error:
