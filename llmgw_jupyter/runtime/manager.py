@@ -299,12 +299,14 @@ class Runtime:
     def read_output(
         self, job_id: str, stream: str = "stdout", offset: int = 0, limit: int = 65536
     ) -> OutputPage:
-        self._require(job_id)
+        record = self._require(job_id)
         if stream not in job_output.STREAM_FILES:
             raise InvalidInputError("stream", "must be stdout or stderr")
         if offset < 0:
             raise InvalidInputError("offset", "must be >= 0")
-        return job_output.read_page(self.job_dir(job_id), stream, offset, limit)
+        return job_output.read_page(
+            self.job_dir(job_id), stream, offset, limit, complete=record.is_terminal
+        )
 
     def job_dir(self, job_id: str) -> Path:
         return job_output.job_dir(self.data_dir, job_id)

@@ -61,8 +61,15 @@ def output_size(directory: Path, stream: str) -> int:
         return 0
 
 
-def read_page(directory: Path, stream: str, offset: int, limit: int) -> OutputPage:
-    """Read ``limit`` bytes from ``offset``, never splitting a UTF-8 character across pages."""
+def read_page(
+    directory: Path, stream: str, offset: int, limit: int, *, complete: bool = True
+) -> OutputPage:
+    """Read ``limit`` bytes from ``offset``, never splitting a UTF-8 character across pages.
+
+    ``complete=False`` says the file may still grow (a running job): a character cut at its end
+    is then left for the next page instead of being decoded half. A page always makes progress
+    when there is a whole character to read, even if ``limit`` is smaller than that character.
+    """
     if stream not in STREAM_FILES:
         raise ValueError(f"stream must be one of {sorted(STREAM_FILES)}")
     limit = max(1, min(limit, MAX_PAGE_BYTES))
@@ -72,10 +79,14 @@ def read_page(directory: Path, stream: str, offset: int, limit: int) -> OutputPa
         with open(path, "rb") as handle:
             handle.seek(offset)
             chunk = handle.read(limit)
+            at_end = offset + len(chunk) >= size
+            if not (at_end and complete):
+                whole = _trim_partial_utf8(chunk)
+                if not whole and chunk and not at_end:  # limit < this one character's length
+                    whole = chunk + handle.read(_sequence_length(chunk[0]) - len(chunk))
+                chunk = whole
     except FileNotFoundError:
         return OutputPage(stream, offset, "", offset, 0, True)
-    if offset + len(chunk) < size:
-        chunk = _trim_partial_utf8(chunk)
     next_offset = offset + len(chunk)
     return OutputPage(
         stream=stream,
@@ -95,9 +106,12 @@ def _trim_partial_utf8(chunk: bytes) -> bytes:
             continue
         if byte & 0x80 == 0:  # ASCII: complete
             return chunk
-        needed = 2 if byte & 0xE0 == 0xC0 else 3 if byte & 0xF0 == 0xE0 else 4
-        return chunk if back >= needed else chunk[:-back]
+        return chunk if back >= _sequence_length(byte) else chunk[:-back]
     return chunk
+
+
+def _sequence_length(lead: int) -> int:
+    return 1 if lead < 0x80 else 2 if lead & 0xE0 == 0xC0 else 3 if lead & 0xF0 == 0xE0 else 4
 
 
 def remove_job_dir(directory: Path) -> None:
