@@ -24,8 +24,10 @@ from llmgw_jupyter.providers.codex import CodexStreamParser
 PRELUDE = '''\
 import json, os, signal, subprocess, sys, time
 
+sys.stdout.reconfigure(encoding="utf-8")  # Codex prints raw UTF-8 JSON
+
 def emit(**event):
-    sys.stdout.write(json.dumps(event) + "\\n")
+    sys.stdout.write(json.dumps(event, ensure_ascii=False) + "\\n")
     sys.stdout.flush()
 
 def start(thread_id="fake-thread-" + str(os.getpid())):
