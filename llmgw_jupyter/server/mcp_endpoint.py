@@ -40,6 +40,8 @@ SDK facts relied on (mcp 2.3.0, read from the installed source):
 - ``ctx.session.report_progress(progress, total, message)`` emits ``notifications/progress``
   for the request being handled and is a no-op without a client progress token;
   ``mcp.shared.jsonrpc_dispatcher.progress_token_from_params`` reads that token.
+- The low-level server passes every ``tools/call`` to ``on_call_tool`` without checking the name
+  against the tool list; the endpoint forwards all of them to ``gateway.call``.
 - ``CallToolResult(content=[TextContent(text=...)], structured_content=..., is_error=...)``;
   ``Tool(name, description, input_schema, output_schema, annotations=ToolAnnotations(...))``;
   mcp_types models accept camelCase aliases (``readOnlyHint``) and snake_case names.
@@ -98,7 +100,7 @@ class ToolSpec(Protocol):
     @property
     def output_schema(self) -> dict[str, Any] | None: ...
     @property
-    def annotations(self) -> Mapping[str, Any]: ...
+    def annotations(self) -> Any: ...  # a mapping, or an object with ``to_dict()``
 
 
 class ToolResult(Protocol):
@@ -236,9 +238,8 @@ def build_mcp_app(
         ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult:
         caller = _caller_of(ctx)
-        # Only listed tools are callable: hidden tools look exactly like unknown ones.
-        if params.name not in {spec.name for spec in await _tools_for(gateway, caller)}:
-            return _error_result(f"Unknown tool: {params.name}")
+        # Every call reaches the gateway, listed or not: it refuses unknown and hidden tools
+        # itself ([POLICY DENIED] for hidden ones) and audits the attempt.
         progress: ProgressFn | None = None
         if progress_token_from_params(ctx.params) is not None:
             progress = ctx.session.report_progress
@@ -289,7 +290,8 @@ async def _tools_for(gateway: Gateway, caller: Any) -> Sequence[ToolSpec]:
 
 
 def _to_tool(spec: ToolSpec) -> types.Tool:
-    annotations = dict(spec.annotations or {})
+    raw = spec.annotations
+    annotations = dict(raw.to_dict() if hasattr(raw, "to_dict") else raw or {})
     return types.Tool(
         name=spec.name,
         title=getattr(spec, "title", None),

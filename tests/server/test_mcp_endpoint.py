@@ -105,6 +105,10 @@ class FakeGateway:
         progress: ProgressFn | None = None,
     ) -> Result:
         self.calls.append((tool_name, arguments, caller, progress is not None))
+        if tool_name not in {spec.name for spec in self.list_tools(caller)}:
+            # Like the real gateway: unknown and hidden tools are refused here, not by the adapter.
+            error = {"category": "policy_denied", "message": f"{tool_name} is not available"}
+            return Result(True, f"[POLICY DENIED] {tool_name} is not available", {"error": error})
         if tool_name == "echo":
             return Result(False, arguments["text"], {"echo": arguments["text"], "caller": caller})
         if tool_name == "watch":
@@ -269,7 +273,9 @@ async def test_each_caller_sees_its_own_tools(served: Served) -> None:
         assert (await owner.call_tool("admin_only", {})).is_error is False
         result = await alice.call_tool("echo", {"text": "a"})
         assert result.structured_content == {"echo": "a", "caller": "grant:alice"}
+    # The hidden tool's call reached the gateway (which refused and can audit it).
     assert [(name, caller) for name, _, caller, _ in served.gateway.calls] == [
+        ("admin_only", "grant:alice"),
         ("admin_only", "owner"),
         ("echo", "grant:alice"),
     ]
