@@ -4,3 +4,10 @@
 def _jupyter_labextension_paths() -> list[dict[str, str]]:
     """The prebuilt JupyterLab extension (for `jupyter labextension develop`)."""
     return [{"src": "labextension", "dest": "llmgw-jupyter"}]
+
+
+def _jupyter_server_extension_points() -> list[dict[str, object]]:
+    """The Jupyter server extension (imported lazily: kernels never need the server side)."""
+    from llmgw_jupyter.server.app import LLMGatewayApp
+
+    return [{"module": "llmgw_jupyter.server.app", "app": LLMGatewayApp}]

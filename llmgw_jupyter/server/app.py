@@ -1,0 +1,174 @@
+"""``LLMGatewayApp``: the Jupyter server extension (name ``llmgw``).
+
+One runtime per Jupyter server. Settings are built in ``initialize_settings`` (no event loop yet),
+the store is opened and the MCP session manager entered in ``_start_jupyter_server_extension``
+(the loop runs), and everything is closed in ``stop_extension``. Configure with
+``c.LLMGatewayApp.<name>`` or ``--LLMGatewayApp.<name>=``; ``LLMGW_DATA_DIR``,
+``LLMGW_CODEX_PATH`` and ``LLMGW_POLICY`` are the fallbacks of the matching traits.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from jupyter_server.extension.application import ExtensionApp
+from traitlets import Bool, Dict, Float, Int, List, Unicode, default
+
+from llmgw_jupyter.paths import DATA_DIR_ENV, resolve_data_dir
+from llmgw_jupyter.providers.codex import CODEX_PATH_ENV
+from llmgw_jupyter.runtime import RuntimeConfig
+from llmgw_jupyter.server import auth
+from llmgw_jupyter.server.handlers import MCP_PATH, SERVICE_KEY, routes
+from llmgw_jupyter.server.service import GatewayService, ServiceConfig, server_host
+
+POLICY_ENV = "LLMGW_POLICY"
+MB = 1024 * 1024
+
+
+def _package_version() -> str:
+    try:
+        return version("llmgw-jupyter")
+    except PackageNotFoundError:
+        return ""
+
+
+class LLMGatewayApp(ExtensionApp):
+    """Durable Codex jobs, the owner's REST API and the MCP endpoint inside Jupyter Server."""
+
+    name = "llmgw"
+    description = __doc__ or ""
+    load_other_extensions = True
+
+    data_dir = Unicode(
+        help=f"Store and job output directory (env {DATA_DIR_ENV}, else <jupyter data dir>/llmgw)."
+    ).tag(config=True)
+    codex_path = Unicode(
+        None, allow_none=True, help=f"The Codex CLI executable (env {CODEX_PATH_ENV}, then PATH)."
+    ).tag(config=True)
+    codex_home = Unicode(
+        None, allow_none=True, help="CODEX_HOME for the Codex jobs (default: Codex's own)."
+    ).tag(config=True)
+    owner_policy = Unicode(
+        None,
+        allow_none=True,
+        help=f"Owner policy file (JSON), hot-reloaded; unset = allow everything (env {POLICY_ENV})."
+        " A file that does not load at start refuses every tool call (fail closed).",
+    ).tag(config=True)
+    max_running = Int(4, help="Jobs running at once.").tag(config=True)
+    provider_limits = Dict(
+        value_trait=Int(), default_value={}, help="Per-provider running limits, e.g. {'codex': 2}."
+    ).tag(config=True)
+    max_queued = Int(64, help="Jobs waiting for a slot before submissions are refused.").tag(
+        config=True
+    )
+    output_cap_mb = Float(50.0, help="Raw output kept per job, in MiB.").tag(config=True)
+    wall_timeout_seconds = Float(3600.0, help="Longest run of one job.").tag(config=True)
+    idle_timeout_seconds = Float(900.0, help="Longest silence of a running job.").tag(config=True)
+    kill_grace_seconds = Float(3.0, help="SIGTERM to SIGKILL delay when stopping a job.").tag(
+        config=True
+    )
+    retention_days = Float(
+        30.0, help="Finished jobs older than this are deleted; 0 keeps them all."
+    ).tag(config=True)
+    mcp_enabled = Bool(True, help="Serve the MCP endpoint at {base_url}llmgw/mcp.").tag(config=True)
+    allowed_hosts = List(
+        Unicode(),
+        help="Host headers accepted by the MCP endpoint besides loopback and the server's own "
+        "address ('host:*' for any port; '*' turns the DNS-rebinding check off).",
+    ).tag(config=True)
+    allowed_origins = List(
+        Unicode(),
+        help="Origin headers accepted by the MCP endpoint besides loopback and the server's own.",
+    ).tag(config=True)
+    cancel_running_on_stop = Bool(
+        False,
+        help="On server stop, cancel running jobs; otherwise they end as 'interrupted' (output "
+        "kept) and are reported so after the restart.",
+    ).tag(config=True)
+    kernel_env = Bool(
+        True,
+        help=f"Export {auth.SERVER_URL_ENV} and {auth.SERVER_TOKEN_ENV} (a per-server token valid "
+        "only for the llmgw REST API) to kernels started by this server.",
+    ).tag(config=True)
+    heartbeat_seconds = Float(15.0, help="Comment line interval of the SSE stream.").tag(
+        config=True
+    )
+
+    @default("data_dir")
+    def _default_data_dir(self) -> str:
+        return str(resolve_data_dir(None))
+
+    @default("codex_path")
+    def _default_codex_path(self) -> str | None:
+        return os.environ.get(CODEX_PATH_ENV) or None
+
+    @default("owner_policy")
+    def _default_owner_policy(self) -> str | None:
+        return os.environ.get(POLICY_ENV) or None
+
+    service: GatewayService | None = None
+
+    def initialize_settings(self) -> None:
+        runtime = RuntimeConfig(
+            data_dir=self.data_dir,
+            max_running=self.max_running,
+            provider_limits=dict(self.provider_limits),
+            max_queued=self.max_queued,
+            output_cap_bytes=int(self.output_cap_mb * MB),
+            wall_timeout_seconds=self.wall_timeout_seconds,
+            idle_timeout_seconds=self.idle_timeout_seconds,
+            kill_grace_seconds=self.kill_grace_seconds,
+            retention_seconds=self.retention_days * 86400.0 or None,
+            codex_path=self.codex_path,
+            codex_home=self.codex_home,
+            # Codex jobs may run a grant's prompts: they must not inherit the owner's kernel token.
+            env={auth.SERVER_TOKEN_ENV: ""},
+        )
+        config = ServiceConfig(
+            runtime=runtime,
+            owner_policy=self.owner_policy,
+            mcp_enabled=self.mcp_enabled,
+            allowed_hosts=list(self.allowed_hosts),
+            allowed_origins=list(self.allowed_origins),
+            cancel_running_on_stop=self.cancel_running_on_stop,
+            export_kernel_env=self.kernel_env,
+            heartbeat_seconds=self.heartbeat_seconds,
+            version=_package_version(),
+        )
+        self.service = GatewayService(config, owner_token=self._owner_token)
+        self.settings[SERVICE_KEY] = self.service
+
+    def _owner_token(self) -> str | None:
+        provider = getattr(self.serverapp, "identity_provider", None)
+        token = getattr(provider, "token", None)
+        return token if isinstance(token, str) and token else None
+
+    def initialize_handlers(self) -> None:
+        assert self.service is not None
+        self.handlers.extend(routes(self.service))
+
+    async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
+        assert self.service is not None
+        base_url = serverapp.base_url or "/"
+        server_url = None
+        own_hosts: list[str] = []
+        if not getattr(serverapp, "sock", ""):
+            host = server_host(serverapp.ip or "")
+            server_url = f"http://{host}:{serverapp.port}{base_url}"
+            own_hosts = [f"{host}:{serverapp.port}"]
+            if serverapp.ip and serverapp.ip not in ("0.0.0.0", "::"):
+                own_hosts.append(f"{serverapp.ip}:{serverapp.port}")
+        await self.service.start(server_url=server_url, own_hosts=own_hosts)
+        if self.service.state != "running":
+            return
+        self.log.info("llmgw: data in %s", self.service.runtime.data_dir)
+        if self.service.mcp is not None and server_url:
+            self.log.info("llmgw: MCP endpoint at %s%s", server_url, MCP_PATH)
+        if self.service.policy_failed:
+            self.log.error("llmgw: %s", self.service.policy_error)
+
+    async def stop_extension(self) -> None:
+        if self.service is not None:
+            await self.service.stop()

@@ -1,0 +1,648 @@
+"""REST API (owner only) and the MCP route, as thin Tornado handlers over ``GatewayService``.
+
+Every REST verb carries ``@web.authenticated`` and ``@authorized`` (resource ``llmgw``); Jupyter's
+auth and XSRF rules apply, except that the per-server kernel token (``Authorization: token
+<kernel token>``) is accepted here, and only here, as the owner. Handlers parse, call the gateway
+(anything that runs or changes a job goes through ``Gateway.call``, so it is audited and under
+policy) or read the runtime, and render. Errors are ``{"error": {category, message, field}}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from jupyter_server.auth import User
+from jupyter_server.auth.decorator import allow_unauthenticated, authorized
+from jupyter_server.base.call_context import CallContext
+from jupyter_server.base.handlers import APIHandler
+from tornado import web
+from tornado.iostream import StreamClosedError
+
+from llmgw_jupyter.errors import GatewayError
+from llmgw_jupyter.gateway import ToolResult
+from llmgw_jupyter.runtime import JobRecord, JobStatus
+from llmgw_jupyter.server import auth
+from llmgw_jupyter.server.asgi_bridge import ASGIHandler
+from llmgw_jupyter.server.mcp_endpoint import CALLER_SCOPE_KEY
+from llmgw_jupyter.server.service import GatewayService, ServiceUnavailable
+from llmgw_jupyter.tools import Caller
+
+SERVICE_KEY = "llmgw_service"
+AUTH_RESOURCE = "llmgw"
+KERNEL_USER = "llmgw-kernel"
+API = "llmgw/api"
+MCP_PATH = "llmgw/mcp"
+MAX_WAIT_SECONDS = 30.0
+
+STATUS_FOR_CATEGORY = {
+    "invalid_input": 400,
+    "forbidden": 403,
+    "policy_denied": 403,
+    "approval_denied": 403,
+    "approval_expired": 403,
+    "not_found": 404,
+    "conflict": 409,
+    "rate_limited": 429,
+    "unavailable": 503,
+    "policy_error": 503,
+    "saturated": 503,
+    "spawn_error": 503,
+}
+CATEGORY_FOR_STATUS = {
+    400: "invalid_input",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "invalid_input",
+}
+
+
+class ApiError(web.HTTPError):
+    """A refusal rendered as ``{"error": {...}}`` with the status its category implies."""
+
+    def __init__(
+        self,
+        category: str,
+        message: str,
+        field: str | None = None,
+        *,
+        status: int | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(status or STATUS_FOR_CATEGORY.get(category, 500), log_message=None)
+        self.category = category
+        self.message = message
+        self.field = field
+        self.headers = dict(headers or {})
+
+    @classmethod
+    def of(cls, error: GatewayError) -> ApiError:
+        return cls(error.category.value, error.message, error.field)
+
+
+class _AllowKernel:
+    """The kernel token stands for the owner: an authorizer that allows the owner everything."""
+
+    def is_authorized(self, handler: Any, user: Any, action: str, resource: str) -> bool:
+        return True
+
+
+class LLMGatewayHandler(APIHandler):
+    """Base of the REST handlers: kernel-token auth, JSON errors, argument parsing."""
+
+    auth_resource = AUTH_RESOURCE
+    _kernel_authenticated = False
+
+    @property
+    def service(self) -> GatewayService:
+        service: GatewayService = self.settings[SERVICE_KEY]
+        return service
+
+    @property
+    def authorizer(self) -> Any:
+        if self._kernel_authenticated:
+            return _AllowKernel()
+        return super().authorizer
+
+    async def prepare(self) -> None:  # type: ignore[override]
+        token = auth.presented_token(self.request.headers.get("Authorization"))
+        if token is not None and self.service.is_kernel_token(token):
+            self._accept_kernel_token()
+            return
+        await super().prepare()
+
+    def _accept_kernel_token(self) -> None:
+        """Jupyter's identity provider does not know this token: authenticate it here."""
+        CallContext.set(CallContext.JUPYTER_HANDLER, self)
+        if not self.check_host():
+            raise web.HTTPError(403)
+        user = User(username=KERNEL_USER, name="kernel of this Jupyter server")
+        self.current_user = self._jupyter_current_user = user
+        self._token_authenticated = True  # a header token: no XSRF cookie needed
+        self._kernel_authenticated = True
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        error = kwargs.get("exc_info", (None, None, None))[1]
+        field = None
+        if isinstance(error, ApiError):
+            category, message, field = error.category, error.message, error.field
+            for name, value in error.headers.items():
+                self.set_header(name, value)
+        elif isinstance(error, web.HTTPError):
+            category = CATEGORY_FOR_STATUS.get(status_code, "http_error")
+            message = error.log_message or error.reason or self._reason
+        else:
+            category, message = "internal", "internal error in the llmgw REST API"
+        if status_code >= 500:
+            self.log.warning("llmgw %s %s: %s", self.request.method, self.request.path, message)
+        body = {"error": {"category": category, "message": message, "field": field}}
+        self.finish(json.dumps(body))
+
+    # -- helpers ------------------------------------------------------------------------------
+    def running(self) -> GatewayService:
+        try:
+            self.service.require_running()
+        except ServiceUnavailable as refusal:
+            raise ApiError(refusal.category, refusal.message) from None
+        return self.service
+
+    def json_body(self) -> dict[str, Any]:
+        raw = self.request.body or b""
+        if not raw.strip():
+            return {}
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as error:
+            raise ApiError("invalid_input", f"body: not valid JSON ({error})", "body") from None
+        if not isinstance(body, dict):
+            raise ApiError("invalid_input", "body: must be a JSON object", "body")
+        return body
+
+    def int_arg(self, name: str, default: int, low: int, high: int) -> int:
+        value = self.get_query_argument(name, None)
+        if value is None or value == "":
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            raise ApiError("invalid_input", f"{name}: must be an integer", name) from None
+        if not low <= number <= high:
+            raise ApiError("invalid_input", f"{name}: must be between {low} and {high}", name)
+        return number
+
+    def float_arg(self, name: str, default: float, low: float, high: float) -> float:
+        value = self.get_query_argument(name, None)
+        if value is None or value == "":
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            raise ApiError("invalid_input", f"{name}: must be a number", name) from None
+        if not (math.isfinite(number) and low <= number <= high):
+            raise ApiError("invalid_input", f"{name}: must be between {low:g} and {high:g}", name)
+        return number
+
+    def str_arg(self, name: str) -> str | None:
+        value = self.get_query_argument(name, None)
+        return value or None
+
+    def send(self, data: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.finish(json.dumps(data))
+
+    def job(self, job_id: str) -> JobRecord:
+        record = self.running().runtime.get(job_id)
+        if record is None:
+            raise ApiError("not_found", f"job {job_id} not found", "job_id")
+        return record
+
+    async def call_tool(self, tool: str, arguments: dict[str, Any]) -> ToolResult:
+        service = self.running()
+        try:
+            service.require_tools()
+        except ServiceUnavailable as refusal:
+            raise ApiError(refusal.category, refusal.message) from None
+        return await service.gateway.call(tool, arguments, Caller.owner())
+
+    def send_tool_result(self, result: ToolResult) -> None:
+        """Tool results keep their shape; a failure also carries the common ``error`` object."""
+        body: dict[str, Any] = {
+            "is_error": result.is_error,
+            "text": result.text,
+            "structured": result.structured,
+        }
+        status = 200
+        if result.is_error:
+            structured = result.structured or {}
+            body["error"] = structured.get("error") or {
+                "category": result.error or "internal",
+                "message": result.text,
+                "field": None,
+            }
+            status = STATUS_FOR_CATEGORY.get(result.error or "", 500)
+            retry = structured.get("retry_after_seconds")
+            if status == 429 and isinstance(retry, int | float):
+                self.set_header("Retry-After", str(max(1, math.ceil(retry))))
+        self.send(body, status)
+
+
+def _refusal(result: ToolResult) -> ApiError:
+    error = (result.structured or {}).get("error") or {}
+    retry = (result.structured or {}).get("retry_after_seconds")
+    headers = {"Retry-After": str(max(1, math.ceil(retry)))} if retry else None
+    return ApiError(
+        result.error or "internal",
+        str(error.get("message") or result.text),
+        error.get("field"),
+        headers=headers,
+    )
+
+
+# -- REST ---------------------------------------------------------------------------------------
+class SummaryHandler(LLMGatewayHandler):
+    _track_activity = False  # a status bar polls this: it must not keep an idle server alive
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        service = self.running()
+        mcp_url = None
+        if service.mcp is not None:
+            base = self.settings.get("base_url", "/")
+            mcp_url = f"{self.request.protocol}://{self.request.host}{base}{MCP_PATH}"
+        self.send(
+            {
+                "counts": service.runtime.summary(),
+                "pending_approvals": service.gateway.store.count_approvals("pending"),
+                "mcp_url": mcp_url,
+                "policy_error": service.policy_error,
+            }
+        )
+
+
+class ToolHandler(LLMGatewayHandler):
+    @web.authenticated
+    @authorized
+    async def post(self, tool: str) -> None:
+        self.send_tool_result(await self.call_tool(tool, self.json_body()))
+
+
+class JobsHandler(LLMGatewayHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        service = self.running()
+        statuses = [s for s in (self.get_query_argument("status", "") or "").split(",") if s]
+        try:
+            jobs, total = service.runtime.list_jobs(
+                status=statuses or None,
+                provider=self.str_arg("provider"),
+                caller=self.str_arg("caller"),
+                limit=self.int_arg("limit", 50, 1, 500),
+                offset=self.int_arg("offset", 0, 0, 10**9),
+            )
+        except GatewayError as error:
+            raise ApiError.of(error) from None
+        self.send({"jobs": [job.to_dict() for job in jobs], "total": total})
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        self.send_tool_result(await self.call_tool("codex_request_async", self.json_body()))
+
+
+class JobHandler(LLMGatewayHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, job_id: str) -> None:
+        self.send(self.job(job_id).to_dict())
+
+
+class JobCancelHandler(LLMGatewayHandler):
+    @web.authenticated
+    @authorized
+    async def post(self, job_id: str) -> None:
+        result = await self.call_tool("llm_job_cancel", {"job_id": job_id})
+        if result.is_error:
+            raise _refusal(result)
+        self.send((result.structured or {})["job"])
+
+
+class JobEventsHandler(LLMGatewayHandler):
+    """Events after a sequence number; ``wait`` long-polls until one arrives or the job ends."""
+
+    def initialize(self) -> None:
+        self._gone = asyncio.Event()
+
+    def on_connection_close(self) -> None:
+        self._gone.set()
+
+    @web.authenticated
+    @authorized
+    async def get(self, job_id: str) -> None:
+        service = self.running()
+        record = self.job(job_id)
+        after = self.int_arg("after", 0, 0, 2**62)
+        wait = self.float_arg("wait", 0.0, 0.0, MAX_WAIT_SECONDS)
+        limit = self.int_arg("limit", 200, 1, 1000)
+        events = service.runtime.events(job_id, after, limit)
+        if not events and wait > 0 and not record.is_terminal:
+            waited = await service.until_closing(
+                service.runtime.wait_for_events(job_id, after, wait, limit), self._gone
+            )
+            if self._gone.is_set():
+                return
+            if waited is not None:
+                events, record = waited
+        record = service.runtime.get(job_id) or record
+        self.send({"events": [e.to_dict() for e in events], "job": record.to_dict()})
+
+
+class JobResultHandler(LLMGatewayHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, job_id: str) -> None:
+        service = self.running()
+        record = self.job(job_id)
+        stream = self.get_query_argument("stream", "stdout")
+        try:
+            page = service.runtime.read_output(
+                job_id,
+                stream,
+                self.int_arg("offset", 0, 0, 2**62),
+                self.int_arg("limit", 65536, 0, 1024 * 1024),
+            )
+        except GatewayError as error:
+            raise ApiError.of(error) from None
+        self.send(
+            {
+                "job": record.to_dict(),
+                "final_message": record.final_message,
+                "session_id": record.session_id,
+                "usage": record.usage.to_dict(),
+                "exit_code": record.exit_code,
+                "output": page.to_dict(),
+            }
+        )
+
+
+class StreamHandler(LLMGatewayHandler):
+    """Server-Sent Events: ``job`` (JobView) on every change, ``event`` for each job event.
+
+    Woken by ``runtime.subscribe()``, never by polling. ``job=<id>`` limits the stream to one job
+    and replays its events after ``after``; without it, events of jobs that were already running
+    start at their current sequence number and new jobs from their first event.
+    """
+
+    _track_activity = False
+
+    def initialize(self) -> None:
+        self._gone = asyncio.Event()
+
+    def on_connection_close(self) -> None:
+        self._gone.set()
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        service = self.running()
+        runtime = service.runtime
+        only = self.str_arg("job")
+        after = self.int_arg("after", 0, 0, 2**62)
+        subscription = runtime.subscribe()
+        try:
+            known: dict[str, int] = {}
+            if only is not None:
+                self.job(only)
+                known[only] = after
+            else:
+                active = [s.value for s in JobStatus if s.value in _ACTIVE]
+                jobs, _ = runtime.list_jobs(status=active, limit=500)
+                known.update({job.id: job.last_seq for job in jobs})
+            self.set_header("Content-Type", "text/event-stream; charset=utf-8")
+            self.set_header("Cache-Control", "no-cache")
+            self.set_header("X-Accel-Buffering", "no")
+            self.write(": connected\n\n")
+            if only is not None:
+                self._write_job(only, known)
+            if not await self._flush():
+                return
+            await self._pump(service, subscription, only, known)
+        finally:
+            subscription.close()
+        if not self._gone.is_set():
+            with contextlib.suppress(StreamClosedError):
+                self.finish(set_content_type="text/event-stream; charset=utf-8")
+
+    async def _pump(
+        self, service: GatewayService, subscription: Any, only: str | None, known: dict[str, int]
+    ) -> None:
+        heartbeat = service.config.heartbeat_seconds
+        stops = [asyncio.ensure_future(e.wait()) for e in (service.closing, self._gone)]
+        change_task: asyncio.Future[Any] | None = None
+        try:
+            while True:
+                if change_task is None:
+                    change_task = asyncio.ensure_future(subscription.get())
+                done, _ = await asyncio.wait(
+                    [change_task, *stops], timeout=heartbeat, return_when=asyncio.FIRST_COMPLETED
+                )
+                if any(stop in done for stop in stops):
+                    return
+                if change_task not in done:
+                    self.write(": heartbeat\n\n")
+                else:
+                    change, change_task = change_task.result(), None
+                    if only is None or change.job_id == only:
+                        self._write_job(change.job_id, known)
+                if not await self._flush():
+                    return
+        finally:
+            for task in (*stops, change_task):
+                if task is not None:
+                    task.cancel()
+
+    def _write_job(self, job_id: str, known: dict[str, int]) -> None:
+        runtime = self.service.runtime
+        record = runtime.get(job_id)
+        if record is None:
+            return
+        self.write(_sse("job", record.to_dict()))
+        seen = known.get(job_id, 0)
+        while seen < record.last_seq:
+            events = runtime.events(job_id, seen, 1000)
+            if not events:
+                break
+            for event in events:
+                self.write(_sse("event", event.to_dict()))
+            seen = events[-1].seq
+        known[job_id] = seen
+
+    async def _flush(self) -> bool:
+        if self._gone.is_set():
+            return False
+        try:
+            await self.flush()
+        except StreamClosedError:
+            self._gone.set()
+            return False
+        return True
+
+
+_ACTIVE = {"awaiting_approval", "queued", "running"}
+
+
+def _sse(kind: str, data: Any) -> str:
+    return f"event: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+class SessionsHandler(LLMGatewayHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        sessions = self.running().runtime.sessions()
+        self.send({"sessions": [session.to_dict() for session in sessions]})
+
+
+class ApprovalsHandler(LLMGatewayHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        status = self.get_query_argument("status", "pending")
+        if status not in ("pending", "approved", "denied", "expired", "all"):
+            rule = "must be pending, approved, denied, expired or all"
+            raise ApiError("invalid_input", f"status: {rule}", "status")
+        limit = self.int_arg("limit", 100, 1, 1000)
+        records = self.running().gateway.approvals(None if status == "all" else status, limit)
+        self.send({"approvals": [record.to_dict() for record in records]})
+
+
+class ApprovalDecisionHandler(LLMGatewayHandler):
+    @web.authenticated
+    @authorized
+    async def post(self, approval_id: str, decision: str) -> None:
+        service = self.running()
+        reason = self.json_body().get("reason")
+        if reason is not None and not isinstance(reason, str):
+            raise ApiError("invalid_input", "reason: must be a string", "reason")
+        try:
+            record = await service.gateway.decide_approval(
+                approval_id, decision == "approve", decided_by="owner", reason=reason
+            )
+        except GatewayError as error:
+            raise ApiError(error.category.value, error.message, "approval_id") from None
+        self.send(record.to_dict())
+
+
+class GrantsHandler(LLMGatewayHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        grants = self.running().gateway.store.list_grants()
+        self.send({"grants": [grant.to_dict() for grant in grants]})
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        service = self.running()
+        body = self.json_body()
+        name, policy = body.get("name"), body.get("policy")
+        if not isinstance(name, str):
+            raise ApiError("invalid_input", "name: required, a string", "name")
+        if not isinstance(policy, dict):
+            raise ApiError("invalid_input", "policy: required, a policy object", "policy")
+        unknown = sorted(set(body) - {"name", "policy"})
+        if unknown:
+            raise ApiError("invalid_input", f"{unknown[0]}: unknown field", unknown[0])
+        try:
+            grant, token = service.gateway.create_grant(name, policy)
+        except GatewayError as error:
+            raise ApiError.of(error) from None
+        self.send({"name": grant.name, "token": token, "grant": grant.to_dict()}, 201)
+
+
+class GrantHandler(LLMGatewayHandler):
+    @web.authenticated
+    @authorized
+    async def delete(self, name: str) -> None:
+        service = self.running()
+        try:
+            service.gateway.revoke_grant(name)
+        except GatewayError as error:
+            raise ApiError.of(error) from None
+        grant = service.gateway.store.get_grant(name)
+        self.send(grant.to_dict() if grant is not None else {"name": name})
+
+
+class AuditHandler(LLMGatewayHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        records = self.running().gateway.store.query_audit(
+            caller=self.str_arg("caller"),
+            tool=self.str_arg("tool"),
+            decision=self.str_arg("decision"),
+            limit=self.int_arg("limit", 100, 1, 1000),
+            offset=self.int_arg("offset", 0, 0, 10**9),
+        )
+        self.send({"records": [record.to_dict() for record in records]})
+
+
+class PolicyHandler(LLMGatewayHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        service = self.running()
+        source = service.gateway.owner_policy
+        owner = {
+            "path": service.policy_path,
+            "loaded": not service.policy_failed,
+            "generation": source.generation,
+            "policy": source.policy.to_dict(),
+        }
+        self.send({"owner": owner, "last_error": source.last_error})
+
+
+# -- MCP ----------------------------------------------------------------------------------------
+class MCPHandler(ASGIHandler):
+    """``{base_url}llmgw/mcp``: bearer-token auth here, then the SDK through the bridge.
+
+    Only ``Authorization`` headers authenticate (never cookies), so a cross-site page cannot
+    ride on a browser's session: the XSRF cookie check does not apply, and Jupyter's
+    ``@web.authenticated`` is replaced by the token check below (hence ``allow_unauthenticated``,
+    which only tells Jupyter's start-up audit that this is deliberate).
+    """
+
+    def initialize(self, service: GatewayService) -> None:  # type: ignore[override]
+        super().initialize(app=service.mcp_asgi)
+        self.service = service
+        self.caller: Caller | None = None
+
+    def check_xsrf_cookie(self) -> None:
+        return None
+
+    def prepare(self) -> None:
+        self.caller = self.service.mcp_caller(self.request.headers.get("Authorization"))
+
+    def asgi_scope_extras(self) -> dict[str, Any]:
+        return {CALLER_SCOPE_KEY: self.caller} if self.caller is not None else {}
+
+    @allow_unauthenticated
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        await self._forward()
+
+    head = post = delete = patch = put = options = get
+
+
+def routes(service: GatewayService) -> list[tuple[str, type[web.RequestHandler], dict[str, Any]]]:
+    """Handler specs relative to ``base_url`` (the ExtensionApp prefixes it)."""
+    job = r"(?P<job_id>[^/]+)"
+    decision = r"(?P<approval_id>[^/]+)/(?P<decision>approve|deny)"
+    rest: list[tuple[str, type[web.RequestHandler]]] = [
+        (f"{API}/summary", SummaryHandler),
+        (f"{API}/tools/(?P<tool>[^/]+)", ToolHandler),
+        (f"{API}/jobs", JobsHandler),
+        (f"{API}/jobs/{job}", JobHandler),
+        (f"{API}/jobs/{job}/cancel", JobCancelHandler),
+        (f"{API}/jobs/{job}/events", JobEventsHandler),
+        (f"{API}/jobs/{job}/result", JobResultHandler),
+        (f"{API}/stream", StreamHandler),
+        (f"{API}/sessions", SessionsHandler),
+        (f"{API}/approvals", ApprovalsHandler),
+        (f"{API}/approvals/{decision}", ApprovalDecisionHandler),
+        (f"{API}/grants", GrantsHandler),
+        (f"{API}/grants/(?P<name>[^/]+)", GrantHandler),
+        (f"{API}/audit", AuditHandler),
+        (f"{API}/policy", PolicyHandler),
+    ]
+    specs: list[tuple[str, type[web.RequestHandler], dict[str, Any]]] = [
+        (pattern, handler, {}) for pattern, handler in rest
+    ]
+    if service.config.mcp_enabled:
+        specs.append((f"{MCP_PATH}/?", MCPHandler, {"service": service}))
+    return specs

@@ -1,0 +1,279 @@
+"""One gateway per Jupyter server: runtime, gateway, MCP endpoint and their lifecycle.
+
+Why a separate object: the ExtensionApp only turns traitlets into this; handlers read it from the
+Tornado settings. Nothing here knows about traitlets, and nothing in the handlers starts or stops
+anything.
+
+States: ``starting`` (settings built, the loop not yet running: requests get 503), ``running``,
+``failed`` (start raised: every request gets 503 with the reason), ``stopped``. A bad owner policy
+file at start is not a failure of the whole service: the REST API stays up for the owner to read
+jobs and the error, but no tool call runs (fail closed) and the MCP endpoint answers 503 with the
+error until the file is fixed and the server restarted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from starlette.responses import JSONResponse
+from starlette.types import Receive, Scope, Send
+
+from llmgw_jupyter.gateway import Gateway
+from llmgw_jupyter.policy import Policy, PolicySource, load_policy
+from llmgw_jupyter.runtime import Runtime, RuntimeConfig
+from llmgw_jupyter.server import auth
+from llmgw_jupyter.server.mcp_endpoint import (
+    CALLER_SCOPE_KEY,
+    LOCAL_HOSTS,
+    LOCAL_ORIGINS,
+    MCPEndpoint,
+    build_mcp_app,
+)
+from llmgw_jupyter.tools import Caller
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+DENY_ALL: dict[str, Any] = {"version": "1", "default": "deny", "hide": ["*"]}
+MCP_INSTRUCTIONS = (
+    "Run OpenAI Codex CLI requests as durable jobs on a Jupyter server. Start one with "
+    "codex_request_async (or codex_request to wait), follow it with llm_job_watch and collect it "
+    "with llm_job_result. Refusals start with [POLICY DENIED] and say why."
+)
+_WILDCARD_IPS = {"", "0.0.0.0", "::", "localhost", "127.0.0.1"}
+
+
+class FailedPolicySource(PolicySource):
+    """Stands in for an owner policy file that did not load at start: refuses everything."""
+
+    def __init__(self, path: str | Path, error: str) -> None:
+        super().__init__(None)
+        self.failed_path = Path(path)
+        self.last_error = error
+        self._deny = load_policy(DENY_ALL, f"<{path} failed to load: deny everything>")
+
+    @property
+    def policy(self) -> Policy:
+        return self._deny
+
+
+class ServiceUnavailable(Exception):
+    """The gateway cannot serve this request now; ``category`` says why."""
+
+    def __init__(self, category: str, message: str) -> None:
+        super().__init__(message)
+        self.category = category
+        self.message = message
+
+
+@dataclass
+class ServiceConfig:
+    runtime: RuntimeConfig
+    owner_policy: str | None = None
+    mcp_enabled: bool = True
+    allowed_hosts: Sequence[str] = ()
+    allowed_origins: Sequence[str] = ()
+    cancel_running_on_stop: bool = False
+    export_kernel_env: bool = True
+    heartbeat_seconds: float = 15.0
+    version: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class GatewayService:
+    """Owns the runtime, the gateway and the MCP endpoint of one Jupyter server."""
+
+    def __init__(
+        self, config: ServiceConfig, owner_token: Callable[[], str | None] = lambda: None
+    ) -> None:
+        self.config = config
+        self.state = "starting"
+        self.failure: str | None = None
+        self.runtime = Runtime(config.runtime)
+        self.policy_path = config.owner_policy
+        self.policy_failed = False
+        self.gateway = Gateway(self.runtime, owner_policy=self._load_owner_policy())
+        self.mcp: MCPEndpoint | None = None
+        self.mcp_path: str | None = None
+        self.kernel_token = auth.new_kernel_token()
+        self.server_url: str | None = None
+        self.closing = asyncio.Event()
+        self._owner_token = owner_token
+        self._saved_env: dict[str, str | None] = {}
+
+    # -- owner policy ---------------------------------------------------------------------
+    def _load_owner_policy(self) -> PolicySource:
+        if not self.policy_path:
+            return PolicySource(None)
+        try:
+            return PolicySource(self.policy_path)
+        except Exception as error:  # missing, unreadable or invalid: fail closed
+            self.policy_failed = True
+            message = (
+                f"the owner policy file {self.policy_path} did not load, so every tool call is "
+                f"refused until it is fixed and the server restarted: {error}"
+            )
+            log.error("llmgw: %s", message)
+            return FailedPolicySource(self.policy_path, message)
+
+    @property
+    def policy_error(self) -> str | None:
+        return self.gateway.owner_policy.last_error
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def start(self, *, server_url: str | None, own_hosts: Sequence[str] = ()) -> None:
+        """Open the store (recovering orphaned jobs), start the gateway and the MCP endpoint."""
+        try:
+            await self.runtime.start()
+            await self.gateway.start()
+            if self.config.mcp_enabled:
+                self.mcp = self._build_mcp(own_hosts)
+                if not self.policy_failed:
+                    await self.mcp.start()
+        except Exception as error:
+            self.state = "failed"
+            self.failure = f"the llmgw gateway did not start: {error}"
+            log.exception("llmgw: %s", self.failure)
+            await self._close_parts()
+            return
+        self.server_url = server_url
+        if server_url and self.config.export_kernel_env:
+            self._export_kernel_env(server_url)
+        self.state = "running"
+
+    async def stop(self) -> None:
+        """Streams end, in-flight MCP calls stop; jobs are cancelled or left to recovery."""
+        if self.state == "stopped":
+            return
+        self.state = "stopped"
+        self.closing.set()
+        self._restore_env()
+        await self._close_parts()
+
+    async def _close_parts(self) -> None:
+        if self.mcp is not None:
+            await self.mcp.stop()
+        await self.gateway.close()
+        await self.runtime.close(cancel_running=self.config.cancel_running_on_stop)
+
+    def require_running(self) -> None:
+        if self.state == "running":
+            return
+        if self.state == "failed":
+            raise ServiceUnavailable("unavailable", self.failure or "the gateway failed to start")
+        if self.state == "starting":
+            raise ServiceUnavailable("unavailable", "the llmgw gateway is still starting")
+        raise ServiceUnavailable("unavailable", "the llmgw gateway has stopped")
+
+    def require_tools(self) -> None:
+        """Tool calls additionally need a loaded owner policy (fail closed)."""
+        self.require_running()
+        if self.policy_failed:
+            raise ServiceUnavailable("policy_error", self.policy_error or "owner policy failed")
+
+    async def until_closing(self, awaitable: Awaitable[T], *stops: asyncio.Event) -> T | None:
+        """Await ``awaitable`` unless the service closes (or a ``stops`` event fires) first."""
+        task = asyncio.ensure_future(awaitable)
+        waiters = [asyncio.ensure_future(event.wait()) for event in (self.closing, *stops)]
+        try:
+            await asyncio.wait([task, *waiters], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        if task.done():
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return None
+
+    # -- kernels ----------------------------------------------------------------------------
+    def _export_kernel_env(self, server_url: str) -> None:
+        """Kernels inherit the server's environment: they find the REST API without set-up."""
+        for name, value in (
+            (auth.SERVER_URL_ENV, server_url),
+            (auth.SERVER_TOKEN_ENV, self.kernel_token),
+        ):
+            self._saved_env.setdefault(name, os.environ.get(name))
+            os.environ[name] = value
+
+    def _restore_env(self) -> None:
+        for name, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        self._saved_env.clear()
+
+    # -- authentication -----------------------------------------------------------------------
+    def is_kernel_token(self, token: str | None) -> bool:
+        return auth.same_token(token, self.kernel_token)
+
+    def mcp_caller(self, authorization: str | None) -> Caller | None:
+        """The owner (Jupyter's token) or a grant (its token); anything else is nobody."""
+        token = auth.presented_token(authorization)
+        if token is None:
+            return None
+        if auth.same_token(token, self._owner_token()):
+            return Caller.owner()
+        if self.state != "running":
+            return None
+        return self.gateway.caller_for_token(token)
+
+    # -- MCP ----------------------------------------------------------------------------------
+    def _build_mcp(self, own_hosts: Sequence[str]) -> MCPEndpoint:
+        hosts = [*LOCAL_HOSTS, *own_hosts, *self.config.allowed_hosts]
+        origins = [*LOCAL_ORIGINS, *(f"http://{h}" for h in own_hosts)]
+        origins += list(self.config.allowed_origins)
+        protect = "*" not in hosts
+        return build_mcp_app(
+            self.gateway,
+            allowed_hosts=_unique(hosts),
+            allowed_origins=_unique(origins),
+            dns_rebinding_protection=protect,
+            caller_key=lambda caller: caller.key,
+            version=self.config.version,
+            instructions=MCP_INSTRUCTIONS,
+        )
+
+    async def mcp_asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI app behind ``{base_url}llmgw/mcp``: the SDK endpoint, or a clear refusal."""
+        endpoint = self.mcp
+        if endpoint is not None and endpoint.running and self.state == "running":
+            await endpoint.asgi_app(scope, receive, send)
+            return
+        if CALLER_SCOPE_KEY not in scope:
+            response = JSONResponse(
+                {"error": "invalid_token", "error_description": "Authentication required"},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        else:
+            try:
+                self.require_tools()
+                category, message = "unavailable", "the MCP endpoint is not running"
+            except ServiceUnavailable as refusal:
+                category, message = refusal.category, refusal.message
+            response = JSONResponse(
+                {"error": {"category": category, "message": message, "field": None}},
+                status_code=503,
+            )
+        await response(scope, receive, send)
+
+
+def server_host(ip: str) -> str:
+    """The host a local client uses to reach a server bound to ``ip``."""
+    if ip in _WILDCARD_IPS:
+        return "127.0.0.1"
+    return f"[{ip}]" if ":" in ip and not ip.startswith("[") else ip
+
+
+def _unique(values: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys(v for v in values if v))
