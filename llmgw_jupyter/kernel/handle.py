@@ -1,0 +1,480 @@
+"""``JobHandle``: one gateway job as a notebook object (status, events, result, fork, cancel).
+
+State changes arrive two ways and are merged idempotently by sequence number: a task on the
+kernel's event loop that follows the job while the kernel is idle, and blocking waits
+(``result()``, ``--wait``) that run in the cell's own thread. Both run on the kernel's main
+thread, so listeners (the widget) are only ever called there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from llmgw_jupyter.kernel.client import MAX_WAIT_SECONDS, GatewayCallError, GatewayClient
+
+if TYPE_CHECKING:
+    from llmgw_jupyter.kernel.widget import JobWidget
+
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled", "timed_out", "interrupted"})
+ACTIVE_STATUSES = frozenset({"awaiting_approval", "queued", "running"})
+MAX_EVENTS_KEPT = 5000
+SESSION_WAIT_SECONDS = 60.0
+RETRY_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0)
+
+Listener = Callable[["JobHandle", list[dict[str, Any]]], None]
+_TASKS: set[asyncio.Task[Any]] = set()  # strong references: the loop keeps only weak ones
+
+
+def parse_ts(value: str | None) -> float | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(value).timestamp()
+
+
+def format_usage(usage: Mapping[str, Any] | None) -> str:
+    """``tokens: 1,234 in (1,000 cached) · 56 out (12 reasoning)``; empty when unknown."""
+    if not usage or usage.get("input_tokens") is None:
+        return ""
+    text = f"tokens: {usage['input_tokens']:,} in"
+    if usage.get("cached_input_tokens"):
+        text += f" ({usage['cached_input_tokens']:,} cached)"
+    text += f" · {usage.get('output_tokens') or 0:,} out"
+    if usage.get("reasoning_output_tokens"):
+        text += f" ({usage['reasoning_output_tokens']:,} reasoning)"
+    return text
+
+
+@dataclass
+class JobResult:
+    """A finished job's answer; displays as Markdown with its usage figures."""
+
+    job_id: str
+    status: str
+    final_message: str | None
+    session_id: str | None
+    usage: dict[str, Any] = field(default_factory=dict)
+    error: dict[str, Any] | None = None
+    exit_code: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "succeeded"
+
+    def __str__(self) -> str:
+        return self.final_message or ""
+
+    def _repr_markdown_(self) -> str:
+        if self.ok:
+            body = self.final_message or "*(no answer)*"
+        else:
+            message = (self.error or {}).get("message") or self.status
+            body = f"**Job {self.job_id} {self.status}:** {message}"
+        footer = " · ".join(
+            part
+            for part in (
+                f"job `{self.job_id}`",
+                f"session `{self.session_id}`" if self.session_id else "",
+                format_usage(self.usage),
+            )
+            if part
+        )
+        return f"{body}\n\n<small>{footer}</small>"
+
+
+class JobError(Exception):
+    """``result()`` of a job that did not succeed (failed, cancelled, timed out, interrupted)."""
+
+    def __init__(self, result: JobResult) -> None:
+        message = (result.error or {}).get("message") or result.status
+        super().__init__(f"job {result.job_id} {result.status}: {message}")
+        self.result = result
+
+
+class JobHandle:
+    """A job of the gateway, live in the notebook. Re-executing a cell never cancels it."""
+
+    def __init__(
+        self,
+        client: GatewayClient,
+        job: Mapping[str, Any],
+        *,
+        approval: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._client = client
+        self._job: dict[str, Any] = dict(job)
+        self._events: list[dict[str, Any]] = []
+        self._after = 0
+        self._listeners: list[Listener] = []
+        self._approval = dict(approval) if approval else None
+        self._follow_task: asyncio.Task[None] | None = None
+        self._widget: JobWidget | None = None
+        self._shown_in: int | None = None
+        self.lost: str | None = None  # why following stopped before the end
+
+    # -- construction ------------------------------------------------------------------------
+    @classmethod
+    def from_submit(cls, client: GatewayClient, structured: Mapping[str, Any]) -> JobHandle:
+        """From the answer of ``codex_request_async`` / ``codex_fork_session``."""
+        return cls(client, structured["job"], approval=structured.get("approval"))
+
+    @classmethod
+    def attach(cls, client: GatewayClient, job_id: str) -> JobHandle:
+        """Re-attach to any job (e.g. after a kernel restart), with its events so far."""
+        handle = cls(client, client.blocking(client.get_job(job_id)))
+        handle.refresh()
+        return handle
+
+    # -- state -------------------------------------------------------------------------------
+    @property
+    def client(self) -> GatewayClient:
+        return self._client
+
+    @property
+    def id(self) -> str:
+        return str(self._job["id"])
+
+    @property
+    def job(self) -> dict[str, Any]:
+        """The last known JobView (no request)."""
+        return self._job
+
+    @property
+    def done(self) -> bool:
+        return self._job["status"] in TERMINAL_STATUSES
+
+    @property
+    def status(self) -> str:
+        """Current state; asks the gateway unless the job has already ended."""
+        if not self.done:
+            self.refresh()
+        return str(self._job["status"])
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """All progress events so far (fetched up to now)."""
+        if not self.done or self._after < int(self._job.get("last_seq") or 0):
+            self.refresh()
+        return list(self._events)
+
+    def events_so_far(self) -> list[dict[str, Any]]:
+        """The events fetched so far (no request)."""
+        return list(self._events)
+
+    @property
+    def session_id(self) -> str | None:
+        if self._job.get("session_id") is None and not self.done:
+            self.refresh()
+        return self._job.get("session_id")
+
+    @property
+    def approval(self) -> dict[str, Any] | None:
+        return self._approval
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds queued or running so far (or in total, once ended)."""
+        start = parse_ts(self._job.get("started_at")) or parse_ts(self._job.get("created_at"))
+        end = parse_ts(self._job.get("finished_at")) or time.time()
+        return max(0.0, end - start) if start else 0.0
+
+    def refresh(self) -> JobHandle:
+        """Fetch the job and any new events now (blocking, short)."""
+        while True:
+            events, job = self._client.blocking(self._client.wait_events(self.id, self._after, 0))
+            self._apply(job, events)
+            if not events or self._after >= int(job.get("last_seq") or 0):
+                return self
+
+    def add_listener(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(listener)
+
+    def _apply(self, job: Mapping[str, Any], events: list[dict[str, Any]]) -> None:
+        """Merge a job view and events; older views and repeated events are ignored."""
+        fresh = [event for event in events if int(event["seq"]) > self._after]
+        if fresh:
+            self._events.extend(fresh)
+            del self._events[:-MAX_EVENTS_KEPT]
+            self._after = int(fresh[-1]["seq"])
+        changed = bool(fresh)
+        if _version(job) >= _version(self._job) and dict(job) != self._job:
+            self._job = dict(job)
+            changed = True
+        approval = self._approval
+        if (
+            approval is not None
+            and approval.get("status") == "pending"
+            and self._job["status"] != "awaiting_approval"
+        ):
+            self._approval = {**approval, "status": "decided"}
+        if changed:
+            for listener in list(self._listeners):
+                listener(self, fresh)
+
+    def _set_lost(self, reason: str) -> None:
+        self.lost = reason
+        for listener in list(self._listeners):
+            listener(self, [])
+
+    # -- waiting -----------------------------------------------------------------------------
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the job ends or ``timeout`` passes; True when it ended.
+
+        KeyboardInterrupt (Ctrl-C, a kernel interrupt) stops the wait; the job goes on.
+        """
+        loop_time = time.monotonic
+        deadline = None if timeout is None else loop_time() + timeout
+        while not self.done:
+            remaining = MAX_WAIT_SECONDS if deadline is None else deadline - loop_time()
+            if remaining <= 0:
+                break
+            chunk = min(remaining, MAX_WAIT_SECONDS)
+            events, job = self._client.blocking(
+                self._client.wait_events(self.id, self._after, chunk), timeout=chunk + 60
+            )
+            self._apply(job, events)
+        return self.done
+
+    def result(self, timeout: float | None = None) -> JobResult:
+        """The answer, waiting for it; raises ``TimeoutError`` or ``JobError`` (not succeeded)."""
+        if not self.wait(timeout):
+            raise TimeoutError(
+                f"job {self.id} is still {self._job['status']} after {timeout:g} s; "
+                "it keeps running"
+            )
+        return self._result()
+
+    def _result(self) -> JobResult:
+        result = self.current_result()
+        if not result.ok:
+            raise JobError(result)
+        return result
+
+    def current_result(self) -> JobResult:
+        """What the job has produced so far (no waiting, no request)."""
+        job = self._job
+        return JobResult(
+            job_id=self.id,
+            status=str(job["status"]),
+            final_message=job.get("final_message"),
+            session_id=job.get("session_id"),
+            usage=dict(job.get("usage") or {}),
+            error=job.get("error"),
+            exit_code=job.get("exit_code"),
+        )
+
+    async def _await(self) -> JobResult:
+        while not self.done:
+            events, job = await self._client.wait_events(self.id, self._after, MAX_WAIT_SECONDS)
+            self._apply(job, events)
+        return self._result()
+
+    def __await__(self) -> Generator[Any, None, JobResult]:
+        """``result = await job`` in a cell: the kernel keeps serving while it waits."""
+        return self._await().__await__()
+
+    # -- following on the kernel's loop --------------------------------------------------------
+    def follow(self) -> asyncio.Task[None] | None:
+        """Start (once) the task that pushes events to listeners; None without a running loop."""
+        if self._follow_task is not None and not self._follow_task.done():
+            return self._follow_task
+        if self.done and self._after >= int(self._job.get("last_seq") or 0):
+            return None
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # terminal IPython between cells: nothing runs a loop
+            return None
+        task = loop.create_task(self._follow(), name=f"llmgw-follow-{self.id}")
+        _TASKS.add(task)
+        task.add_done_callback(_TASKS.discard)
+        self._follow_task = task
+        return task
+
+    async def _follow(self) -> None:
+        failures = 0
+        while not self.done or self._after < int(self._job.get("last_seq") or 0):
+            try:
+                events, job = await self._client.wait_events(self.id, self._after, MAX_WAIT_SECONDS)
+            except GatewayCallError as error:
+                if error.category == "not_found" or failures >= len(RETRY_DELAYS):
+                    self._set_lost(f"lost contact with the gateway: {error.message}")
+                    return
+                await asyncio.sleep(RETRY_DELAYS[failures])  # back off; not a polling loop
+                failures += 1
+                continue
+            failures = 0
+            self.lost = None
+            self._apply(job, events)
+
+    def stop_following(self) -> None:
+        if self._follow_task is not None:
+            self._follow_task.cancel()
+
+    # -- actions -----------------------------------------------------------------------------
+    def cancel(self) -> str:
+        """Cancel the job (its whole process group); returns the new status."""
+        job = self._client.blocking(self._client.cancel_job(self.id))
+        self._apply(job, [])
+        return str(self._job["status"])
+
+    async def acancel(self) -> str:
+        job = await self._client.cancel_job(self.id)
+        self._apply(job, [])
+        return str(self._job["status"])
+
+    def fork(self, prompt: str, **options: Any) -> JobHandle:
+        """Run ``prompt`` against a fork of this job's session; the original stays unchanged.
+
+        ``options`` are codex_fork_session arguments (model, sandbox, working_dir, ...).
+        """
+        session = self._session_for_fork()
+        arguments = {**options, "prompt": prompt, "session_id": session}
+        structured = self._client.blocking(self._client.call_tool("codex_fork_session", arguments))
+        return JobHandle.from_submit(self._client, structured)
+
+    async def afork(self, prompt: str, **options: Any) -> JobHandle:
+        session = self._job.get("session_id")
+        if session is None:
+            raise GatewayCallError("invalid_input", f"job {self.id} has no session yet")
+        arguments = {**options, "prompt": prompt, "session_id": session}
+        structured = await self._client.call_tool("codex_fork_session", arguments)
+        return JobHandle.from_submit(self._client, structured)
+
+    def _session_for_fork(self) -> str:
+        """The session id, waiting briefly for a queued or running job to report it."""
+        deadline = time.monotonic() + SESSION_WAIT_SECONDS
+        while self.session_id is None and self._job["status"] in ("queued", "running"):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            events, job = self._client.blocking(
+                self._client.wait_events(self.id, self._after, min(remaining, MAX_WAIT_SECONDS))
+            )
+            self._apply(job, events)
+        session = self._job.get("session_id")
+        if session is None:
+            raise GatewayCallError(
+                "invalid_input",
+                f"job {self.id} has no session to fork (it is {self._job['status']})",
+                field="session_id",
+            )
+        return str(session)
+
+    def approve(self) -> str:
+        """Approve this job's pending request (the owner's decision); returns the new status."""
+        return self._client.blocking(self.adecide(True))
+
+    def deny(self) -> str:
+        return self._client.blocking(self.adecide(False))
+
+    async def adecide(self, approve: bool) -> str:
+        approval = await self.apending_approval()
+        if approval is None:
+            raise GatewayCallError(
+                "not_found", f"job {self.id} has no pending approval (it is {self._job['status']})"
+            )
+        self._approval = await self._client.decide_approval(approval["id"], approve)
+        _, job = await self._client.wait_events(self.id, self._after, 0)
+        self._apply(job, [])
+        return str(self._job["status"])
+
+    async def apending_approval(self) -> dict[str, Any] | None:
+        """The pending approval of this job, if any (looked up when not known yet)."""
+        if self._approval is not None and self._approval.get("status") == "pending":
+            return self._approval
+        if self._job["status"] != "awaiting_approval":
+            return None
+        for approval in await self._client.approvals("pending"):
+            if approval.get("job_id") == self.id:
+                self._approval = approval
+                return approval
+        return None
+
+    # -- display -----------------------------------------------------------------------------
+    def widget(self, *, show_answer: bool = True) -> JobWidget:
+        """The live widget of this job (one per handle; every display shows a view of it)."""
+        if self._widget is None:
+            from llmgw_jupyter.kernel.widget import JobWidget
+
+            self._widget = JobWidget(self, show_answer=show_answer)
+        self.follow()
+        return self._widget
+
+    def mark_shown(self) -> None:
+        """The magic displayed it already: the cell's result display must not repeat it."""
+        self._shown_in = _execution_count()
+
+    def _ipython_display_(self) -> None:
+        if self._shown_in is not None and self._shown_in == _execution_count():
+            return
+        if in_kernel():
+            from IPython.display import display
+
+            display(self.widget())
+        else:
+            print(self.summary_line())
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        bundle: dict[str, Any] = {"text/plain": self.summary_line()}
+        if in_kernel():
+            bundle.update(self.widget()._repr_mimebundle_() or {})
+        return bundle
+
+    def summary_line(self) -> str:
+        job = self._job
+        parts = [f"codex job {self.id}", str(job["status"]), f"{self.elapsed:.1f} s"]
+        if job.get("session_id"):
+            parts.append(f"session {job['session_id']}")
+        text = " · ".join(parts)
+        if job.get("error") and job["error"].get("message"):
+            text += f" · {job['error']['message']}"
+        elif self.done and job.get("final_message"):
+            text += f" · {_one_line(job['final_message'], 80)}"
+        else:
+            text += f" · {_one_line(job.get('prompt_preview') or '', 60)}"
+        return text
+
+    def __repr__(self) -> str:
+        return f"<JobHandle {self.summary_line()}>"
+
+
+def progress_line(handle: JobHandle, event: Mapping[str, Any]) -> str:
+    """The compact terminal form of one event."""
+    return f"[{handle.id}] {event.get('type')}: {_one_line(str(event.get('summary') or ''), 100)}"
+
+
+def _version(job: Mapping[str, Any]) -> tuple[str, int]:
+    return (str(job.get("updated_at") or ""), int(job.get("last_seq") or 0))
+
+
+def _one_line(text: str, limit: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def in_kernel() -> bool:
+    """True inside a Jupyter kernel (widgets render), False in terminal IPython or plain Python."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def _execution_count() -> int | None:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    shell = get_ipython()
+    return None if shell is None else int(shell.execution_count)

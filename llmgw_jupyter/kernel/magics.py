@@ -1,0 +1,792 @@
+"""IPython magics: ``%codex_async``, ``%codex_fork``, ``%llm_jobs``, ``%llm_job``, ``%llm_cancel``,
+``%llm_result`` and ``%llm_approvals``.
+
+Options are parsed with argparse (``--help`` on every magic); the Codex options are checked by
+the tool's own pydantic schema before anything is sent, so the rules live in one place. Prompt
+text after the options is taken verbatim, then ``{expr}`` fields are filled from the notebook.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NoReturn, get_args
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class, no_var_expand
+from IPython.display import display
+from pydantic import BaseModel, ValidationError
+
+from llmgw_jupyter.kernel.client import GatewayCallError, GatewayClient, connect
+from llmgw_jupyter.kernel.handle import (
+    JobHandle,
+    JobResult,
+    in_kernel,
+    parse_ts,
+    progress_line,
+)
+from llmgw_jupyter.providers.codex import SandboxMode
+from llmgw_jupyter.tools.schemas import CodexForkInput, CodexRequestAsyncInput
+
+# Option name of each tool argument, to name the option in a validation error.
+OPTION_FOR_FIELD = {
+    "prompt": "PROMPT",
+    "model": "--model",
+    "sandbox": "--sandbox",
+    "working_dir": "--cd",
+    "add_dirs": "--add-dir",
+    "session_id": "--session",
+    "timeout_seconds": "--timeout",
+    "idempotency_key": "--key",
+    "last": "--last",
+}
+_KEEP = object()
+
+
+# -- argument parsing ---------------------------------------------------------------------------
+class _HelpShown(Exception):
+    """``--help`` printed the usage: the magic ends quietly."""
+
+
+class MagicParser(argparse.ArgumentParser):
+    """argparse that reports a bad option as one line (UsageError) and never exits."""
+
+    def __init__(self, prog: str, description: str) -> None:
+        super().__init__(
+            prog=f"%{prog}",
+            description=description,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            allow_abbrev=False,
+            add_help=True,
+        )
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        if message:
+            print(message, file=sys.stderr)
+        raise _HelpShown()
+
+    def print_help(self, file: Any = None) -> None:
+        print(self.format_help(), end="")
+
+
+def _describe(model: type[BaseModel], field: str) -> str:
+    return (model.model_fields[field].description or "").replace("%", "%%")
+
+
+def _add_codex_options(parser: MagicParser, model: type[BaseModel], *, resume: bool) -> None:
+    """The Codex options, with help texts and choices taken from the tool's schema."""
+    parser.add_argument("--model", help=_describe(model, "model"))
+    parser.add_argument(
+        "--sandbox", choices=get_args(SandboxMode), help=_describe(model, "sandbox")
+    )
+    parser.add_argument("--cd", metavar="DIR", help=_describe(model, "working_dir"))
+    parser.add_argument(
+        "--add-dir",
+        metavar="DIR",
+        action="append",
+        dest="add_dir",
+        help=_describe(model, "add_dirs") + " (repeatable)",
+    )
+    if resume:
+        parser.add_argument("--session", metavar="ID", help=_describe(model, "session_id"))
+    parser.add_argument(
+        "--timeout", metavar="SECONDS", type=float, help=_describe(model, "timeout_seconds")
+    )
+    parser.add_argument("--key", metavar="KEY", help=_describe(model, "idempotency_key"))
+    parser.add_argument(
+        "--wait",
+        action="store_true",
+        help="block until the job ends and show the answer; an interrupt (Ctrl-C, the stop "
+        "button) ends the wait only, never the job",
+    )
+    parser.add_argument("--out", metavar="NAME", help="bind the job handle to this variable")
+    parser.add_argument("--quiet", action="store_true", help="no widget or progress output")
+
+
+def _build_parsers() -> dict[str, MagicParser]:
+    parsers: dict[str, MagicParser] = {}
+    codex = MagicParser(
+        "codex_async",
+        "Start a Codex request as a background job and show its live widget.\n"
+        "  %codex_async [options] PROMPT      or      %%codex_async [options]  (cell = prompt)\n"
+        "{name} and {expression} in the prompt are filled from the notebook; write {{ and }}\n"
+        "for literal braces (braces holding no valid, defined expression are kept as written).",
+    )
+    _add_codex_options(codex, CodexRequestAsyncInput, resume=True)
+    parsers["codex_async"] = codex
+
+    fork = MagicParser(
+        "codex_fork",
+        "Run a prompt against a fork of a Codex session; the original session is unchanged.\n"
+        "  %codex_fork [options] SESSION PROMPT   %codex_fork [options] --last PROMPT\n"
+        "  %%codex_fork [options] SESSION         (the cell is the prompt)\n"
+        "SESSION is a session id, a job id, or a variable holding a job handle.",
+    )
+    fork.add_argument("--last", action="store_true", help=_describe(CodexForkInput, "last"))
+    _add_codex_options(fork, CodexForkInput, resume=False)
+    parsers["codex_fork"] = fork
+
+    jobs = MagicParser("llm_jobs", "A table of recent jobs: id, status, age, prompt, session.")
+    jobs.add_argument("--status", help="only jobs in this state (e.g. running)")
+    jobs.add_argument("--limit", type=int, default=20, help="how many (default 20)")
+    parsers["llm_jobs"] = jobs
+
+    job = MagicParser(
+        "llm_job",
+        "Show the live widget of any job again (e.g. after a kernel restart); returns its "
+        "handle.\nID is a job id or a variable holding a handle (default: the last job).",
+    )
+    job.add_argument("id", nargs="?", metavar="ID")
+    job.add_argument("--out", metavar="NAME", help="bind the job handle to this variable")
+    parsers["llm_job"] = job
+
+    cancel = MagicParser("llm_cancel", "Cancel a job (default: the last job started here).")
+    cancel.add_argument("id", nargs="?", metavar="ID")
+    parsers["llm_cancel"] = cancel
+
+    result = MagicParser("llm_result", "A job's answer as Markdown (default: the last job).")
+    result.add_argument("id", nargs="?", metavar="ID")
+    result.add_argument("--wait", action="store_true", help="wait for the job to end first")
+    result.add_argument("--raw", action="store_true", help="the raw output (Codex's JSONL) instead")
+    result.add_argument("--stream", choices=("stdout", "stderr"), default="stdout")
+    result.add_argument("--offset", type=int, default=0, help="byte offset of the raw page")
+    parsers["llm_result"] = result
+
+    approvals = MagicParser(
+        "llm_approvals",
+        "Pending approvals with approve and deny buttons; or decide one directly.\n"
+        "ID is an approval id, the id of a job waiting for approval, or a handle variable.",
+    )
+    decide = approvals.add_mutually_exclusive_group()
+    decide.add_argument("--approve", metavar="ID", help="approve this request")
+    decide.add_argument("--deny", metavar="ID", help="deny this request")
+    approvals.add_argument("--all", action="store_true", help="decided ones too")
+    parsers["llm_approvals"] = approvals
+    return parsers
+
+
+PARSERS = _build_parsers()
+
+
+def _read_token(line: str, pos: int) -> tuple[str, int]:
+    """One shell-like token at ``pos`` (quotes allowed); returns it and the end position."""
+    if line[pos] in "'\"":
+        quote = line[pos]
+        end = pos + 1
+        chars: list[str] = []
+        while end < len(line) and line[end] != quote:
+            if line[end] == "\\" and end + 1 < len(line) and quote == '"':
+                end += 1
+            chars.append(line[end])
+            end += 1
+        if end >= len(line):
+            raise UsageError(f"unclosed {quote} in the magic's options")
+        return "".join(chars), end + 1
+    end = pos
+    while end < len(line) and not line[end].isspace():
+        end += 1
+    return line[pos:end], end
+
+
+def split_options(line: str, parser: argparse.ArgumentParser) -> tuple[list[str], str]:
+    """Leading options (and their values) as tokens; the rest of the line stays verbatim.
+
+    Prompts are free text with apostrophes and braces, so they are never shell-split. ``--``
+    ends the options explicitly (for a prompt starting with ``-``).
+    """
+    tokens: list[str] = []
+    pos = 0
+    while True:
+        while pos < len(line) and line[pos].isspace():
+            pos += 1
+        if pos >= len(line) or line[pos] != "-":
+            break
+        token, end = _read_token(line, pos)
+        if token == "--":
+            pos = end
+            break
+        tokens.append(token)
+        pos = end
+        action = parser._option_string_actions.get(token.split("=", 1)[0])
+        if action is None or action.nargs == 0 or "=" in token:
+            continue  # unknown options are reported by the parser; flags take no value
+        while pos < len(line) and line[pos].isspace():
+            pos += 1
+        if pos < len(line):
+            value, pos = _read_token(line, pos)
+            tokens.append(value)
+    if pos < len(line) and line[pos].isspace():
+        pos += 1
+    return tokens, line[pos:]
+
+
+def split_all(line: str) -> list[str]:
+    """Every token of a line without free text (quotes allowed)."""
+    tokens: list[str] = []
+    pos = 0
+    while True:
+        while pos < len(line) and line[pos].isspace():
+            pos += 1
+        if pos >= len(line):
+            return tokens
+        token, pos = _read_token(line, pos)
+        tokens.append(token)
+
+
+def parse(
+    magic: str, line: str, namespace: Mapping[str, Any] | None = None
+) -> tuple[argparse.Namespace, str]:
+    """Options of ``magic`` (values interpolated like the prompt) and the verbatim rest.
+
+    Magics taking a prompt stop at the first word that is not an option; the others parse
+    their whole line.
+    """
+    parser = PARSERS[magic]
+    if magic in ("codex_async", "codex_fork"):
+        tokens, rest = split_options(line, parser)
+    else:
+        tokens, rest = split_all(line), ""
+    if namespace is not None:
+        tokens = [interpolate(token, namespace) for token in tokens]
+    return parser.parse_args(tokens), rest
+
+
+# -- prompt interpolation -----------------------------------------------------------------------
+def interpolate(text: str, namespace: Mapping[str, Any]) -> str:
+    """Fill ``{expr}`` from the namespace (f-string rules: ``{x!r}``, ``{x:.2f}`` work).
+
+    ``{{`` and ``}}`` are literal braces. A field that is not a valid expression, or names
+    something undefined, is kept as written (code in prompts is full of braces).
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        char = text[i]
+        if char == "{" and text.startswith("{{", i):
+            out.append("{")
+            i += 2
+        elif char == "}" and text.startswith("}}", i):
+            out.append("}")
+            i += 2
+        elif char == "{":
+            end = _closing_brace(text, i)
+            if end < 0:
+                out.append(text[i:])
+                break
+            value = _evaluate(text[i + 1 : end], namespace)
+            out.append(text[i : end + 1] if value is _KEEP else str(value))
+            i = end + 1
+        else:
+            out.append(char)
+            i += 1
+    return "".join(out)
+
+
+def _closing_brace(text: str, start: int) -> int:
+    depth = 0
+    for index in range(start, len(text)):
+        if text[index] == "{":
+            depth += 1
+        elif text[index] == "}":
+            depth -= 1
+            if depth == 0:
+                return index
+    return -1
+
+
+def _evaluate(field: str, namespace: Mapping[str, Any]) -> Any:
+    if not field.strip() or "\n" in field.strip():
+        return _KEEP
+    globals_ = dict(namespace)
+    for source in (field, "f" + repr("{" + field + "}")):
+        try:
+            code = compile(source.strip(), "<prompt>", "eval")
+        except SyntaxError:
+            continue
+        try:
+            return eval(code, globals_)
+        except NameError:
+            return _KEEP
+        except Exception as error:
+            raise UsageError(
+                f"{{{field}}} in the prompt: {type(error).__name__}: {error}"
+            ) from None
+    return _KEEP
+
+
+# -- magics -----------------------------------------------------------------------------------
+@magics_class
+class LLMGatewayMagics(Magics):
+    """The notebook front of the gateway. One client per kernel, chosen on first use."""
+
+    def __init__(self, shell: Any, client: GatewayClient | None = None) -> None:
+        super().__init__(shell)
+        self._client = client
+        self.last_handle: JobHandle | None = None
+
+    @property
+    def _ns(self) -> dict[str, Any]:
+        return self.shell.user_ns if self.shell is not None else {}
+
+    @property
+    def client(self) -> GatewayClient:
+        if self._client is None:
+            self._client = connect(announce=print)
+        return self._client
+
+    # -- %codex_async / %%codex_async ------------------------------------------------------------
+    @line_cell_magic
+    @no_var_expand
+    def codex_async(self, line: str, cell: str | None = None) -> Any:
+        """Start a Codex request as a background job; see ``%codex_async --help``."""
+        try:
+            options, rest = parse("codex_async", line, self._ns)
+        except _HelpShown:
+            return None
+        prompt = self._prompt(rest, cell, "codex_async")
+        arguments = self._codex_arguments(options, prompt)
+        if options.session:
+            arguments["session_id"] = options.session
+        self._validate("codex_async", CodexRequestAsyncInput, arguments)
+        return self._start("codex_request_async", arguments, options)
+
+    # -- %codex_fork / %%codex_fork --------------------------------------------------------------
+    @line_cell_magic
+    @no_var_expand
+    def codex_fork(self, line: str, cell: str | None = None) -> Any:
+        """Run a prompt against a fork of a session; see ``%codex_fork --help``."""
+        parser = PARSERS["codex_fork"]
+        try:
+            tokens, rest = split_options(line, parser)
+            session_token: str | None = None
+            if "--last" not in tokens and rest.strip():
+                session_token, end = _read_token(rest, 0)
+                session_token = interpolate(session_token, self._ns)
+                more, rest = split_options(rest[end:], parser)
+                tokens += more
+            options = parser.parse_args([interpolate(t, self._ns) for t in tokens])
+        except _HelpShown:
+            return None
+        if options.last and session_token:
+            raise UsageError("%codex_fork: give SESSION or --last, not both")
+        if not options.last and not session_token:
+            raise UsageError("%codex_fork: SESSION is required (or --last)")
+        prompt = self._prompt(rest, cell, "codex_fork")
+        arguments = self._codex_arguments(options, prompt)
+        if options.last:
+            arguments["last"] = True
+        else:
+            arguments["session_id"] = "0"  # checked below, once resolved
+        self._validate("codex_fork", CodexForkInput, arguments, skip={"session_id"})
+        if session_token:
+            try:
+                arguments["session_id"] = self._resolve_session(session_token)
+            except GatewayCallError as error:
+                self._report(error)
+                return None
+            self._validate("codex_fork", CodexForkInput, arguments)
+        return self._start("codex_fork_session", arguments, options)
+
+    # -- %llm_jobs ---------------------------------------------------------------------------
+    @line_magic
+    @no_var_expand
+    def llm_jobs(self, line: str) -> None:
+        """A table of recent jobs; see ``%llm_jobs --help``."""
+        try:
+            options, rest = parse("llm_jobs", line, self._ns)
+        except _HelpShown:
+            return
+        self._no_extra("llm_jobs", rest)
+        try:
+            jobs, total = self.client.blocking(
+                self.client.list_jobs(status=options.status, limit=options.limit)
+            )
+        except GatewayCallError as error:
+            self._report(error)
+            return
+        display(JobTable(jobs, total))
+
+    # -- %llm_job -----------------------------------------------------------------------------
+    @line_magic
+    @no_var_expand
+    def llm_job(self, line: str) -> JobHandle | None:
+        """Re-attach the live widget to a job; see ``%llm_job --help``."""
+        try:
+            options, rest = parse("llm_job", line, self._ns)
+        except _HelpShown:
+            return None
+        self._no_extra("llm_job", rest)
+        job_id = self._job_id(options.id)
+        try:
+            handle = JobHandle.attach(self.client, job_id)
+        except GatewayCallError as error:
+            self._report(error)
+            return None
+        self._remember(handle, options.out)
+        self._show(handle)
+        return handle
+
+    # -- %llm_cancel --------------------------------------------------------------------------
+    @line_magic
+    @no_var_expand
+    def llm_cancel(self, line: str) -> None:
+        """Cancel a job; see ``%llm_cancel --help``."""
+        try:
+            options, rest = parse("llm_cancel", line, self._ns)
+        except _HelpShown:
+            return
+        self._no_extra("llm_cancel", rest)
+        job_id = self._job_id(options.id)
+        try:
+            job = self.client.blocking(self.client.cancel_job(job_id))
+        except GatewayCallError as error:
+            self._report(error)
+            return
+        for handle in self._known_handles(job_id):
+            handle._apply(job, [])
+        print(f"job {job_id}: {job['status']}")
+
+    # -- %llm_result --------------------------------------------------------------------------
+    @line_magic
+    @no_var_expand
+    def llm_result(self, line: str) -> JobResult | None:
+        """A job's answer as Markdown; see ``%llm_result --help``."""
+        try:
+            options, rest = parse("llm_result", line, self._ns)
+        except _HelpShown:
+            return None
+        self._no_extra("llm_result", rest)
+        job_id = self._job_id(options.id)
+        try:
+            if options.raw:
+                page = self.client.blocking(
+                    self.client.job_result(job_id, stream=options.stream, offset=options.offset)
+                )
+                output = page["output"]
+                print(output["data"], end="" if output["data"].endswith("\n") else "\n")
+                if not output.get("eof", True):
+                    print(f"… more: %llm_result {job_id} --raw --offset {output['next_offset']}")
+                return None
+            handle = self._handle_for(job_id)
+            if options.wait:
+                try:
+                    handle.wait()
+                except KeyboardInterrupt:
+                    print(f"Stopped waiting; job {job_id} keeps running.")
+                    return None
+            else:
+                handle.refresh()
+        except GatewayCallError as error:
+            self._report(error)
+            return None
+        if not handle.done:
+            print(
+                f"job {job_id} is still {handle.job['status']}; "
+                f"%llm_result {job_id} --wait waits for it"
+            )
+            return None
+        return handle.current_result()
+
+    # -- %llm_approvals -----------------------------------------------------------------------
+    @line_magic
+    @no_var_expand
+    def llm_approvals(self, line: str) -> None:
+        """Pending approvals with approve and deny buttons; see ``%llm_approvals --help``."""
+        try:
+            options, rest = parse("llm_approvals", line, self._ns)
+        except _HelpShown:
+            return
+        self._no_extra("llm_approvals", rest)
+        try:
+            if options.approve or options.deny:
+                approve = bool(options.approve)
+                approval_id = self._approval_id(options.approve or options.deny)
+                record = self.client.blocking(self.client.decide_approval(approval_id, approve))
+                print(f"approval {record['id']} (job {record.get('job_id')}): {record['status']}")
+                for handle in self._known_handles(record.get("job_id")):
+                    handle.refresh()
+                return
+            approvals = self.client.blocking(
+                self.client.approvals("all" if options.all else "pending")
+            )
+        except GatewayCallError as error:
+            self._report(error)
+            return
+        if in_kernel():
+            from llmgw_jupyter.kernel.widget import ApprovalsWidget
+
+            display(ApprovalsWidget(self.client, approvals))
+        else:
+            print(approvals_text(approvals))
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _prompt(self, rest: str, cell: str | None, magic: str) -> str:
+        if cell is not None:
+            if rest.strip():
+                raise UsageError(
+                    f"%%{magic}: unexpected text {rest.strip()!r} after the options "
+                    "(the cell body is the prompt)"
+                )
+            text = cell.rstrip().lstrip("\n")  # the cell's own trailing newline is no prompt
+        else:
+            text = rest
+        if not text.strip():
+            raise UsageError(f"%{magic}: PROMPT is empty (see %{magic} --help)")
+        return interpolate(text, self._ns)
+
+    @staticmethod
+    def _codex_arguments(options: argparse.Namespace, prompt: str) -> dict[str, Any]:
+        arguments: dict[str, Any] = {"prompt": prompt}
+        for option, field in (
+            ("model", "model"),
+            ("sandbox", "sandbox"),
+            ("cd", "working_dir"),
+            ("add_dir", "add_dirs"),
+            ("timeout", "timeout_seconds"),
+            ("key", "idempotency_key"),
+        ):
+            value = getattr(options, option)
+            if value is not None:
+                arguments[field] = value
+        return arguments
+
+    @staticmethod
+    def _validate(
+        magic: str,
+        model: type[BaseModel],
+        arguments: Mapping[str, Any],
+        skip: set[str] | None = None,
+    ) -> None:
+        """The tool's own schema decides; the error names the magic's option."""
+        try:
+            model.model_validate(arguments)
+        except ValidationError as error:
+            problems = []
+            for item in error.errors():
+                field = str(item["loc"][0]) if item["loc"] else ""
+                if skip and field in skip:
+                    continue
+                option = OPTION_FOR_FIELD.get(field, field or "options")
+                message = str(item["msg"]).removeprefix("Value error, ")
+                problems.append(f"{option}: {message}")
+            if problems:
+                raise UsageError(f"%{magic}: " + "; ".join(problems)) from None
+
+    def _start(self, tool: str, arguments: dict[str, Any], options: argparse.Namespace) -> Any:
+        client = self.client
+        try:
+            structured = client.blocking(client.call_tool(tool, arguments))
+        except GatewayCallError as error:
+            self._report(error)
+            return None
+        handle = JobHandle.from_submit(client, structured)
+        self._remember(handle, options.out)
+        if options.wait:
+            return self._wait(handle, quiet=options.quiet)
+        if not options.quiet:
+            self._show(handle)
+        handle.mark_shown()
+        handle.follow()
+        return handle
+
+    def _show(self, handle: JobHandle) -> None:
+        if in_kernel():
+            display(handle.widget())
+        else:
+            print(handle.summary_line())
+            print(f"  (job.result() waits for the answer; %llm_job {handle.id} shows it again)")
+        handle.mark_shown()
+
+    def _wait(self, handle: JobHandle, *, quiet: bool) -> Any:
+        printer: Callable[[JobHandle, list[dict[str, Any]]], None] | None = None
+        if not quiet:
+            if in_kernel():
+                display(handle.widget(show_answer=False))
+            else:
+                print(handle.summary_line())
+
+                def printer(h: JobHandle, events: list[dict[str, Any]]) -> None:
+                    for event in events:
+                        print(progress_line(h, event))
+
+                handle.add_listener(printer)
+        handle.mark_shown()
+        try:
+            handle.wait()
+        except KeyboardInterrupt:
+            print(
+                f"Stopped waiting for job {handle.id}; it keeps running "
+                f"(%llm_job {handle.id} shows it, %llm_result {handle.id} --wait collects it)."
+            )
+            handle.follow()
+            return None
+        except GatewayCallError as error:
+            self._report(error)
+            return None
+        finally:
+            if printer is not None:
+                handle.remove_listener(printer)
+        handle.follow()  # the raw log and late events still reach the widget
+        return handle.current_result()
+
+    def _remember(self, handle: JobHandle, out: str | None) -> None:
+        self.last_handle = handle
+        if out:
+            if not out.isidentifier():
+                raise UsageError(f"--out: {out!r} is not a valid variable name")
+            if self.shell is not None:
+                self.shell.user_ns[out] = handle
+
+    def _known_handles(self, job_id: str | None) -> list[JobHandle]:
+        if job_id is None or self.shell is None:
+            return []
+        found = [v for v in self.shell.user_ns.values() if isinstance(v, JobHandle)]
+        if self.last_handle is not None:
+            found.append(self.last_handle)
+        unique = {id(h): h for h in found if h.id == job_id}
+        return list(unique.values())
+
+    def _handle_for(self, job_id: str) -> JobHandle:
+        known = self._known_handles(job_id)
+        return known[0] if known else JobHandle.attach(self.client, job_id)
+
+    def _job_id(self, ref: str | None) -> str:
+        """A job id, a variable holding a handle, or (when absent) the last job started here."""
+        if ref is None:
+            if self.last_handle is None:
+                raise UsageError("no job started in this kernel yet: give a job ID")
+            return self.last_handle.id
+        value = self.shell.user_ns.get(ref) if self.shell is not None else None
+        if isinstance(value, JobHandle):
+            return value.id
+        return ref
+
+    def _resolve_session(self, ref: str) -> str:
+        """SESSION of %codex_fork: a handle variable, a job id, or a session id."""
+        value = self.shell.user_ns.get(ref) if self.shell is not None else None
+        if isinstance(value, JobHandle):
+            return value._session_for_fork()
+        if isinstance(value, JobResult) and value.session_id:
+            return value.session_id
+        try:
+            job = self.client.blocking(self.client.get_job(ref))
+        except GatewayCallError as error:
+            if error.category == "not_found":
+                return ref  # not a job: a session id
+            raise
+        return JobHandle(self.client, job)._session_for_fork()
+
+    def _approval_id(self, ref: str) -> str:
+        value = self.shell.user_ns.get(ref) if self.shell is not None else None
+        job_id = value.id if isinstance(value, JobHandle) else ref
+        for approval in self.client.blocking(self.client.approvals("pending")):
+            if approval["id"] == ref or approval.get("job_id") == job_id:
+                return str(approval["id"])
+        if isinstance(value, JobHandle):
+            raise GatewayCallError("not_found", f"job {job_id} has no pending approval")
+        return ref  # let the gateway say what it is
+
+    @staticmethod
+    def _no_extra(magic: str, rest: str) -> None:
+        if rest.strip():
+            raise UsageError(f"%{magic}: unexpected argument {rest.strip()!r}")
+
+    @staticmethod
+    def _report(error: GatewayCallError) -> None:
+        """Gateway refusals are answers, not crashes: one clear line, no traceback."""
+        message = error.message
+        if error.field and error.field in OPTION_FOR_FIELD and error.category == "invalid_input":
+            message = f"{OPTION_FOR_FIELD[error.field]}: {message}"
+        label = {
+            "policy_denied": "refused by policy",
+            "rate_limited": "rate limited",
+            "saturated": "the gateway is busy",
+            "spawn_error": "cannot start Codex",
+            "not_found": "not found",
+            "unreachable": "gateway unreachable",
+        }.get(error.category, error.category)
+        print(f"llmgw: {label}: {message}", file=sys.stderr)
+
+
+# -- tables -------------------------------------------------------------------------------------
+def _age(iso: str | None) -> str:
+    start = parse_ts(iso)
+    if start is None:
+        return ""
+    seconds = max(0.0, time.time() - start)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+class JobTable:
+    """``%llm_jobs``: an HTML table in a notebook, aligned text in a terminal."""
+
+    COLUMNS = ("id", "status", "age", "prompt", "session")
+
+    def __init__(self, jobs: Sequence[Mapping[str, Any]], total: int) -> None:
+        self.jobs = list(jobs)
+        self.total = total
+
+    def rows(self) -> list[tuple[str, ...]]:
+        return [
+            (
+                str(job["id"]),
+                str(job["status"]),
+                _age(job.get("created_at")),
+                str(job.get("prompt_preview") or "")[:60],
+                str(job.get("session_id") or ""),
+            )
+            for job in self.jobs
+        ]
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th>{c}</th>" for c in self.COLUMNS)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>"
+            for row in self.rows()
+        )
+        return (
+            f'<table class="llmgw-jobs"><thead><tr>{head}</tr></thead><tbody>{body}</tbody>'
+            f"</table><small>{len(self.jobs)} of {self.total} jobs</small>"
+        )
+
+    def __repr__(self) -> str:
+        rows = [self.COLUMNS, *self.rows()]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(self.COLUMNS))]
+        lines = [
+            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows
+        ]
+        lines.append(f"({len(self.jobs)} of {self.total} jobs)")
+        return "\n".join(line.rstrip() for line in lines)
+
+
+def approvals_text(approvals: Sequence[Mapping[str, Any]]) -> str:
+    if not approvals:
+        return "no pending approvals"
+    lines = []
+    for approval in approvals:
+        prompt = str((approval.get("arguments") or {}).get("prompt") or "")[:60]
+        lines.append(
+            f"{approval['id']}  {approval['status']}  {approval['caller']}  {approval['tool']}  "
+            f"job {approval.get('job_id')}  expires {approval.get('expires_at')}  {prompt!r}"
+        )
+    lines.append("decide with %llm_approvals --approve ID or --deny ID")
+    return "\n".join(lines)
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext llmgw_jupyter``: register the magics (the gateway is chosen on first use)."""
+    ipython.register_magics(LLMGatewayMagics(ipython))
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """Nothing to undo: jobs belong to the gateway, not to the kernel."""
+    return None
