@@ -76,6 +76,7 @@ export interface IApproval {
   status: string;
   decided_by?: string | null;
   decided_at?: string | null;
+  reason?: string | null;
 }
 
 /** `POST tools/{tool}`. */
@@ -88,31 +89,42 @@ export interface IToolResult {
 /** Job states that are over: no further events are expected. */
 export const TERMINAL_STATUSES: ReadonlySet<string> = new Set([
   'succeeded',
-  'completed',
   'failed',
   'cancelled',
-  'canceled',
   'timed_out',
-  'timeout',
-  'error'
+  'interrupted'
 ]);
 
 /** Job states that can still be cancelled. */
 export const CANCELLABLE_STATUSES: ReadonlySet<string> = new Set([
-  'queued',
-  'running',
   'awaiting_approval',
-  'starting'
+  'queued',
+  'running'
 ]);
 
-/** Status values offered in the filter even before the server reports them. */
+/** Every job status (runtime JobStatus), offered in the state filter. */
 export const KNOWN_STATUSES: readonly string[] = [
   'awaiting_approval',
   'queued',
   'running',
   'succeeded',
   'failed',
-  'cancelled'
+  'cancelled',
+  'timed_out',
+  'interrupted'
+];
+
+/** Arguments codex_request_async accepts (CodexRequestAsyncInput). */
+export const REQUEST_ARGUMENTS: readonly string[] = [
+  'prompt',
+  'model',
+  'sandbox',
+  'working_dir',
+  'add_dirs',
+  'config_overrides',
+  'output_schema',
+  'timeout_seconds',
+  'session_id'
 ];
 
 /** Whether a job status is final. */

@@ -142,6 +142,17 @@ export function formatUsage(usage: IUsage | null | undefined): string {
   return parts.length ? `tokens: ${parts.join(' · ')}` : '';
 }
 
+/** "14:03:07" (local time, 24 h) of an ISO timestamp; '' when invalid. */
+export function formatTime(iso: string | null | undefined): string {
+  const t = Date.parse(iso ?? '');
+  if (isNaN(t)) {
+    return '';
+  }
+  const d = new Date(t);
+  const pad = (n: number) => String(n).padStart(2, '0');
+  return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
+
 /** A short session id for display. */
 export function shortId(id: string | null | undefined, length = 8): string {
   if (!id) {

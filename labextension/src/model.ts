@@ -18,6 +18,7 @@ import {
   IStreamJobEvent,
   ISummary,
   IToolResult,
+  REQUEST_ARGUMENTS,
   requestAPI
 } from './api';
 import { IServerSentEvent, readEventStream, SSEParser } from './sse';
@@ -926,21 +927,23 @@ function sameJobs(a: readonly IJobView[], b: readonly IJobView[]): boolean {
 }
 
 /**
- * Arguments of a re-run: the job's arguments with the new prompt. Null values
- * are dropped (the tool fills its defaults) and a resumed/forked job's
- * session id is dropped too, since codex_request_async starts a new session.
+ * Arguments of a re-run: the job's arguments that codex_request_async
+ * accepts, with the new prompt. Null values are dropped (the tool fills its
+ * defaults); so is the idempotency key (it would return the old job) and a
+ * fork's session id (that is the parent session: a re-run starts anew).
  */
 export function rerunArguments(
   job: IJobView,
   prompt: string
 ): { [key: string]: any } {
   const args: { [key: string]: any } = {};
-  for (const [key, value] of Object.entries(job.args ?? {})) {
+  for (const key of REQUEST_ARGUMENTS) {
+    const value = job.args?.[key];
     if (value !== null && value !== undefined) {
       args[key] = value;
     }
   }
-  if (job.kind && job.kind !== 'exec') {
+  if (job.kind === 'fork') {
     delete args.session_id;
   }
   args.prompt = prompt;

@@ -18,6 +18,7 @@ import {
 import { CommandIDs } from './commands';
 import {
   callerLabel,
+  formatTime,
   formatUsage,
   jobElapsed,
   shortId,
@@ -143,10 +144,13 @@ function ApprovalItem(props: {
         </span>
         {approval.expires_at ? (
           <span className="llmgw-approval-expires">
-            expires {new Date(approval.expires_at).toLocaleTimeString()}
+            expires {formatTime(approval.expires_at)}
           </span>
         ) : null}
       </div>
+      {approval.reason ? (
+        <div className="llmgw-approval-reason">{approval.reason}</div>
+      ) : null}
       <pre className="llmgw-approval-args" data-testid="llmgw-approval-args">
         {args}
       </pre>
@@ -282,9 +286,7 @@ function EventList(props: { model: GatewayModel; jobId: string }): JSX.Element {
           data-seq={event.seq}
           data-type={event.type}
         >
-          <span className="llmgw-job-event-time">
-            {event.ts ? new Date(event.ts).toLocaleTimeString() : ''}
-          </span>
+          <span className="llmgw-job-event-time">{formatTime(event.ts)}</span>
           <span className="llmgw-job-event-type">{event.type}</span>
           <span className="llmgw-job-event-summary">{event.summary}</span>
         </li>
@@ -348,7 +350,7 @@ function JobItem(props: {
         </div>
         <div className="llmgw-job-meta">
           <span className="llmgw-job-id" title={job.id}>
-            job {shortId(job.id)}
+            job {job.id}
           </span>
           {job.session_id ? (
             <span

@@ -286,14 +286,19 @@ describe('GatewayModel', () => {
     it('re-runs a job with its arguments and a new prompt', async () => {
       create();
       const job = makeJob('j1', {
-        args: { prompt: 'old', sandbox: 'read-only', model: null, cwd: '/w' }
+        args: {
+          prompt: 'old',
+          sandbox: 'read-only',
+          model: null,
+          working_dir: '/w'
+        }
       });
       await model.rerun(job, 'new prompt');
       const [req] = gateway.requestsTo('POST', 'tools/codex_request_async');
       expect(req.body).toEqual({
         prompt: 'new prompt',
         sandbox: 'read-only',
-        cwd: '/w'
+        working_dir: '/w'
       });
     });
 
@@ -309,15 +314,28 @@ describe('GatewayModel', () => {
       await expect(model.fork('s', 'p')).rejects.toThrow('policy says no');
     });
 
-    it('drops the session of resumed jobs when re-running', () => {
-      const args = rerunArguments(
-        makeJob('r', {
-          kind: 'resume',
-          args: { prompt: 'x', session_id: 's1' }
-        }),
-        'y'
-      );
-      expect(args).toEqual({ prompt: 'y' });
+    it('re-runs only with arguments codex_request_async accepts', () => {
+      const job = makeJob('r', {
+        kind: 'resume',
+        args: {
+          prompt: 'x',
+          session_id: 's1',
+          idempotency_key: 'k1',
+          wait_seconds: 45,
+          add_dirs: ['/data'],
+          model: null
+        }
+      });
+      expect(rerunArguments(job, 'y')).toEqual({
+        prompt: 'y',
+        session_id: 's1',
+        add_dirs: ['/data']
+      });
+      const fork = makeJob('f', {
+        kind: 'fork',
+        args: { prompt: 'x', session_id: 'parent', last: false }
+      });
+      expect(rerunArguments(fork, 'z')).toEqual({ prompt: 'z' });
     });
   });
 
