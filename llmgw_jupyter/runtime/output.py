@@ -20,17 +20,18 @@ def job_dir(data_dir: Path, job_id: str) -> Path:
 
 
 class CappedOutput:
-    """Appends both streams of one job to files, stopping at a shared byte cap."""
+    """Appends both streams of one job to files, stopping at a shared byte cap.
+
+    A stream's file is created on its first byte: creating files is the costliest step of a
+    short job on ext4, and readers already treat a missing file as an empty stream.
+    """
 
     def __init__(self, directory: Path, cap_bytes: int) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
         self.cap_bytes = cap_bytes
         self.sizes = {"stdout": 0, "stderr": 0}
         self.overflowed = False
-        self._files: dict[str, BinaryIO] = {
-            stream: open(directory / name, "ab")  # noqa: SIM115 - closed in close()
-            for stream, name in STREAM_FILES.items()
-        }
+        self._files: dict[str, BinaryIO] = {}
 
     @property
     def total(self) -> int:
@@ -43,11 +44,18 @@ class CappedOutput:
             self.overflowed = True
             data = data[: max(room, 0)]
         if data:
-            handle = self._files[stream]
+            handle = self._files.get(stream) or self._open(stream)
             handle.write(data)
             handle.flush()  # readers (paged results, other processes) see it at once
             self.sizes[stream] += len(data)
         return data
+
+    def _open(self, stream: str) -> BinaryIO:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        handle = self._files[stream] = open(  # noqa: SIM115 - closed in close()
+            self.directory / STREAM_FILES[stream], "ab"
+        )
+        return handle
 
     def close(self) -> None:
         for handle in self._files.values():
