@@ -50,6 +50,13 @@ def spec(prompt: str = "hello", provider: str = "fake", **kwargs: Any) -> JobSpe
     return JobSpec(provider, "codex_request_async", "exec", {"prompt": prompt, **kwargs}, **own)
 
 
+def current(rt: Runtime, job_id: str) -> JobRecord:
+    """The job's record as stored now (it must exist)."""
+    record = rt.get(job_id)
+    assert record is not None, f"job {job_id} not found"
+    return record
+
+
 async def wait_for_event(
     rt: Runtime, job_id: str, predicate: Callable[[JobEvent], bool], timeout: float = WAIT
 ) -> tuple[JobEvent, JobRecord]:

@@ -229,6 +229,7 @@ async def test_model_side_failure_is_failed_with_codex_message(
     failed = [e for e in stdout_events(rt, done.id) if e["type"] == "turn.failed"]
     assert failed, "Codex reports the failure as turn.failed"
     assert done.error_message == failed[-1]["error"]["message"]
+    assert done.error_message
     if status == 401:
         assert "401" in done.error_message
     assert done.to_dict()["error"] == {"category": category.value, "message": done.error_message}

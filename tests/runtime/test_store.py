@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from llmgw_jupyter.runtime import JobStatus
+from llmgw_jupyter.runtime import JobRecord, JobStatus
 from llmgw_jupyter.store.db import Database, SchemaTooNewError
 from llmgw_jupyter.store.jobs import IdempotencyConflict, JobStore
 from llmgw_jupyter.store.schema import MIGRATIONS
@@ -41,11 +41,17 @@ def insert(store: JobStore, job_id: str, ts: float = 1000.0, **overrides: Any) -
     store.insert_job(job_values(job_id, ts, **overrides), (ts, "job.status", "queued", {}))
 
 
+def stored(store: JobStore, job_id: str) -> JobRecord:
+    record = store.get_job(job_id)
+    assert record is not None
+    return record
+
+
 def test_a_new_store_is_migrated_to_the_latest_version_in_wal_mode(
     db: Database, tmp_path: Path
 ) -> None:
     assert db.schema_version == len(MIGRATIONS)
-    assert db.query_one("PRAGMA journal_mode")[0] == "wal"  # type: ignore[index]
+    assert db.query("PRAGMA journal_mode")[0][0] == "wal"
     insert(JobStore(db), "a")
     db.close()
 
@@ -79,7 +85,7 @@ def test_transitions_are_conditional_and_recorded_as_events(store: JobStore) -> 
         (1, "job.status", {}),
         (2, "job.status", {"status": "running"}),
     ]
-    assert store.get_job("a").status is JobStatus.RUNNING  # type: ignore[union-attr]
+    assert stored(store, "a").status is JobStatus.RUNNING
 
 
 def test_event_sequence_numbers_are_gap_free_per_job_and_page_by_seq(store: JobStore) -> None:
@@ -90,7 +96,7 @@ def test_event_sequence_numbers_are_gap_free_per_job_and_page_by_seq(store: JobS
     store.append_events("b", [(1.0, "turn.started", "", {})])
 
     assert last == 6
-    assert store.get_job("a").last_seq == 6  # type: ignore[union-attr]
+    assert stored(store, "a").last_seq == 6
     page = store.events_after("a", 2, 3)
     assert [e.seq for e in page] == [3, 4, 5]
     assert [e.summary for e in page] == ["e1", "e2", "e3"]
@@ -113,7 +119,7 @@ def test_a_repeated_idempotency_key_of_one_caller_raises_with_the_existing_job(
 def test_only_mutable_columns_can_be_updated(store: JobStore) -> None:
     insert(store, "a")
     store.update_job("a", session_id="s-1")
-    assert store.get_job("a").session_id == "s-1"  # type: ignore[union-attr]
+    assert stored(store, "a").session_id == "s-1"
 
     with pytest.raises(ValueError, match="not updatable"):
         store.update_job("a", status="succeeded")
@@ -142,7 +148,7 @@ def test_deleting_jobs_deletes_their_events(store: JobStore, db: Database) -> No
     store.delete_jobs(["a"])
 
     assert store.get_job("a") is None
-    assert db.query_one("SELECT COUNT(*) FROM job_events")[0] == 0  # type: ignore[index]
+    assert db.query("SELECT COUNT(*) FROM job_events")[0][0] == 0
 
 
 def test_sessions_keep_their_creator_and_list_their_forks(store: JobStore) -> None:

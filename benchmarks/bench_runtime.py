@@ -1,0 +1,245 @@
+"""The job runtime's own cost: overhead per job, throughput, and memory growth.
+
+Run: ``.venv/bin/python benchmarks/bench_runtime.py [--jobs 200] [--big-mb 50]``. Prints figures
+and the issue's targets; it is a measurement, not a test (it never fails on a missed target).
+
+The CLI is a fake that is as cheap as a process can be: ``/bin/sh -c printf`` of the four
+JSONL lines a successful ``codex exec --json`` prints. The baseline spawns the very same argv
+with ``subprocess.run`` (prompt on stdin, both pipes captured) in the same process and run, so
+the difference is what the gateway adds: validation, SQLite rows and events, output files,
+parsing, scheduling and wake-ups.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from llmgw_jupyter.errors import InvalidInputError
+from llmgw_jupyter.providers.base import Command
+from llmgw_jupyter.providers.codex import CodexStreamParser
+from llmgw_jupyter.runtime import JobSpec, JobStatus, Runtime, RuntimeConfig
+
+MiB = 1024 * 1024
+CODEX_LINES = [
+    {"type": "thread.started", "thread_id": "01a1fd8b-40ef-75f0-a90e-545a02dcc899"},
+    {"type": "turn.started"},
+    {"type": "item.completed", "item": {"id": "item_0", "type": "agent_message", "text": "ok"}},
+    {
+        "type": "turn.completed",
+        "usage": {
+            "input_tokens": 9521,
+            "cached_input_tokens": 4760,
+            "output_tokens": 5,
+            "reasoning_output_tokens": 0,
+        },
+    },
+]
+
+
+def printf_argv(lines: list[str], prefix: str = "") -> list[str]:
+    quoted = " ".join(shlex.quote(line) for line in lines)
+    return ["/bin/sh", "-c", f"{prefix}printf '%s\\n' {quoted}"]
+
+
+INSTANT_ARGV = printf_argv([json.dumps(line) for line in CODEX_LINES])
+
+
+def big_argv(total_bytes: int) -> list[str]:
+    """Prints ``total_bytes`` of 1 KB reasoning items, then a completed turn."""
+    item = {"type": "item.completed", "item": {"type": "reasoning", "text": "x" * 940}}
+    line = json.dumps(item)
+    count = total_bytes // (len(line) + 1)
+    flood = f"yes {shlex.quote(line)} | head -n {count}; "
+    return printf_argv([json.dumps(line) for line in CODEX_LINES], prefix=flood)
+
+
+class BenchProvider:
+    """A Provider (llmgw_jupyter.providers.base) running a fixed argv; Codex's parser reads it."""
+
+    def __init__(self, name: str, argv: list[str]) -> None:
+        self.name = name
+        self.argv = argv
+
+    def check_ready(self) -> None:
+        return None
+
+    def validate(self, kind: str, args: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(args.get("prompt"), str):
+            raise InvalidInputError("prompt", "a string is required")
+        return dict(args)
+
+    def build_command(self, kind: str, args: dict[str, Any], job_dir: Path) -> Command:
+        return Command(argv=self.argv, stdin=args["prompt"].encode(), cwd=None)
+
+    def new_parser(self) -> CodexStreamParser:
+        return CodexStreamParser()
+
+
+def spec(provider: str = "instant", prompt: str = "benchmark prompt") -> JobSpec:
+    return JobSpec(provider, "codex_request_async", "exec", {"prompt": prompt})
+
+
+def rss() -> int:
+    gc.collect()
+    return int(psutil.Process().memory_info().rss)
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def raw_spawn(prompt: bytes) -> float:
+    begun = time.perf_counter()
+    done = subprocess.run(INSTANT_ARGV, input=prompt, capture_output=True, check=True)
+    elapsed = time.perf_counter() - begun
+    assert done.stdout.count(b"\n") == len(CODEX_LINES)
+    return elapsed
+
+
+async def gateway_job(rt: Runtime) -> float:
+    begun = time.perf_counter()
+    job = await rt.submit(spec())
+    done = await rt.wait_finished(job.id, 30)
+    elapsed = time.perf_counter() - begun
+    assert done.status is JobStatus.SUCCEEDED, (done.status, done.error_message)
+    assert done.final_message == "ok"
+    return elapsed
+
+
+async def overhead(rt: Runtime, rounds: int) -> dict[str, float]:
+    """Alternate raw spawns and gateway jobs so both see the same machine noise."""
+    for _ in range(20):  # warm up: imports, SQLite pages, the child watcher
+        raw_spawn(b"warm up")
+        await gateway_job(rt)
+    raw: list[float] = []
+    gateway: list[float] = []
+    raw_cpu = gateway_cpu = 0.0
+    for _ in range(rounds):
+        cpu = time.thread_time()
+        raw.append(raw_spawn(b"benchmark prompt"))
+        raw_cpu += time.thread_time() - cpu
+        cpu = time.thread_time()
+        gateway.append(await gateway_job(rt))
+        gateway_cpu += time.thread_time() - cpu
+    return {
+        "raw_cpu": raw_cpu / rounds,
+        "gateway_cpu": gateway_cpu / rounds,
+        "raw_median": statistics.median(raw),
+        "raw_p95": pct(raw, 0.95),
+        "gateway_median": statistics.median(gateway),
+        "gateway_p95": pct(gateway, 0.95),
+        "overhead_median": statistics.median(gateway) - statistics.median(raw),
+        "overhead_p95": pct(gateway, 0.95) - pct(raw, 0.95),
+    }
+
+
+async def concurrent(rt: Runtime, count: int) -> dict[str, float]:
+    before = rss()
+    begun = time.perf_counter()
+    jobs = await asyncio.gather(*(rt.submit(spec(prompt=f"job {i}")) for i in range(count)))
+    done = await asyncio.gather(*(rt.wait_finished(job.id, 120) for job in jobs))
+    elapsed = time.perf_counter() - begun
+    after = rss()
+    succeeded = sum(1 for d in done if d.status is JobStatus.SUCCEEDED)
+    distinct = len({d.id for d in done})
+    return {
+        "submitted": count,
+        "succeeded": succeeded,
+        "distinct": distinct,
+        "seconds": elapsed,
+        "jobs_per_second": count / elapsed,
+        "rss_growth_mib": (after - before) / MiB,
+    }
+
+
+async def big_job(rt: Runtime, total_bytes: int) -> dict[str, float]:
+    """Peak RSS while one job streams ``total_bytes`` through the gateway (sampled every 5 ms)."""
+    before = rss()
+    peak = before
+    job = await rt.submit(spec(provider="big"))
+    finished = asyncio.ensure_future(rt.wait_finished(job.id, 300))
+    begun = time.perf_counter()
+    me = psutil.Process()
+    while not finished.done():
+        peak = max(peak, me.memory_info().rss)
+        await asyncio.wait([finished], timeout=0.005)
+    elapsed = time.perf_counter() - begun
+    done = finished.result()
+    assert done.status is JobStatus.SUCCEEDED, (done.status, done.error_message)
+    return {
+        "stdout_mb": done.stdout_bytes / 1e6,
+        "seconds": elapsed,
+        "mb_per_second": done.stdout_bytes / 1e6 / elapsed,
+        "peak_rss_growth_mib": (peak - before) / MiB,
+        "end_rss_growth_mib": (rss() - before) / MiB,
+        "events_stored": float(done.last_seq),
+    }
+
+
+async def main(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="llmgw-bench-") as data_dir:
+        big_bytes = int(args.big_mb * 1e6)
+        config = RuntimeConfig(
+            data_dir=data_dir,
+            max_running=args.max_running,
+            max_queued=max(args.jobs, 64),
+            output_cap_bytes=big_bytes + 10 * MiB,
+            providers={
+                "instant": BenchProvider("instant", INSTANT_ARGV),
+                "big": BenchProvider("big", big_argv(big_bytes)),
+            },
+        )
+        rt = Runtime(config)
+        await rt.start()
+        try:
+            load = ", ".join(f"{x:.1f}" for x in psutil.getloadavg())
+            print(f"python {sys.version.split()[0]}, {psutil.cpu_count()} cpus, load {load}")
+            o = await overhead(rt, args.rounds)
+            ms = {key: value * 1e3 for key, value in o.items()}
+            print(f"\nper job, {args.rounds} sequential jobs (submit -> result in hand):")
+            for label, key in (("raw subprocess.run", "raw"), ("gateway job", "gateway"),
+                               ("gateway overhead", "overhead")):  # fmt: skip
+                print(f"  {label:20} median {ms[key + '_median']:6.2f} ms"
+                      f"   p95 {ms[key + '_p95']:6.2f} ms")  # fmt: skip
+            print(f"  event-loop CPU/job   gateway {ms['gateway_cpu']:5.2f} ms,"
+                  f" raw {ms['raw_cpu']:.2f} ms")  # fmt: skip
+            print("  target: median overhead < 3 ms")
+
+            c = await concurrent(rt, args.jobs)
+            print(f"\n{args.jobs} concurrent submissions (max_running={args.max_running}):")
+            print(f"  succeeded {c['succeeded']:.0f}/{c['submitted']:.0f}, distinct ids"
+                  f" {c['distinct']:.0f}, in {c['seconds']:.2f} s = {c['jobs_per_second']:.0f}"
+                  " jobs/s   (target: all, >= 200 jobs/s)")  # fmt: skip
+            print(f"  gateway RSS growth {c['rss_growth_mib']:.1f} MiB   (target: < 20 MiB)")
+
+            b = await big_job(rt, big_bytes)
+            print(f"\none job writing {b['stdout_mb']:.1f} MB of JSONL:")
+            print(f"  {b['seconds']:.2f} s ({b['mb_per_second']:.0f} MB/s),"
+                  f" {b['events_stored']:.0f} events stored (capped per job)")  # fmt: skip
+            print(f"  gateway RSS growth peak {b['peak_rss_growth_mib']:.1f} MiB,"
+                  f" after {b['end_rss_growth_mib']:.1f} MiB   (target: < 20 MiB)")  # fmt: skip
+        finally:
+            await rt.close(cancel_running=True)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--rounds", type=int, default=200, help="sequential jobs for overhead")
+    parser.add_argument("--jobs", type=int, default=200, help="concurrent submissions")
+    parser.add_argument("--max-running", type=int, default=8)
+    parser.add_argument("--big-mb", type=float, default=50.0)
+    asyncio.run(main(parser.parse_args()))
