@@ -52,9 +52,12 @@ export interface IJobEvent {
   data?: any;
 }
 
-/** A job event as carried by the event stream (`event: event`). */
+/**
+ * A job event as carried by the event stream (`event: event`). The contract
+ * names the job; events without `job_id` belong to the preceding `job`.
+ */
 export interface IStreamJobEvent extends IJobEvent {
-  job_id: string;
+  job_id?: string;
 }
 
 /** `GET summary`. */

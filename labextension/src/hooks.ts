@@ -36,6 +36,7 @@ export function useNow(active: boolean, interval = 1000): number {
     if (!active) {
       return;
     }
+    setNow(Date.now());
     const timer = setInterval(() => setNow(Date.now()), interval);
     return () => clearInterval(timer);
   }, [active, interval]);

@@ -4,6 +4,7 @@
  * and call its methods.
  */
 import { ServerConnection } from '@jupyterlab/services';
+import { PromiseDelegate } from '@lumino/coreutils';
 import { IDisposable } from '@lumino/disposable';
 import { Debouncer, Poll } from '@lumino/polling';
 import { ISignal, Signal } from '@lumino/signaling';
@@ -58,7 +59,7 @@ export class GatewayModel implements IDisposable {
     this._streamMaxRetry = options.streamMaxRetry ?? 30000;
     this._sideRefresh = new Debouncer(
       () => this._refreshSideData(),
-      options.debounce ?? 200
+      options.debounce ?? 100
     );
     this._poll = new Poll({
       auto: false,
@@ -195,7 +196,7 @@ export class GatewayModel implements IDisposable {
     if (this._useStream) {
       void this._runStream();
     }
-    await this._poll.tick;
+    await this._firstRefresh.promise;
   }
 
   /**
@@ -232,6 +233,8 @@ export class GatewayModel implements IDisposable {
       this._lastError = (error as Error).message ?? String(error);
       this._setConnection('unreachable');
       throw error;
+    } finally {
+      this._firstRefresh.resolve();
     }
   }
 
@@ -388,6 +391,7 @@ export class GatewayModel implements IDisposable {
       return;
     }
     this._isDisposed = true;
+    this._firstRefresh.resolve();
     this._poll.dispose();
     this._sideRefresh.dispose();
     this._streamAbort?.abort();
@@ -559,20 +563,36 @@ export class GatewayModel implements IDisposable {
    */
   private _setJobs(jobs: IJobView[], total: number, mark: number): void {
     const current = new Map(this._jobs.map(job => [job.id, job]));
-    const merged = jobs.map(job => {
+    const fresh = (id: string): IJobView | undefined => {
+      const touched = this._touched.get(id);
+      return touched && touched.seq > mark ? touched.job : undefined;
+    };
+    const merged: IJobView[] = [];
+    for (const job of jobs) {
+      let pick = job;
       const existing = current.get(job.id);
-      return existing && isNewer(existing, job) ? existing : job;
-    });
+      if (existing && isNewer(existing, job)) {
+        pick = existing;
+      }
+      const streamed = fresh(job.id);
+      if (streamed && !isNewer(job, streamed)) {
+        pick = streamed;
+      }
+      if (this._matches(pick)) {
+        merged.push(pick);
+      } else {
+        total = Math.max(0, total - 1);
+      }
+    }
     const answered = new Set(jobs.map(job => job.id));
     for (const job of this._jobs) {
-      const touched = this._touched.get(job.id) ?? 0;
-      if (!answered.has(job.id) && touched > mark && this._matches(job)) {
+      if (!answered.has(job.id) && fresh(job.id) && this._matches(job)) {
         merged.push(job);
         total += 1;
       }
     }
     for (const [id, touched] of this._touched) {
-      if (touched <= mark) {
+      if (touched.seq <= mark) {
         this._touched.delete(id);
       }
     }
@@ -607,7 +627,7 @@ export class GatewayModel implements IDisposable {
 
   private _upsertJob(job: IJobView): void {
     this._noteJob(job);
-    this._touched.set(job.id, ++this._mutations);
+    this._touched.set(job.id, { seq: ++this._mutations, job });
     if (this._watched.has(job.id)) {
       const known = this._watchedJobs.get(job.id);
       if (!known || !isNewer(known, job)) {
@@ -642,6 +662,9 @@ export class GatewayModel implements IDisposable {
   }
 
   private _noteJob(job: IJobView): void {
+    if (job.status) {
+      this._knownStatus.set(job.id, job.status);
+    }
     if (job.caller) {
       this._callers.add(job.caller);
     }
@@ -662,6 +685,23 @@ export class GatewayModel implements IDisposable {
       (filter.status || undefined) === (this._filter.status || undefined) &&
       (filter.caller || undefined) === (this._filter.caller || undefined)
     );
+  }
+
+  /** Move one job between status counts right away (the live status bar). */
+  private _moveCount(from: string, to: string): void {
+    if (!this._summary) {
+      return;
+    }
+    const counts = { ...this._summary.counts };
+    if ((counts[from] ?? 0) > 0) {
+      counts[from] -= 1;
+      if (counts[from] === 0) {
+        delete counts[from];
+      }
+    }
+    counts[to] = (counts[to] ?? 0) + 1;
+    this._summary = { ...this._summary, counts };
+    this._summaryChanged.emit(this._summary);
   }
 
   private _setConnection(state: ConnectionState): void {
@@ -720,9 +760,14 @@ export class GatewayModel implements IDisposable {
       if (!job.id) {
         return;
       }
-      const before = this.getJob(job.id);
+      this._streamJobId = job.id;
+      const before = this._knownStatus.get(job.id);
       this._upsertJob(job);
-      if (!before || before.status !== job.status) {
+      if (before !== job.status) {
+        if (before !== undefined) {
+          this._moveCount(before, job.status);
+        }
+        // The server's counts (and approvals) follow shortly.
         this._sideRefresh.invoke().catch(() => undefined);
       }
       if (
@@ -734,21 +779,27 @@ export class GatewayModel implements IDisposable {
         void this.fetchEvents(job.id).catch(() => undefined);
       }
     } else if (message.event === 'event') {
-      const event = payload as IStreamJobEvent;
-      if (!event.job_id || !this._watched.has(event.job_id)) {
+      const { job_id, ...event } = payload as IStreamJobEvent;
+      // The stream writes a job's events right after the job itself, so an
+      // event without job_id belongs to the job of the last `job` message.
+      const jobId = job_id || this._streamJobId;
+      if (
+        !jobId ||
+        !this._watched.has(jobId) ||
+        typeof event.seq !== 'number'
+      ) {
         return;
       }
-      const last = this._lastSeq(event.job_id);
+      const last = this._lastSeq(jobId);
       if (event.seq <= last) {
         return;
       }
       if (event.seq > last + 1) {
         // A gap: fetch what was missed (includes this event).
-        void this.fetchEvents(event.job_id).catch(() => undefined);
+        void this.fetchEvents(jobId).catch(() => undefined);
         return;
       }
-      const { job_id, ...rest } = event;
-      this._appendEvents(job_id, [rest]);
+      this._appendEvents(jobId, [event]);
     }
   }
 
@@ -833,14 +884,16 @@ export class GatewayModel implements IDisposable {
   private _poll: Poll;
   private _sideRefresh: Debouncer<void, any>;
   private _started = false;
+  private _firstRefresh = new PromiseDelegate<void>();
   private _isDisposed = false;
   private _streamConnected = false;
   private _streamAbort: AbortController | null = null;
   private _wakeStream: (() => void) | null = null;
+  private _streamJobId = '';
 
   private _jobs: IJobView[] = [];
   private _mutations = 0;
-  private _touched = new Map<string, number>();
+  private _touched = new Map<string, { seq: number; job: IJobView }>();
   private _totalJobs = 0;
   private _summary: ISummary | null = null;
   private _approvals: IApproval[] = [];
@@ -850,6 +903,7 @@ export class GatewayModel implements IDisposable {
   private _lastError = '';
   private _filter: IJobFilter = {};
   private _callers = new Set<string>(['owner']);
+  private _knownStatus = new Map<string, string>();
   private _statuses = new Set<string>();
   private _watched = new Set<string>();
   private _watchedJobs = new Map<string, IJobView>();

@@ -287,8 +287,10 @@ function EventList(props: { model: GatewayModel; jobId: string }): JSX.Element {
           data-type={event.type}
         >
           <span className="llmgw-job-event-time">{formatTime(event.ts)}</span>
-          <span className="llmgw-job-event-type">{event.type}</span>
-          <span className="llmgw-job-event-summary">{event.summary}</span>
+          <span className="llmgw-job-event-text">
+            <span className="llmgw-job-event-type">{event.type}</span>{' '}
+            <span className="llmgw-job-event-summary">{event.summary}</span>
+          </span>
         </li>
       ))}
     </ol>
@@ -343,7 +345,9 @@ function JobItem(props: {
             {callerLabel(job.caller)}
           </span>
           <span className="llmgw-job-provider">{job.provider}</span>
-          <span className="llmgw-job-elapsed">{jobElapsed(job, now)}</span>
+          <span className="llmgw-job-elapsed">
+            {jobElapsed(job, Math.max(now, Date.now()))}
+          </span>
         </div>
         <div className="llmgw-job-prompt" title={job.prompt_preview ?? ''}>
           {job.prompt_preview ?? ''}

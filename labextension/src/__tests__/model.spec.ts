@@ -174,7 +174,11 @@ describe('GatewayModel', () => {
       expect(model.connection).toBe('unreachable');
       expect(model.poll.frequency.interval).toBe(200);
       expect(model.poll.frequency.backoff).toBe(true);
-      expect(model.poll.state.phase).toBe('rejected');
+      await until(
+        () => model.poll.state.phase === 'rejected',
+        2000,
+        'rejected'
+      );
       // Backoff: failed attempts get spaced out beyond the base interval.
       await until(() => rejected.some(i => i > 400), 5000, 'backoff');
 
@@ -454,6 +458,44 @@ describe('GatewayModel', () => {
       release();
       await refreshing;
       expect(model.jobs.map(j => j.id)).toEqual(['fresh']);
+    });
+
+    it('attributes events without job_id to the preceding job message', async () => {
+      gateway.jobs = [
+        makeJob('j1', { status: 'running' }),
+        makeJob('j2', { status: 'running' })
+      ];
+      create({ useStream: true });
+      const started = model.start();
+      await gateway.streamOpen();
+      await started;
+      await model.watchJob('j1');
+      await model.watchJob('j2');
+      gateway.jobs[0].last_seq = 1;
+      gateway.push('job', gateway.jobs[0]);
+      gateway.push('event', makeEvent(1, 'turn.started'));
+      gateway.jobs[1].last_seq = 2;
+      gateway.push('job', gateway.jobs[1]);
+      gateway.push('event', makeEvent(1));
+      gateway.push('event', makeEvent(2));
+      await until(() => model.eventsFor('j2').length === 2, 2000, 'j2 events');
+      expect(model.eventsFor('j1').map(e => e.type)).toEqual(['turn.started']);
+    });
+
+    it('moves status counts as soon as a streamed job changes state', async () => {
+      gateway.jobs = [makeJob('j1', { status: 'queued' })];
+      create({ useStream: true, debounce: 10000 });
+      const started = model.start();
+      await gateway.streamOpen();
+      await started;
+      expect(model.summary?.counts).toEqual({ queued: 1 });
+      gateway.push('job', {
+        ...gateway.jobs[0],
+        status: 'running',
+        updated_at: '2025-01-01T00:00:09Z'
+      });
+      await until(() => model.summary?.counts.running === 1, 2000, 'counts');
+      expect(model.summary?.counts).toEqual({ running: 1 });
     });
 
     it('fills gaps in the event sequence from the REST API', async () => {
