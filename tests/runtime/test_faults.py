@@ -96,7 +96,7 @@ async def test_a_fake_that_completes_the_turn_succeeds_with_its_answer_and_usage
 async def test_a_hang_hits_the_idle_timeout_and_its_group_is_killed(
     runtime: RuntimeFactory, fakes: Fakes
 ) -> None:
-    rt = await runtime(providers={"fake": fakes.provider(HANG)}, idle_timeout_seconds=0.5)
+    rt = await runtime(providers={"fake": fakes.provider(HANG)}, idle_timeout_seconds=1.0)
     job = await rt.submit(spec())
     running = await wait_started(rt, job.id)
     assert running.pid is not None
@@ -105,9 +105,9 @@ async def test_a_hang_hits_the_idle_timeout_and_its_group_is_killed(
 
     assert done.status is JobStatus.TIMED_OUT
     assert done.error_category is ErrorCategory.TIMEOUT
-    assert done.error_message is not None and "idle timeout" in done.error_message
+    assert done.error_message == "no output for 1 s (idle timeout)"
     assert done.started_at is not None and done.finished_at is not None
-    assert done.finished_at - done.started_at >= 0.5
+    assert done.finished_at - done.started_at >= 1.0
     assert notes(rt, job.id) == [{"type": "note", "progress": "working"}]  # output kept
     assert_group_gone(running.pid)
 
@@ -121,8 +121,8 @@ async def test_a_job_that_keeps_talking_hits_its_own_wall_clock_timeout(
         note(tick=True)
         time.sleep(0.05)
     """
-    rt = await runtime(providers={"fake": fakes.provider(chatty)}, idle_timeout_seconds=0.5)
-    job = await rt.submit(spec(timeout_seconds=1.5))
+    rt = await runtime(providers={"fake": fakes.provider(chatty)}, idle_timeout_seconds=1.0)
+    job = await rt.submit(spec(timeout_seconds=2.0))
     running = await wait_started(rt, job.id)
     assert running.pid is not None
 
@@ -131,9 +131,9 @@ async def test_a_job_that_keeps_talking_hits_its_own_wall_clock_timeout(
     assert done.status is JobStatus.TIMED_OUT
     assert done.error_category is ErrorCategory.TIMEOUT
     assert done.error_message is not None and "wall-clock" in done.error_message
-    assert "1.5 s" in done.error_message
+    assert "ran longer than 2 s" in done.error_message
     assert done.started_at is not None and done.finished_at is not None
-    assert done.finished_at - done.started_at >= 1.5  # the 0.5 s idle limit never fired
+    assert done.finished_at - done.started_at >= 2.0  # outlived the 1 s idle limit: talking
     assert len(notes(rt, job.id)) > 5
     assert_group_gone(running.pid)
 
