@@ -188,7 +188,7 @@ async def test_resume_keeps_the_session_id_and_continues_its_history(
 
 
 async def test_cancel_of_a_slow_job_kills_the_whole_group_and_keeps_partial_output(
-    codex_runtime: Runtime, mock_model: MockResponsesServer, workdir: Path
+    codex_runtime: Runtime, mock_model: MockResponsesServer, workdir: Path, codex_path: str
 ) -> None:
     rt = codex_runtime
     job = await rt.submit(codex_spec("[mock:delay=60] take your time", workdir))
@@ -197,9 +197,12 @@ async def test_cancel_of_a_slow_job_kills_the_whole_group_and_keeps_partial_outp
     assert running.status is JobStatus.RUNNING and running.pid is not None
     pgid = running.pid
     assert os.getpgid(pgid) == pgid, "each job must lead its own process group"
-    # The npm launcher (node) keeps the native codex binary as a child in the same group.
     members = group_members(pgid)
     assert pgid in {p.pid for p in members}
+    if Path(codex_path).resolve().suffix == ".js":
+        # The npm launcher (node) runs the native codex binary as a child in the same group:
+        # the case where signalling only the launcher would leave the real worker running.
+        assert "codex" in {p.name() for p in members if p.pid != pgid}
 
     cancelled = await rt.cancel(job.id, reason="the user changed their mind")
 
