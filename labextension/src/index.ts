@@ -162,13 +162,15 @@ const plugin: JupyterFrontEndPlugin<void> = {
       });
     }
 
-    // Notifications for approvals that arrive while the panel is hidden.
+    // Notifications for approvals that arrive while the panel is hidden;
+    // each goes away once its approval is decided (here or elsewhere).
+    const approvalToasts = new Map<string, string>();
     model.approvalsArrived.connect((_, approvals) => {
       if (!settings.notifications || panel.isVisible) {
         return;
       }
       for (const approval of approvals) {
-        Notification.warning(
+        const toast = Notification.warning(
           `Codex: ${callerLabel(approval.caller)} asks to run ${approval.tool}; approval needed.`,
           {
             autoClose: false,
@@ -181,6 +183,16 @@ const plugin: JupyterFrontEndPlugin<void> = {
             ]
           }
         );
+        approvalToasts.set(approval.id, toast);
+      }
+    });
+    model.approvalsChanged.connect((_, approvals) => {
+      const pending = new Set(approvals.map(approval => approval.id));
+      for (const [approvalId, toast] of approvalToasts) {
+        if (!pending.has(approvalId)) {
+          Notification.dismiss(toast);
+          approvalToasts.delete(approvalId);
+        }
       }
     });
 
