@@ -23,6 +23,7 @@ from llmgw_jupyter.errors import GatewayError, NotFoundError, input_error_from_v
 from llmgw_jupyter.policy import DENIAL_PREFIX, Decision, Policy, PolicyEngine, PolicySource
 from llmgw_jupyter.policy.compiled import load_policy
 from llmgw_jupyter.runtime.manager import Runtime
+from llmgw_jupyter.runtime.models import TERMINAL_STATUSES
 from llmgw_jupyter.store.policy import ApprovalRecord, GrantRecord, PolicyStore
 from llmgw_jupyter.tools.context import Caller, ProgressCallback, ToolContext
 from llmgw_jupyter.tools.registry import JOB_STARTING_TOOLS, REGISTRY, TOOL_NAMES, ToolDefinition
@@ -30,6 +31,7 @@ from llmgw_jupyter.tools.registry import JOB_STARTING_TOOLS, REGISTRY, TOOL_NAME
 log = logging.getLogger(__name__)
 
 DEFAULT_APPROVAL_TIMEOUT = 600.0
+_TERMINAL = frozenset(status.value for status in TERMINAL_STATUSES)
 AUDIT_RETENTION_SECONDS = 90 * 86400.0
 
 
@@ -115,7 +117,9 @@ class Gateway:
                     reason="the gateway restarted while the caller waited",
                 )
         await self.owner_policy.start()
-        self._tasks.append(asyncio.get_running_loop().create_task(self._expire_approvals()))
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._expire_approvals()))
+        self._tasks.append(loop.create_task(self._close_approvals_of_ended_jobs()))
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -301,6 +305,28 @@ class Gateway:
             record.arguments,
             record.id,
         )
+
+    async def _close_approvals_of_ended_jobs(self) -> None:
+        """A held job that ends without a decision (its caller cancelled it) closes its request,
+        so the owner is not asked about dead work and the rate-limit slot is given back."""
+        subscription = self.runtime.subscribe()
+        try:
+            while True:
+                change = await subscription.get()
+                if change is None or change.status not in _TERMINAL:
+                    continue
+                for approval in self.store.pending_approvals_for_job(change.job_id):
+                    try:
+                        await self.decide_approval(
+                            approval.id,
+                            False,
+                            decided_by="system",
+                            reason=f"the job ended ({change.status}) before a decision",
+                        )
+                    except Exception:
+                        log.exception("could not close approval %s", approval.id)
+        finally:
+            subscription.close()
 
     async def _expire_approvals(self) -> None:
         """Sleeps until exactly the next expiry (or a new approval), never polls."""

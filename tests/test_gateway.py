@@ -416,6 +416,31 @@ async def test_a_held_job_cancelled_by_its_caller_stays_cancelled_if_approved_la
     assert record is not None and record.status.value == "cancelled"
 
 
+async def test_a_held_job_cancelled_by_its_caller_closes_its_approval_and_frees_its_slot(
+    fake_gateway: Harness,
+) -> None:
+    policy = approval_policy("codex_request_async")
+    policy["tools"]["codex_request_async"]["limits"] = [
+        {"counter": "held", "window": "hour", "max": 1, "scope": "grant"}
+    ]
+    policy["tools"]["llm_job_cancel"] = {}
+    agent = fake_gateway.grant("agent", policy)
+    out = await fake_gateway.ok("codex_request_async", {"prompt": "held"}, agent)
+    approval_id = out["approval"]["id"]
+    await fake_gateway.ok("llm_job_cancel", {"job_id": out["job"]["id"]}, agent)
+
+    async def closed() -> None:
+        while fake_gateway.gateway.store.get_approval(approval_id).status == "pending":
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(closed(), WAIT)
+    record = fake_gateway.gateway.store.get_approval(approval_id)
+    assert record.status == "denied" and record.decided_by == "system"
+    assert fake_gateway.gateway.approvals("pending") == []
+    again = await fake_gateway.ok("codex_request_async", {"prompt": "held again"}, agent)
+    assert again["job"]["status"] == "awaiting_approval"
+
+
 # -- approvals: synchronous tools -----------------------------------------------------------------
 async def test_a_sync_codex_request_under_approval_waits_and_runs_when_approved(
     gateway: Harness, mock_model: MockResponsesServer

@@ -309,6 +309,12 @@ class PolicyStore:
         row = self.db.query_one("SELECT * FROM approvals WHERE id = ?", (approval_id,))
         return ApprovalRecord.from_row(row) if row is not None else None
 
+    def pending_approvals_for_job(self, job_id: str) -> list[ApprovalRecord]:
+        rows = self.db.query(
+            "SELECT * FROM approvals WHERE job_id = ? AND status = 'pending'", (job_id,)
+        )
+        return [ApprovalRecord.from_row(r) for r in rows]
+
     def list_approvals(
         self,
         status: str | None = "pending",
