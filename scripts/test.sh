@@ -17,7 +17,6 @@ mkdir -p test-output
 
 echo "== ruff" && ruff check llmgw_jupyter tests benchmarks
 echo "== mypy" && mypy
-if [ -f labextension/package.json ] && grep -q '"test"' labextension/package.json; then
-  echo "== labextension unit tests" && (cd labextension && jlpm test)
-fi
+echo "== labextension lint and unit tests"
+(cd labextension && jlpm install --immutable >/dev/null && jlpm lint:check && jlpm test)
 echo "== pytest" && pytest -p no:cacheprovider --junitxml=test-output/junit.xml "$@"
