@@ -1,0 +1,103 @@
+"""Browser end-to-end fixtures: a real ``jupyter lab`` with the llmgw extensions, headless Chromium.
+
+``lab`` is one JupyterLab server per test module (the real Codex CLI against a mock model).
+``page`` is a fresh headless Chromium (``/usr/bin/chromium``, never a downloaded browser) per test,
+logged in with the server's token. Screenshots and failure diagnostics go to ``test-output/ui/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from lab_process import CHROMIUM, CHROMIUM_ARGS, OUTPUT_DIR, LabServer, start_lab
+from playwright.async_api import Browser, Page, async_playwright
+
+from llmgw_jupyter.testing.codex_home import write_codex_home
+from llmgw_jupyter.testing.mock_responses import MockResponsesServer
+
+
+@pytest.fixture(scope="module")
+def lab_model() -> Iterator[MockResponsesServer]:
+    """The mock Responses API the lab's Codex jobs talk to (shared by the module's tests)."""
+    with MockResponsesServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def lab(
+    tmp_path_factory: pytest.TempPathFactory, lab_model: MockResponsesServer, codex_path: str
+) -> Iterator[LabServer]:
+    """One JupyterLab per module; tests tell their jobs apart by id, grant name and prompt."""
+    workdir = tmp_path_factory.mktemp("lab")
+    home = write_codex_home(workdir / "codex-home", lab_model.base_url)
+    server = start_lab(workdir, codex_path=codex_path, codex_home=home)
+    yield server
+    server.stop()
+    OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
+    (OUTPUT_DIR / "jupyter-lab.log").write_text(server.log())
+
+
+@pytest.fixture
+async def rest(lab: LabServer) -> AsyncIterator[httpx.AsyncClient]:
+    """The owner's REST client (the Jupyter token)."""
+    async with httpx.AsyncClient(base_url=lab.api_url, headers=lab.auth, timeout=30.0) as client:
+        yield client
+
+
+@pytest.fixture
+def output_dir() -> Path:
+    OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
+    return OUTPUT_DIR
+
+
+CALL_FAILED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.when == "call":
+        item.stash[CALL_FAILED] = report.failed
+    return report
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+@pytest.fixture
+async def page(
+    browser: Browser, lab: LabServer, output_dir: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Page]:
+    """JupyterLab open in a fresh browser context, logged in with the token.
+
+    On failure the page's screenshot and console log are saved next to the other screenshots.
+    """
+    context = await browser.new_context(viewport={"width": 1400, "height": 900})
+    opened = await context.new_page()
+    console: list[str] = []
+    opened.on("console", lambda msg: console.append(f"{msg.type}: {msg.text}"))
+    opened.on("pageerror", lambda exc: console.append(f"pageerror: {exc}"))
+    await opened.goto(lab.lab_url)
+    try:
+        yield opened
+    finally:
+        if request.node.stash.get(CALL_FAILED, False):
+            name = request.node.name
+            with contextlib.suppress(Exception):
+                await opened.screenshot(path=output_dir / f"{name}-failure.png")
+            (output_dir / f"{name}-console.log").write_text("\n".join(console))
+        await context.close()
