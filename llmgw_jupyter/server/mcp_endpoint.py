@@ -76,6 +76,7 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.types import Receive, Scope, Send
 
 from llmgw_jupyter.errors import GatewayError
+from llmgw_jupyter.server.mcp_quick import QuickCalls
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +146,7 @@ class MCPEndpoint:
         self._caller_key = caller_key
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+        self.quick: QuickCalls | None = None  # set by build_mcp_app(quick_tools=...)
 
     @property
     def running(self) -> bool:
@@ -202,6 +204,11 @@ class MCPEndpoint:
             return
         key = self._caller_key(scope[CALLER_SCOPE_KEY])
         scope["user"] = AuthenticatedUser(AccessToken(token="", client_id=key, scopes=[]))
+        if self.quick is not None:  # a call that streams nothing: answered as plain JSON
+            replay = await self.quick.serve(scope, receive, send, scope[CALLER_SCOPE_KEY])
+            if replay is None:
+                return
+            receive = replay
         await self.session_manager.handle_request(scope, receive, send)
 
 
@@ -220,12 +227,15 @@ def build_mcp_app(
     session_idle_timeout: float | None = DEFAULT_SESSION_IDLE_TIMEOUT,
     max_sessions: int | None = DEFAULT_MAX_SESSIONS,
     max_request_body_size: int = DEFAULT_MAX_REQUEST_BODY_SIZE,
+    quick_tools: Callable[[str], bool] | None = None,
 ) -> MCPEndpoint:
     """Build the endpoint; call ``await endpoint.start()`` before serving ``endpoint.asgi_app``.
 
     ``allowed_hosts``/``allowed_origins`` take exact values or ``"host:*"`` port wildcards (see
     ``LOCAL_HOSTS``/``LOCAL_ORIGINS``); behind a proxy add its public host and origin.
-    ``caller_key`` turns a caller into the identity a session is bound to.
+    ``caller_key`` turns a caller into the identity a session is bound to. ``quick_tools`` names
+    the tools (answering at once) whose calls without a progress token may skip the SSE response
+    (``mcp_quick``).
     """
 
     async def list_tools(
@@ -249,6 +259,15 @@ def build_mcp_app(
             return _error_result(exc.message, {"error": exc.to_dict()})
         return _to_call_result(result)
 
+    async def quick_call(name: str, arguments: dict[str, Any], caller: Any) -> dict[str, Any]:
+        try:
+            result = await gateway.call(name, arguments, caller, None)
+        except GatewayError as exc:
+            return _error_result(exc.message, {"error": exc.to_dict()}).model_dump(
+                by_alias=True, exclude_none=True, mode="json"
+            )
+        return wire_call_result(result)
+
     server: Server[Any] = Server(
         name,
         version=version,
@@ -270,7 +289,10 @@ def build_mcp_app(
         max_request_body_size=max_request_body_size,
         max_sessions=max_sessions,
     )
-    return MCPEndpoint(server, manager, security, caller_key)
+    endpoint = MCPEndpoint(server, manager, security, caller_key)
+    if quick_tools is not None:
+        endpoint.quick = QuickCalls(manager, quick_call, quick_tools)
+    return endpoint
 
 
 def _caller_of(ctx: ServerRequestContext[Any, Any]) -> Any:
@@ -311,6 +333,19 @@ def _to_call_result(result: ToolResult) -> types.CallToolResult:
         structured_content=result.structured,
         is_error=result.is_error,
     )
+
+
+def wire_call_result(result: ToolResult) -> dict[str, Any]:
+    """``_to_call_result(result)`` in its JSON wire form, built directly (the quick path's hot
+    spot; a test keeps the two equal)."""
+    text = result.text
+    if not text and result.structured is not None:
+        text = json.dumps(result.structured)
+    wire: dict[str, Any] = {"content": [{"type": "text", "text": text}]}
+    if result.structured is not None:
+        wire["structuredContent"] = result.structured
+    wire["isError"] = result.is_error
+    return wire
 
 
 def _error_result(message: str, structured: dict[str, Any] | None = None) -> types.CallToolResult:

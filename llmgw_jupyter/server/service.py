@@ -48,6 +48,19 @@ MCP_INSTRUCTIONS = (
     "with llm_job_result. Refusals start with [POLICY DENIED] and say why."
 )
 _WILDCARD_IPS = {"", "0.0.0.0", "::", "localhost", "127.0.0.1"}
+# Tools that answer at once: without a progress token they skip the SSE response (mcp_quick).
+# codex_request and llm_job_watch wait, so they keep the SDK's stream (and its keep-alive pings).
+QUICK_TOOLS = frozenset(
+    {
+        "codex_request_async",
+        "codex_fork_session",
+        "llm_job_status",
+        "llm_job_result",
+        "llm_job_cancel",
+        "llm_job_list",
+        "llm_session_list",
+    }
+)
 
 
 class FailedPolicySource(PolicySource):
@@ -239,6 +252,7 @@ class GatewayService:
             allowed_origins=_unique(origins),
             dns_rebinding_protection=protect,
             caller_key=lambda caller: caller.key,
+            quick_tools=QUICK_TOOLS.__contains__,
             version=self.config.version,
             instructions=MCP_INSTRUCTIONS,
         )
