@@ -169,6 +169,14 @@ class LLMGatewayApp(ExtensionApp):
         if self.service.policy_failed:
             self.log.error("llmgw: %s", self.service.policy_error)
 
+    def current_activity(self) -> bool:
+        """Running or queued jobs count as activity (``shutdown_no_activity_timeout``, culling)."""
+        service = self.service
+        if service is None or service.state != "running":
+            return False
+        counts = service.runtime.summary()
+        return bool(counts.get("running") or counts.get("queued"))
+
     async def stop_extension(self) -> None:
         if self.service is not None:
             await self.service.stop()

@@ -16,6 +16,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from jupyter_server._tz import utcnow
 from jupyter_server.auth import User
 from jupyter_server.auth.decorator import allow_unauthenticated, authorized
 from jupyter_server.base.call_context import CallContext
@@ -33,6 +34,7 @@ from llmgw_jupyter.server.service import GatewayService, ServiceUnavailable
 from llmgw_jupyter.tools import Caller
 
 SERVICE_KEY = "llmgw_service"
+ACTIVITY_KEY = "llmgw_last_activity"  # Jupyter counts every "*_last_activity" setting
 AUTH_RESOURCE = "llmgw"
 KERNEL_USER = "llmgw-kernel"
 API = "llmgw/api"
@@ -608,6 +610,8 @@ class MCPHandler(ASGIHandler):
 
     def prepare(self) -> None:
         self.caller = self.service.mcp_caller(self.request.headers.get("Authorization"))
+        if self.caller is not None:  # an agent at work keeps an idle-culled server alive
+            self.settings[ACTIVITY_KEY] = utcnow()
 
     def asgi_scope_extras(self) -> dict[str, Any]:
         return {CALLER_SCOPE_KEY: self.caller} if self.caller is not None else {}

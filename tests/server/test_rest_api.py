@@ -220,6 +220,23 @@ async def test_cancel_a_running_job(http: httpx.AsyncClient) -> None:
     assert cancelled.json()["cancel_reason"] == "cancelled by owner"
 
 
+async def test_running_jobs_and_agents_count_as_server_activity(
+    http: httpx.AsyncClient, llmgw: Served, jp_serverapp: Any
+) -> None:
+    """Jupyter's idle shutdown (and JupyterHub's culler) must not stop a server at work."""
+    assert not jp_serverapp.extension_manager.any_activity()
+    job_id = await submit(http, "busy [mock:delay=60]")
+    assert jp_serverapp.extension_manager.any_activity() is True
+    assert (await http.post(f"jobs/{job_id}/cancel")).json()["status"] == "cancelled"
+    assert not jp_serverapp.extension_manager.any_activity()
+
+    assert "llmgw_last_activity" not in jp_serverapp.web_app.settings
+    async with httpx.AsyncClient(timeout=WAIT) as agent:
+        await agent.post(llmgw.url("llmgw/mcp"), headers=llmgw.auth, json={})
+    web_app = jp_serverapp.web_app
+    assert web_app.settings["llmgw_last_activity"] == web_app.last_activity()
+
+
 async def test_events_long_poll_returns_as_soon_as_something_happens(
     http: httpx.AsyncClient, llmgw: Served
 ) -> None:
