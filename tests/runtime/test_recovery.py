@@ -21,6 +21,7 @@ from runtime_helpers import (
     group_members,
     notes,
     spec,
+    wait_for_event,
     wait_started,
 )
 
@@ -181,6 +182,7 @@ async def test_close_ends_running_and_queued_jobs_and_kills_their_groups(
     rt = await runtime(providers={"fake": provider}, max_running=1)
     running = await rt.submit(spec("first"))
     started = await wait_started(rt, running.id)
+    await wait_for_event(rt, running.id, lambda e: e.data.get("item", {}).get("type") == "note")
     queued = await rt.submit(spec("second"))
     assert started.pid is not None
 
