@@ -14,6 +14,7 @@ import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -74,11 +75,14 @@ class Gateway:
         runtime: Runtime,
         *,
         owner_policy: PolicySource | None = None,
+        grant_policy_dir: Path | str | None = None,
         audit_retention_seconds: float | None = AUDIT_RETENTION_SECONDS,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.runtime = runtime
         self.owner_policy = owner_policy or PolicySource(None)
+        self.grant_policy_dir = Path(grant_policy_dir).expanduser() if grant_policy_dir else None
+        self._grant_sources: dict[str, PolicySource] = {}
         self.audit_retention_seconds = audit_retention_seconds
         self.clock = clock
         self._store: PolicyStore | None = None
@@ -136,7 +140,12 @@ class Gateway:
         if caller.is_owner:
             return self.owner_policy.policy
         grant = self.store.get_grant(caller.name)
-        if grant is None or not grant.active or grant.policy is None:
+        if grant is None or not grant.active:
+            return None
+        from_file = self._grant_policy_file(caller.name)
+        if from_file is not None:
+            return from_file if isinstance(from_file, Policy) else None
+        if grant.policy is None:
             return None
         text = json.dumps(grant.policy, sort_keys=True)
         cached = self._grant_policies.get(caller.name)
@@ -149,6 +158,28 @@ class Gateway:
             policy = None
         self._grant_policies[caller.name] = (text, policy)
         return policy
+
+    def _grant_policy_file(self, name: str) -> Policy | bool | None:
+        """``<grant_policy_dir>/<name>.json`` wins over the stored policy and is hot-reloaded.
+
+        None: no such file (use the stored policy); False: the file never loaded (fail closed).
+        A later bad edit keeps the last good policy in force, as for the owner's file.
+        """
+        if self.grant_policy_dir is None:
+            return None
+        source = self._grant_sources.get(name)
+        if source is None:
+            path = self.grant_policy_dir / f"{name}.json"
+            if not path.exists():
+                return None
+            try:
+                source = PolicySource(path)
+            except Exception:
+                log.exception("policy file of grant %s does not load; refusing its calls", name)
+                return False
+            self._grant_sources[name] = source
+        source.check()
+        return source.policy
 
     def list_tools(self, caller: Caller) -> list[ToolDefinition]:
         """The tools this caller may see: hidden and never-allowed tools are left out."""

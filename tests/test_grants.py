@@ -198,3 +198,50 @@ async def test_a_grant_created_with_a_non_object_policy_is_refused_by_the_gatewa
         fake_gateway.gateway.create_grant("agent", ["not", "a", "policy"])  # type: ignore[arg-type]
     assert refused.value.field == "policy"
     assert fake_gateway.gateway.store.get_grant("agent") is None
+
+
+async def test_a_policy_file_in_the_grant_policy_dir_wins_and_is_hot_reloaded(
+    tmp_path: Path,
+) -> None:
+    policies = tmp_path / "grant-policies"
+    policies.mkdir()
+    async with open_gateway(tmp_path, fake=True, grant_policy_dir=policies) as harness:
+        gateway = harness.gateway
+        gateway.create_grant("ci", POLICY)  # stored policy: llm_job_list only
+        gateway.create_grant("other", POLICY)
+        ci, other = Caller.grant("ci"), Caller.grant("other")
+        assert [t.name for t in gateway.list_tools(ci)] == ["llm_job_list"]
+
+        file = policies / "ci.json"
+        file.write_text(
+            json.dumps({"version": "1", "default": "deny", "tools": {"llm_session_list": {}}})
+        )
+        assert [t.name for t in gateway.list_tools(ci)] == ["llm_session_list"]
+        assert [t.name for t in gateway.list_tools(other)] == ["llm_job_list"], "no file: stored"
+        denied = await gateway.call("llm_job_list", {}, ci)
+        assert denied.is_error and denied.text.startswith("[POLICY DENIED]")
+
+        file.write_text(
+            json.dumps(
+                {
+                    "version": "1",
+                    "default": "deny",
+                    "tools": {"llm_job_list": {}, "llm_session_list": {}},
+                }
+            )
+        )
+        assert [t.name for t in gateway.list_tools(ci)] == ["llm_job_list", "llm_session_list"]
+
+        file.write_text('{"version": "2"}')  # a bad edit keeps the last good policy
+        assert [t.name for t in gateway.list_tools(ci)] == ["llm_job_list", "llm_session_list"]
+
+
+async def test_a_grant_policy_file_that_never_loaded_refuses_everything(tmp_path: Path) -> None:
+    policies = tmp_path / "grant-policies"
+    policies.mkdir()
+    (policies / "ci.json").write_text('{"version": "1", "default": "maybe"}')
+    async with open_gateway(tmp_path, fake=True, grant_policy_dir=policies) as harness:
+        harness.gateway.create_grant("ci", POLICY)
+        assert harness.gateway.list_tools(Caller.grant("ci")) == []
+        refused = await harness.gateway.call("llm_job_list", {}, Caller.grant("ci"))
+        assert refused.is_error and refused.text.startswith("[POLICY DENIED]")

@@ -56,6 +56,12 @@ class LLMGatewayApp(ExtensionApp):
         help=f"Owner policy file (JSON), hot-reloaded; unset = allow everything (env {POLICY_ENV})."
         " A file that does not load at start refuses every tool call (fail closed).",
     ).tag(config=True)
+    grant_policy_dir = Unicode(
+        None,
+        allow_none=True,
+        help="Directory of grant policy files: <grant name>.json is that grant's policy, "
+        "hot-reloaded, and wins over the policy stored with the grant.",
+    ).tag(config=True)
     max_running = Int(4, help="Jobs running at once.").tag(config=True)
     provider_limits = Dict(
         value_trait=Int(), default_value={}, help="Per-provider running limits, e.g. {'codex': 2}."
@@ -129,6 +135,7 @@ class LLMGatewayApp(ExtensionApp):
         config = ServiceConfig(
             runtime=runtime,
             owner_policy=self.owner_policy,
+            grant_policy_dir=self.grant_policy_dir,
             mcp_enabled=self.mcp_enabled,
             allowed_hosts=list(self.allowed_hosts),
             allowed_origins=list(self.allowed_origins),

@@ -90,6 +90,7 @@ class ServiceUnavailable(Exception):
 class ServiceConfig:
     runtime: RuntimeConfig
     owner_policy: str | None = None
+    grant_policy_dir: str | None = None
     mcp_enabled: bool = True
     allowed_hosts: Sequence[str] = ()
     allowed_origins: Sequence[str] = ()
@@ -112,7 +113,11 @@ class GatewayService:
         self.runtime = Runtime(config.runtime)
         self.policy_path = config.owner_policy
         self.policy_failed = False
-        self.gateway = Gateway(self.runtime, owner_policy=self._load_owner_policy())
+        self.gateway = Gateway(
+            self.runtime,
+            owner_policy=self._load_owner_policy(),
+            grant_policy_dir=config.grant_policy_dir,
+        )
         self.mcp: MCPEndpoint | None = None
         self.mcp_path: str | None = None
         self.kernel_token = auth.new_kernel_token()

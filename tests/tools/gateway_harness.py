@@ -132,6 +132,7 @@ async def open_gateway(
     codex_home: Path | None = None,
     fake: bool = False,
     owner_policy: PolicySource | None = None,
+    grant_policy_dir: Path | None = None,
     **config: Any,
 ) -> AsyncIterator[Harness]:
     """A Runtime on ``tmp/data`` (real Codex, or the fake when ``fake``) and a started Gateway."""
@@ -148,7 +149,7 @@ async def open_gateway(
         )
     )
     await runtime.start()
-    gateway = Gateway(runtime, owner_policy=owner_policy)
+    gateway = Gateway(runtime, owner_policy=owner_policy, grant_policy_dir=grant_policy_dir)
     try:
         await gateway.start()
         yield Harness(gateway, runtime, workdir, tmp)
