@@ -50,8 +50,16 @@ def _load(path: str, err: TextIO) -> Policy | None:
 
 def run_check(args: argparse.Namespace) -> int:
     """Exit 0 and print OK, or exit 1 and print ``pointer: rule`` for every error."""
-    if _load(args.file, sys.stderr) is None:
+    policy = _load(args.file, sys.stderr)
+    if policy is None:
         return 1
+    from llmgw_jupyter.tools.registry import TOOL_NAMES  # the CLI knows the gateway's tools
+
+    for name in policy.unknown_tools(TOOL_NAMES):
+        print(
+            f"warning: /tools/{name}: no such tool (known: {', '.join(TOOL_NAMES)})",
+            file=sys.stderr,
+        )
     print("OK")
     return 0
 

@@ -39,6 +39,16 @@ def test_check_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out == "OK\n"
 
 
+def test_check_warns_about_tools_the_gateway_does_not_have(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    typo = {"version": "1", "default": "deny", "tools": {"codex_requst_async": {}}}
+    assert main(["policy", "check", write(tmp_path, typo)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "OK\n"
+    assert "/tools/codex_requst_async: no such tool" in captured.err
+
+
 def test_check_lists_every_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = {
         "version": "1",
