@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from tests.kernel.conftest import KernelHarness
+from kernel_harness import KernelHarness
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -1,0 +1,158 @@
+"""The magics against a real Jupyter server with the extension: the shared runtime over REST."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from kernel_harness import WIDGET_VIEW, GatewayServer, KernelHarness, connect_kernel
+
+pytestmark = pytest.mark.timeout(240)
+
+
+async def value(kernel: KernelHarness, expression: str) -> Any:
+    run = await kernel.execute(f"import json as _j; print(_j.dumps({expression}))")
+    return json.loads(run.stream().strip().splitlines()[-1])
+
+
+@pytest.fixture
+async def rest_kernel(
+    kernel_factory: Any, base_env: dict[str, str], gateway_server: GatewayServer, tmp_path: Path
+) -> KernelHarness:
+    harness: KernelHarness = await kernel_factory(gateway_server.kernel_env(base_env))
+    await harness.execute(f"%load_ext llmgw_jupyter\nWORK = {str(tmp_path)!r}")
+    return harness
+
+
+async def test_a_kernel_started_by_the_server_uses_its_gateway_without_set_up(
+    gateway_server: GatewayServer, kernel_tmp: Path
+) -> None:
+    async with httpx.AsyncClient(headers=gateway_server.headers()) as http:
+        response = await http.post(gateway_server.url + "api/kernels", json={"name": "python3"})
+        response.raise_for_status()
+        kernel_id = response.json()["id"]
+        connection = kernel_tmp / "runtime" / f"kernel-{kernel_id}.json"
+        harness = await connect_kernel(connection)
+        try:
+            env = await harness.execute(
+                "import os; print(os.environ['LLMGW_SERVER_URL']); "
+                "print(os.environ['LLMGW_SERVER_TOKEN'][:7])"
+            )
+            assert env.stream().split() == [gateway_server.url, "llmgwk_"]
+            run = await harness.execute(
+                f"%load_ext llmgw_jupyter\n%codex_async --wait --out job --cd {kernel_tmp} From lab"
+            )
+            assert f"using the Jupyter server's gateway at {gateway_server.url}" in run.stream()
+            assert run.data("text/markdown")[0].startswith("echo: From lab")
+            job_id = await value(harness, "job.id")
+            seen = await http.get(gateway_server.api(f"jobs/{job_id}"))
+            assert seen.json()["status"] == "succeeded", "the job lives in the server's runtime"
+        finally:
+            await harness.stop()
+            await http.delete(gateway_server.url + f"api/kernels/{kernel_id}")
+
+
+async def test_widget_follows_a_server_job_from_queued_to_the_answer(
+    rest_kernel: KernelHarness, gateway_server: GatewayServer
+) -> None:
+    run = await rest_kernel.execute(
+        "job = %codex_async --cd {WORK} Over REST [mock:steps=3,step_delay=0.4]"
+    )
+    assert "jobs outlive this kernel" in run.stream()
+    assert len(run.data(WIDGET_VIEW)) == 1
+    job_id = await value(rest_kernel, "job.id")
+    widget = await rest_kernel.wait_status(job_id, {"succeeded"})
+    history = rest_kernel.status_history(widget)
+    assert history[0] == "queued" and "running" in history and history[-1] == "succeeded"
+    answer = rest_kernel.child(widget, "llmgw-answer")
+    outputs = await rest_kernel.wait_for(lambda: answer.state.get("outputs"), 10, "answer")
+    assert outputs[0]["data"]["text/markdown"].startswith("echo: Over REST")
+
+    events = await value(rest_kernel, "[e for e in job.events if e['type'] == 'item.completed']")
+    view = rest_kernel.child(widget, "llmgw-events")
+    delays = []
+    for event in events:
+        marker = f'data-seq="{event["seq"]}"'
+        shown = next(t for t, update in view.history if marker in str(update.get("value")))
+        delays.append(shown - datetime.fromisoformat(event["ts"]).timestamp())
+    assert len(delays) == 3
+    assert max(delays) < 0.75, f"event to widget delays over REST: {delays}"
+
+
+async def test_a_kernel_restart_never_cancels_a_job_and_llm_job_reattaches(
+    rest_kernel: KernelHarness, gateway_server: GatewayServer
+) -> None:
+    await rest_kernel.execute("%codex_async --out slow --cd {WORK} Outlives [mock:delay=3]")
+    job_id = await value(rest_kernel, "slow.id")
+    await rest_kernel.wait_status(job_id, {"running"})
+
+    await rest_kernel.restart()
+    status = httpx.get(gateway_server.api(f"jobs/{job_id}"), headers=gateway_server.headers())
+    assert status.json()["status"] == "running", "the restart left the job alone"
+
+    before = len(rest_kernel.widgets_with("llmgw-job"))
+    run = await rest_kernel.execute(f"%load_ext llmgw_jupyter\nagain = %llm_job {job_id}")
+    assert len(run.data(WIDGET_VIEW)) == 1
+    await rest_kernel.wait_for(
+        lambda: len(rest_kernel.widgets_with("llmgw-job")) > before, 10, "a new widget"
+    )
+    fresh = [w for w in rest_kernel.widgets_with("llmgw-job")][before:]
+    header = rest_kernel.child(fresh[0], "llmgw-header")
+    assert f"<code>{job_id}</code>" in header.state["value"]
+    await rest_kernel.wait_for(
+        lambda: rest_kernel.widget_status(fresh[0]) == "succeeded", 60, "the job to finish"
+    )
+    answer = await rest_kernel.execute("%llm_result again")
+    assert answer.data("text/markdown")[0].startswith("echo: Outlives")
+
+
+async def test_gateway_errors_over_rest_are_clear_messages(rest_kernel: KernelHarness) -> None:
+    denied = await rest_kernel.execute(
+        "%codex_async --sandbox danger-full-access --cd {WORK} Dangerous"
+    )
+    assert "llmgw: refused by policy: danger-full-access is not allowed here" in denied.stream(
+        "stderr"
+    )
+    unknown = await rest_kernel.execute("%llm_job nosuchjob")
+    assert "llmgw: not found: job nosuchjob not found" in unknown.stream("stderr")
+    missing_dir = await rest_kernel.execute("%codex_async --cd /nonexistent/dir hello")
+    assert re.search(r"llmgw: invalid_input: .*working_dir", missing_dir.stream("stderr"))
+
+
+async def test_an_unreachable_server_falls_back_to_the_embedded_gateway(
+    kernel_factory: Any, base_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = {
+        **base_env,
+        "LLMGW_SERVER_URL": "http://127.0.0.1:9/",
+        "LLMGW_SERVER_TOKEN": "x",
+        "LLMGW_DATA_DIR": str(tmp_path / "data"),
+    }
+    kernel: KernelHarness = await kernel_factory(env)
+    run = await kernel.execute(
+        f"%load_ext llmgw_jupyter\n%codex_async --wait --quiet --cd {tmp_path} Fallback"
+    )
+    assert "the gateway server at http://127.0.0.1:9/ is not usable" in run.stream()
+    assert "using an embedded gateway in this kernel" in run.stream()
+    assert run.data("text/markdown")[0].startswith("echo: Fallback")
+
+
+async def test_embedded_gateway_moves_aside_when_the_server_holds_the_data_dir(
+    kernel_factory: Any, base_env: dict[str, str], gateway_server: GatewayServer, tmp_path: Path
+) -> None:
+    env = {**base_env, "LLMGW_DATA_DIR": str(gateway_server.data_dir)}
+    kernel: KernelHarness = await kernel_factory(env)
+    run = await kernel.execute(
+        f"%load_ext llmgw_jupyter\n%codex_async --wait --quiet --cd {tmp_path} Aside"
+    )
+    text = run.stream()
+    assert f"{gateway_server.data_dir} is in use by a running gateway server" in text
+    match = re.search(r"data in (\S+);", text)
+    assert match is not None and match.group(1) != str(gateway_server.data_dir)
+    assert Path(match.group(1)).name.startswith(gateway_server.data_dir.name + "-kernel-")
+    assert run.data("text/markdown")[0].startswith("echo: Aside")
