@@ -337,7 +337,7 @@ class JobHandle:
         ``options`` are codex_fork_session arguments (model, sandbox, working_dir, ...).
         """
         session = self._session_for_fork()
-        arguments = {**options, "prompt": prompt, "session_id": session}
+        arguments = {**self._fork_defaults(), **options, "prompt": prompt, "session_id": session}
         structured = self._client.blocking(self._client.call_tool("codex_fork_session", arguments))
         return JobHandle.from_submit(self._client, structured)
 
@@ -345,9 +345,14 @@ class JobHandle:
         session = self._job.get("session_id")
         if session is None:
             raise GatewayCallError("invalid_input", f"job {self.id} has no session yet")
-        arguments = {**options, "prompt": prompt, "session_id": session}
+        arguments = {**self._fork_defaults(), **options, "prompt": prompt, "session_id": session}
         structured = await self._client.call_tool("codex_fork_session", arguments)
         return JobHandle.from_submit(self._client, structured)
+
+    def _fork_defaults(self) -> dict[str, Any]:
+        """A fork works where its parent worked, unless told otherwise."""
+        working_dir = self._job.get("working_dir")
+        return {"working_dir": working_dir} if working_dir else {}
 
     def _session_for_fork(self) -> str:
         """The session id, waiting briefly for a queued or running job to report it."""
@@ -413,20 +418,27 @@ class JobHandle:
         """The magic displayed it already: the cell's result display must not repeat it."""
         self._shown_in = _execution_count()
 
-    def _ipython_display_(self) -> None:
-        if self._shown_in is not None and self._shown_in == _execution_count():
-            return
-        if in_kernel():
-            from IPython.display import display
+    def show(self, *, show_answer: bool = True) -> None:
+        """Display the live widget (a kernel) or one summary line (terminal IPython)."""
+        from IPython.display import display
 
-            display(self.widget())
+        if in_kernel():
+            bundle = dict(self.widget(show_answer=show_answer)._repr_mimebundle_() or {})
+            bundle["text/plain"] = self.summary_line()  # what text-only frontends show
+            display(bundle, raw=True)
         else:
             print(self.summary_line())
 
+    def _ipython_display_(self) -> None:
+        if self._shown_in is not None and self._shown_in == _execution_count():
+            return
+        self.show()
+
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        bundle: dict[str, Any] = {"text/plain": self.summary_line()}
+        bundle: dict[str, Any] = {}
         if in_kernel():
             bundle.update(self.widget()._repr_mimebundle_() or {})
+        bundle["text/plain"] = self.summary_line()
         return bundle
 
     def summary_line(self) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import html
+import os
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -542,7 +543,8 @@ class LLMGatewayMagics(Magics):
 
     @staticmethod
     def _codex_arguments(options: argparse.Namespace, prompt: str) -> dict[str, Any]:
-        arguments: dict[str, Any] = {"prompt": prompt}
+        """Tool arguments; Codex works in the notebook's directory unless ``--cd`` says else."""
+        arguments: dict[str, Any] = {"prompt": prompt, "working_dir": os.getcwd()}
         for option, field in (
             ("model", "model"),
             ("sandbox", "sandbox"),
@@ -596,20 +598,16 @@ class LLMGatewayMagics(Magics):
         return handle
 
     def _show(self, handle: JobHandle) -> None:
-        if in_kernel():
-            display(handle.widget())
-        else:
-            print(handle.summary_line())
+        handle.show()
+        if not in_kernel():
             print(f"  (job.result() waits for the answer; %llm_job {handle.id} shows it again)")
         handle.mark_shown()
 
     def _wait(self, handle: JobHandle, *, quiet: bool) -> Any:
         printer: Callable[[JobHandle, list[dict[str, Any]]], None] | None = None
         if not quiet:
-            if in_kernel():
-                display(handle.widget(show_answer=False))
-            else:
-                print(handle.summary_line())
+            handle.show(show_answer=False)
+            if not in_kernel():
 
                 def printer(h: JobHandle, events: list[dict[str, Any]]) -> None:
                     for event in events:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -20,24 +19,9 @@ from kernel_harness import (
 from llmgw_jupyter.testing import codex_home as _codex_home
 from llmgw_jupyter.testing.mock_responses import MockResponsesServer
 
-# The owner policy of these tests: everything allowed except a dangerous sandbox.
-OWNER_POLICY = {
-    "version": "1",
-    "default": "allow",
-    "tools": {
-        name: {
-            "deny_if": [
-                {
-                    "path": "args.sandbox",
-                    "op": "eq",
-                    "value": "danger-full-access",
-                    "reason": "danger-full-access is not allowed here",
-                }
-            ]
-        }
-        for name in ("codex_request_async", "codex_fork_session", "codex_request")
-    },
-}
+REPO = Path(__file__).resolve().parents[2]
+# The owner policy of these tests is the notebooks' example: all allowed but danger-full-access.
+OWNER_POLICY_FILE = REPO / "notebooks" / "owner-policy.example.json"
 
 
 @pytest.fixture(scope="module")
@@ -66,10 +50,8 @@ def module_codex_path() -> str:
 
 
 @pytest.fixture(scope="module")
-def owner_policy_file(kernel_tmp: Path) -> Path:
-    path = kernel_tmp / "owner-policy.json"
-    path.write_text(json.dumps(OWNER_POLICY))
-    return path
+def owner_policy_file() -> Path:
+    return OWNER_POLICY_FILE
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,128 @@
+"""Both notebooks run top to bottom, unattended, against a server with the extension."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from kernel_harness import WIDGET_VIEW, GatewayServer
+from nbclient import NotebookClient
+
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+
+pytestmark = pytest.mark.timeout(300)
+
+
+async def run_notebook(name: str, env: dict[str, str], workdir: Path) -> Any:
+    """Execute a copy of the notebook in ``workdir``; the executed copy stays there."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / name
+    shutil.copy(NOTEBOOKS / name, path)
+    notebook = nbformat.read(path, as_version=4)
+    client = NotebookClient(
+        notebook,
+        timeout=240,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(workdir)}},
+    )
+    try:
+        await client.async_execute(env=env)
+    finally:
+        nbformat.write(notebook, path)
+    return notebook
+
+
+def cell(notebook: Any, source_start: str, *, exact: bool = False) -> Any:
+    matches = [
+        c
+        for c in notebook.cells
+        if c.cell_type == "code"
+        and (c.source == source_start if exact else c.source.startswith(source_start))
+    ]
+    assert len(matches) == 1, f"{len(matches)} cells start with {source_start!r}"
+    return matches[0]
+
+
+def text(cell: Any, name: str = "stdout") -> str:
+    return "".join(o.get("text", "") for o in cell.outputs if o.get("name") == name)
+
+
+def data(cell: Any, mime: str) -> list[Any]:
+    return [o["data"][mime] for o in cell.outputs if "data" in o and mime in o["data"]]
+
+
+async def test_quickstart_runs_top_to_bottom(
+    base_env: dict[str, str], gateway_server: GatewayServer, tmp_path: Path
+) -> None:
+    nb = await run_notebook("quickstart.ipynb", gateway_server.kernel_env(base_env), tmp_path)
+
+    ask = cell(nb, "job = %codex_async")
+    assert "using the Jupyter server's gateway" in text(ask)
+    assert len(data(ask, WIDGET_VIEW)) == 1
+    assert len(data(cell(nb, "%%codex_async --out review"), WIDGET_VIEW)) == 1
+    watched = text(cell(nb, "print(job.status")).split()
+    assert watched[0] in {"queued", "running", "succeeded"}
+    assert "job.status" in watched
+
+    answer = data(cell(nb, "answer = job.result"), "text/markdown")[0]
+    assert answer.startswith("echo: Explain in two sentences what a Python generator is.")
+    fixed = text(cell(nb, "fixed = await review"))
+    assert "echo: Find the bug" in fixed and "return sum(xs) / len(xs) + 1" in fixed, "{snippet}"
+    waited = data(cell(nb, "%codex_async --wait"), "text/markdown")[0]
+    assert waited.startswith("echo: Summarise the Zen of Python in one line.")
+    forked = data(cell(nb, "%codex_fork --wait job"), "text/markdown")[0]
+    assert forked.startswith("echo: Now explain it to a ten-year-old.")
+    child = data(cell(nb, "child = job.fork"), "text/markdown")[0]
+    assert child.startswith("echo: Give one short code example.")
+
+    table = data(cell(nb, "%llm_jobs --limit 10"), "text/html")[0]
+    assert table.count("<tr>") >= 6 and "succeeded" in table
+    assert data(cell(nb, "%llm_result {job.id}"), "text/markdown")[0] == answer
+    assert data(cell(nb, "slow.cancel()"), "text/plain") == ["'cancelled'"]
+    denied = cell(nb, "%codex_async --sandbox danger-full-access")
+    assert "refused by policy: danger-full-access is not allowed here" in text(denied, "stderr")
+    assert not data(denied, WIDGET_VIEW)
+    assert not [o for o in nb_outputs(nb) if o.get("output_type") == "error"]
+
+
+async def test_agents_runs_top_to_bottom(
+    base_env: dict[str, str], gateway_server: GatewayServer, tmp_path: Path
+) -> None:
+    nb = await run_notebook("agents.ipynb", gateway_server.kernel_env(base_env), tmp_path)
+
+    setup = cell(nb, "%load_ext llmgw_jupyter")
+    mcp_url = f"{gateway_server.url}llmgw/mcp"
+    assert text(setup).strip() == f"MCP endpoint: {mcp_url}"
+    assert "token llmgw" in text(cell(nb, "policy = {"))
+
+    snippets = data(cell(nb, "from IPython.display import Markdown"), "text/markdown")[0]
+    for expected in (
+        f"codex mcp add llmgw --url {mcp_url} --bearer-token-env-var LLMGW_GRANT_TOKEN",
+        f'url = "{mcp_url}"',
+        'bearer_token_env_var = "LLMGW_GRANT_TOKEN"',
+        f"claude mcp add --transport http llmgw {mcp_url}",
+        '"headers": {"Authorization": "Bearer ${LLMGW_GRANT_TOKEN}"}',
+        f'streamable_http_client("{mcp_url}", http_client=http)',
+    ):
+        assert expected in snippets
+
+    asked = text(cell(nb, "import httpx2"))
+    assert (
+        "the agent sees: ['codex_request_async', 'llm_job_status', 'llm_job_watch', "
+        "'llm_job_result']" in asked
+    )
+    assert "waits for the owner's approval" in asked
+    assert len(data(cell(nb, "agent_job = %llm_job"), WIDGET_VIEW)) == 1
+    assert len(data(cell(nb, "%llm_approvals", exact=True), WIDGET_VIEW)) == 1
+    assert "approved" in text(cell(nb, "%llm_approvals --approve"))
+    collected = text(cell(nb, "after = 0"))
+    assert collected.strip() == "succeeded - echo: List three uses of Python decorators."
+    assert text(cell(nb, "rest.delete")).strip() == "the revoked token now gets: 401 Unauthorized"
+    assert not [o for o in nb_outputs(nb) if o.get("output_type") == "error"]
+
+
+def nb_outputs(nb: Any) -> list[Any]:
+    return [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
