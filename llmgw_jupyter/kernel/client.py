@@ -402,7 +402,7 @@ class EmbeddedClient(_BridgedClient):
         where = f"data in {self.data_dir}"
         if self.fallback_reason:
             where += f"; {self.fallback_reason}"
-        self.description = f"an embedded gateway in this kernel ({where})"
+        self.description = f"an embedded gateway in this process ({where})"
         atexit.register(self.close)
 
     async def _start(self, data_dir: str | os.PathLike[str] | None) -> Path:

@@ -69,22 +69,33 @@ class JobResult:
     def __str__(self) -> str:
         return self.final_message or ""
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """Terminal IPython: the answer as text, then one line of figures."""
+        if self.ok:
+            printer.text(self.final_message or "(no answer)")
+        else:
+            printer.text(f"job {self.job_id} {self.status}: {(self.error or {}).get('message')}")
+        printer.break_()
+        printer.text(self._footer(code="", separator=" · "))
+
+    def _footer(self, code: str = "`", separator: str = " · ") -> str:
+        return separator.join(
+            part
+            for part in (
+                f"job {code}{self.job_id}{code}",
+                f"session {code}{self.session_id}{code}" if self.session_id else "",
+                format_usage(self.usage),
+            )
+            if part
+        )
+
     def _repr_markdown_(self) -> str:
         if self.ok:
             body = self.final_message or "*(no answer)*"
         else:
             message = (self.error or {}).get("message") or self.status
             body = f"**Job {self.job_id} {self.status}:** {message}"
-        footer = " · ".join(
-            part
-            for part in (
-                f"job `{self.job_id}`",
-                f"session `{self.session_id}`" if self.session_id else "",
-                format_usage(self.usage),
-            )
-            if part
-        )
-        return f"{body}\n\n<small>{footer}</small>"
+        return f"{body}\n\n<small>{self._footer()}</small>"
 
 
 class JobError(Exception):
@@ -427,6 +438,9 @@ class JobHandle:
             bundle["text/plain"] = self.summary_line()  # what text-only frontends show
             display(bundle, raw=True)
         else:
+            if not self.done:
+                with contextlib.suppress(GatewayCallError):
+                    self.refresh()
             print(self.summary_line())
 
     def _ipython_display_(self) -> None:

@@ -302,23 +302,27 @@ def _closing_brace(text: str, start: int) -> int:
 
 
 def _evaluate(field: str, namespace: Mapping[str, Any]) -> Any:
+    """A plain expression's value (its errors are reported), else the f-string form's, else keep.
+
+    Only a field that is a valid expression on its own can fail loudly: anything else (JSON,
+    code) was most likely meant literally.
+    """
     if not field.strip() or "\n" in field.strip():
         return _KEEP
     globals_ = dict(namespace)
-    for source in (field, "f" + repr("{" + field + "}")):
-        try:
-            code = compile(source.strip(), "<prompt>", "eval")
-        except SyntaxError:
-            continue
-        try:
-            return eval(code, globals_)
-        except NameError:
+    try:
+        code = compile(field.strip(), "<prompt>", "eval")
+    except SyntaxError:
+        try:  # conversions and format specs: {x!r}, {x:.2f}
+            return eval(compile("f" + repr("{" + field + "}"), "<prompt>", "eval"), globals_)
+        except Exception:
             return _KEEP
-        except Exception as error:
-            raise UsageError(
-                f"{{{field}}} in the prompt: {type(error).__name__}: {error}"
-            ) from None
-    return _KEEP
+    try:
+        return eval(code, globals_)
+    except NameError:
+        return _KEEP
+    except Exception as error:
+        raise UsageError(f"{{{field}}} in the prompt: {type(error).__name__}: {error}") from None
 
 
 # -- magics -----------------------------------------------------------------------------------
@@ -658,7 +662,7 @@ class LLMGatewayMagics(Magics):
         """A job id, a variable holding a handle, or (when absent) the last job started here."""
         if ref is None:
             if self.last_handle is None:
-                raise UsageError("no job started in this kernel yet: give a job ID")
+                raise UsageError("no job started here yet: give a job ID")
             return self.last_handle.id
         value = self.shell.user_ns.get(ref) if self.shell is not None else None
         if isinstance(value, JobHandle):

@@ -6,6 +6,7 @@ widget state carried by comm messages.
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from datetime import datetime
@@ -266,6 +267,12 @@ async def test_result_timeout_and_failures_raise_clearly(kernel: KernelHarness) 
     failed = await kernel.execute("bad.result(60)", allow_error=True)
     assert failed.error is not None and failed.error["ename"] == "JobError"
     assert "failed" in failed.error["evalue"]
+    message = await value(kernel, "bad.job['error']['message']")
+    bad_id = await value(kernel, "bad.id")
+    await kernel.execute("bad")
+    widget = await kernel.wait_status(bad_id, {"failed"})
+    error_view = kernel.child(widget, "llmgw-error")
+    assert html.escape(message) in error_view.state["value"], "the gateway's message"
     shown = await kernel.execute("%llm_result bad")
     assert "Job" in shown.data("text/markdown")[0] and "failed" in shown.data("text/markdown")[0]
 
@@ -459,3 +466,17 @@ async def test_several_widgets_update_independently_while_cells_run(
     assert a_answer.state["outputs"][0]["data"]["text/markdown"].startswith("echo: Alpha")
     assert b_answer.state["outputs"][0]["data"]["text/markdown"].startswith("echo: Beta")
     assert kernel.child(a, "llmgw-events").state["value"].count("item.completed") == 3
+
+
+async def test_ipython_config_loads_the_magics_in_every_kernel(
+    kernel_factory: Any, base_env: dict[str, str], tmp_path: Path
+) -> None:
+    profile = tmp_path / "ipython" / "profile_default"
+    profile.mkdir(parents=True)
+    (profile / "ipython_config.py").write_text(
+        'c.InteractiveShellApp.extensions = ["llmgw_jupyter"]\n'
+    )
+    env = {**base_env, "IPYTHONDIR": str(tmp_path / "ipython")}
+    harness: KernelHarness = await kernel_factory(env)
+    run = await harness.execute("%codex_async --help")
+    assert run.stream().startswith("usage: %codex_async")

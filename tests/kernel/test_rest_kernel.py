@@ -138,7 +138,7 @@ async def test_an_unreachable_server_falls_back_to_the_embedded_gateway(
         f"%load_ext llmgw_jupyter\n%codex_async --wait --quiet --cd {tmp_path} Fallback"
     )
     assert "the gateway server at http://127.0.0.1:9/ is not usable" in run.stream()
-    assert "using an embedded gateway in this kernel" in run.stream()
+    assert "using an embedded gateway in this process" in run.stream()
     assert run.data("text/markdown")[0].startswith("echo: Fallback")
 
 

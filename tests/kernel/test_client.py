@@ -1,0 +1,219 @@
+"""The two gateway clients: the same answers from the server's REST API and an embedded runtime."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kernel_harness import GatewayServer
+
+from llmgw_jupyter.kernel import client as client_module
+from llmgw_jupyter.kernel.client import (
+    EmbeddedClient,
+    GatewayCallError,
+    GatewayClient,
+    RestClient,
+    _rest_error,
+    api_base,
+    connect,
+)
+from llmgw_jupyter.runtime import Runtime, RuntimeConfig
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(autouse=True)
+def _kernel_env(base_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The mock model and the owner policy, as the kernels get them."""
+    for key in ("CODEX_HOME", "LLMGW_CODEX_PATH", "LLMGW_POLICY"):
+        monkeypatch.setenv(key, base_env[key])
+    monkeypatch.delenv("LLMGW_SERVER_URL", raising=False)
+    monkeypatch.delenv("LLMGW_DATA_DIR", raising=False)
+
+
+@pytest.fixture
+def rest(gateway_server: GatewayServer) -> Iterator[RestClient]:
+    client = RestClient(gateway_server.url, gateway_server.token)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def embedded(tmp_path: Path) -> Iterator[EmbeddedClient]:
+    client = EmbeddedClient(tmp_path / "data")
+    yield client
+    client.close()
+
+
+@pytest.fixture(params=["rest", "embedded"])
+def any_client(request: pytest.FixtureRequest) -> GatewayClient:
+    client: GatewayClient = request.getfixturevalue(request.param)
+    return client
+
+
+def test_api_base_accepts_the_server_url_or_the_api_url() -> None:
+    assert api_base("http://h:1/") == "http://h:1/llmgw/api/"
+    assert api_base("http://h:1/base") == "http://h:1/base/llmgw/api/"
+    assert api_base("http://h:1/base/llmgw/api/") == "http://h:1/base/llmgw/api/"
+
+
+def test_rest_errors_keep_the_gateway_category_message_and_field() -> None:
+    body = {"error": {"category": "invalid_input", "message": "x: bad", "field": "x"}}
+    error = _rest_error(400, body, "")
+    assert (error.category, error.message, error.field, error.status) == (
+        "invalid_input",
+        "x: bad",
+        "x",
+        400,
+    )
+    denied = {
+        "is_error": True,
+        "text": "[POLICY DENIED] no",
+        "structured": {"decision": "deny", "error": {"category": "policy_denied", "message": "no"}},
+    }
+    error = _rest_error(403, denied, "")
+    assert (error.category, error.message, error.detail["decision"]) == (
+        "policy_denied",
+        "no",
+        "deny",
+    )
+    assert _rest_error(502, None, "<html>bad gateway</html>").category == "error"
+    assert _rest_error(404, None, "").category == "not_found"
+
+
+async def test_submit_wait_and_collect_from_the_kernels_loop(
+    any_client: GatewayClient, tmp_path: Path
+) -> None:
+    """Awaited on this (the 'kernel') loop, the work runs on the client's own loop."""
+    submitted = await any_client.call_tool(
+        "codex_request_async",
+        {"prompt": "Hello [mock:steps=2,step_delay=0.3]", "working_dir": str(tmp_path)},
+    )
+    job = submitted["job"]
+    assert job["status"] == "queued"
+    after, types = 0, []
+    loop = asyncio.get_running_loop()
+    while job["status"] not in ("succeeded", "failed"):
+        started = loop.time()
+        events, job = await any_client.wait_events(job["id"], after, 10)
+        assert events or job["status"] in ("succeeded", "failed")
+        assert loop.time() - started < 5, "a wait ends when something happens"
+        after = events[-1]["seq"] if events else after
+        types += [event["type"] for event in events]
+    assert job["status"] == "succeeded"
+    assert types.count("item.completed") == 2
+    result = await any_client.job_result(job["id"])
+    assert result["final_message"] == "echo: Hello [mock:steps=2,step_delay=0.3]"
+    assert '"thread.started"' in result["output"]["data"]
+    jobs, total = await any_client.list_jobs(limit=5)
+    assert total >= 1 and job["id"] in [j["id"] for j in jobs]
+    sessions = await any_client.sessions()
+    assert job["session_id"] in [s["session_id"] for s in sessions]
+
+
+def test_blocking_calls_work_from_any_thread_while_a_loop_runs(
+    any_client: GatewayClient, tmp_path: Path
+) -> None:
+    """A cell blocks in the kernel's thread while the kernel's loop is running."""
+    answers: list[Any] = []
+
+    async def in_a_running_loop() -> None:
+        summary = any_client.blocking(any_client.summary())
+        answers.append(summary)
+
+    thread = threading.Thread(target=lambda: asyncio.run(in_a_running_loop()))
+    thread.start()
+    thread.join(30)
+    assert "queued" in answers[0]["counts"]
+
+
+async def test_refusals_are_gateway_call_errors(any_client: GatewayClient, tmp_path: Path) -> None:
+    with pytest.raises(GatewayCallError) as missing:
+        await any_client.get_job("nosuchjob")
+    assert missing.value.category == "not_found"
+    with pytest.raises(GatewayCallError) as denied:
+        await any_client.call_tool(
+            "codex_request_async",
+            {"prompt": "x", "sandbox": "danger-full-access", "working_dir": str(tmp_path)},
+        )
+    assert denied.value.category == "policy_denied"
+    assert denied.value.message == "danger-full-access is not allowed here"
+    with pytest.raises(GatewayCallError) as invalid:
+        await any_client.call_tool("codex_request_async", {"prompt": ""})
+    assert invalid.value.category == "invalid_input" and invalid.value.field == "prompt"
+    with pytest.raises(GatewayCallError) as unknown:
+        await any_client.decide_approval("apr_nosuch", True)
+    assert unknown.value.category == "not_found"
+
+
+async def test_cancel_and_grants(any_client: GatewayClient, tmp_path: Path) -> None:
+    submitted = await any_client.call_tool(
+        "codex_request_async", {"prompt": "Slow [mock:delay=30]", "working_dir": str(tmp_path)}
+    )
+    cancelled = await any_client.cancel_job(submitted["job"]["id"])
+    assert cancelled["status"] == "cancelled"
+    name = f"g{time.monotonic_ns()}"
+    grant = await any_client.create_grant(name, {"version": "1", "default": "deny"})
+    assert grant["name"] == name and grant["token"]
+    assert isinstance(await any_client.approvals("all"), list)
+
+
+async def test_the_embedded_client_moves_aside_from_a_held_data_dir(tmp_path: Path) -> None:
+    holder = Runtime(RuntimeConfig(data_dir=tmp_path / "data"))
+    await holder.start()
+    try:
+        client = await asyncio.to_thread(EmbeddedClient, tmp_path / "data")
+        try:
+            assert client.data_dir != tmp_path / "data"
+            assert client.data_dir.parent == tmp_path
+            assert client.data_dir.name.startswith("data-kernel-")
+            assert (
+                client.fallback_reason
+                == f"{tmp_path / 'data'} is in use by a running gateway server"
+            )
+            assert client.fallback_reason in client.description
+            second = await asyncio.to_thread(EmbeddedClient, tmp_path / "data")
+            try:
+                assert second.data_dir.name.endswith(f"-{os.getpid()}")
+            finally:
+                await asyncio.to_thread(second.close)
+        finally:
+            await asyncio.to_thread(client.close)
+    finally:
+        await holder.close()
+
+
+def test_connect_chooses_once_and_says_which(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gateway_server: GatewayServer
+) -> None:
+    monkeypatch.setattr(client_module, "_client", None)
+    said: list[str] = []
+    monkeypatch.setenv("LLMGW_SERVER_URL", gateway_server.url)
+    monkeypatch.setenv("LLMGW_SERVER_TOKEN", gateway_server.token)
+    first = connect(said.append)
+    try:
+        assert connect(said.append) is first
+        assert first.kind == "rest"
+        assert said == [
+            f"llmgw: using the Jupyter server's gateway at {gateway_server.url}; "
+            "jobs outlive this kernel."
+        ]
+        monkeypatch.setenv("LLMGW_SERVER_TOKEN", "wrong")
+        monkeypatch.setenv("LLMGW_DATA_DIR", str(tmp_path / "data"))
+        second = connect(said.append, refresh=True)
+        assert second.kind == "embedded"
+        assert said[-1].startswith(
+            f"llmgw: the gateway server at {gateway_server.url} is not usable ("
+        )
+        assert "using an embedded gateway in this process" in said[-1]
+    finally:
+        current = client_module.current_client()
+        if current is not None:
+            current.close()
+        client_module.set_client(None)

@@ -1,0 +1,122 @@
+"""Magic argument handling in isolation: option splitting, interpolation, errors, help."""
+
+from __future__ import annotations
+
+import pytest
+from IPython.core.error import UsageError
+
+from llmgw_jupyter.kernel.magics import PARSERS, _HelpShown, interpolate, parse, split_options
+from llmgw_jupyter.tools.schemas import CodexForkInput, CodexRequestAsyncInput
+
+NS = {"n": 3, "name": "world", "items": ["a", "b"], "pi": 3.14159, "boom": lambda: 1 / 0}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("hello {name}", "hello world"),
+        ("{n * 2} and {len(items)}", "6 and 2"),
+        ("{items!r} {pi:.2f}", "['a', 'b'] 3.14"),
+        ("literal {{braces}} and }} alone", "literal {braces} and } alone"),
+        ("kept {undefined} as written", "kept {undefined} as written"),
+        ("code { return 1; } stays", "code { return 1; } stays"),
+        ("json {'a': {'b': n}} kept", "json {'a': {'b': n}} kept"),
+        ("a dict { {'a': n} } filled", "a dict {'a': 3} filled"),
+        ("empty {} and { } stay", "empty {} and { } stay"),
+        ("unclosed {name", "unclosed {name"),
+        ("what's $HOME and 'quotes'", "what's $HOME and 'quotes'"),
+    ],
+)
+def test_interpolate_fills_expressions_like_f_strings_and_keeps_the_rest(
+    text: str, expected: str
+) -> None:
+    assert interpolate(text, NS) == expected
+
+
+def test_interpolate_reports_a_failing_expression_in_one_line() -> None:
+    with pytest.raises(UsageError, match=r"\{boom\(\)\} in the prompt: ZeroDivisionError"):
+        interpolate("value {boom()}", NS)
+
+
+def test_interpolate_does_not_change_the_namespace() -> None:
+    namespace = dict(NS)
+    interpolate("{n}", namespace)
+    assert namespace == NS
+
+
+@pytest.mark.parametrize(
+    ("line", "tokens", "rest"),
+    [
+        ("--model m --wait Explain it's {x}", ["--model", "m", "--wait"], "Explain it's {x}"),
+        ('--cd "/a dir/x" prompt', ["--cd", "/a dir/x"], "prompt"),
+        ("--timeout=30 --quiet  two  spaces", ["--timeout=30", "--quiet"], "two  spaces"),
+        ("-- --looks-like-an-option", [], "--looks-like-an-option"),
+        ("plain prompt --model not-an-option", [], "plain prompt --model not-an-option"),
+        ("--add-dir a --add-dir b p", ["--add-dir", "a", "--add-dir", "b"], "p"),
+        ("--frob x", ["--frob"], "x"),
+        ("", [], ""),
+    ],
+)
+def test_split_options_takes_leading_options_and_leaves_the_prompt_verbatim(
+    line: str, tokens: list[str], rest: str
+) -> None:
+    assert split_options(line, PARSERS["codex_async"]) == (tokens, rest)
+
+
+def test_split_options_refuses_an_unclosed_quote() -> None:
+    with pytest.raises(UsageError, match="unclosed"):
+        split_options('--cd "/open prompt', PARSERS["codex_async"])
+
+
+def test_option_values_are_interpolated_too() -> None:
+    options, rest = parse("codex_async", "--cd {name}/x --timeout {n*10} go {name}", NS)
+    assert options.cd == "world/x"
+    assert options.timeout == 30.0
+    assert rest == "go {name}", "the prompt is filled later, by the magic"
+
+
+@pytest.mark.parametrize(
+    ("magic", "line", "message"),
+    [
+        ("codex_async", "--sandbox nope x", "argument --sandbox: invalid choice: 'nope'"),
+        ("codex_async", "--timeout soon x", "argument --timeout: invalid float value: 'soon'"),
+        ("codex_async", "--wiat x", "unrecognized arguments: --wiat"),
+        ("codex_async", "--mod gpt x", "unrecognized arguments: --mod"),
+        ("llm_jobs", "--limit x", "argument --limit: invalid int value: 'x'"),
+        ("llm_job", "a b", "unrecognized arguments: b"),
+    ],
+)
+def test_parse_errors_are_usage_errors_naming_the_option(
+    magic: str, line: str, message: str
+) -> None:
+    with pytest.raises(UsageError) as raised:
+        parse(magic, line)
+    text = str(raised.value)
+    assert text.startswith(f"%{magic}: ") and message in text
+    assert "\n" not in text
+
+
+@pytest.mark.parametrize("magic", sorted(PARSERS))
+def test_help_prints_usage_and_ends_quietly(magic: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(_HelpShown):
+        parse(magic, "--help")
+    assert capsys.readouterr().out.startswith(f"usage: %{magic}")
+
+
+def test_codex_option_help_and_choices_come_from_the_tool_schema(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(_HelpShown):
+        parse("codex_async", "-h")
+    help_text = " ".join(capsys.readouterr().out.split())
+    fields = CodexRequestAsyncInput.model_fields
+    for field in ("timeout_seconds", "idempotency_key", "session_id", "working_dir"):
+        description = fields[field].description
+        assert description is not None
+        assert " ".join(description.split()) in help_text
+    assert "{read-only,workspace-write,danger-full-access}" in help_text
+    with pytest.raises(_HelpShown):
+        parse("codex_fork", "-h")
+    description = CodexForkInput.model_fields["last"].description
+    assert description is not None
+    assert " ".join(description.split()) in " ".join(capsys.readouterr().out.split())
