@@ -577,9 +577,6 @@ def _log_to_file(path: Path) -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler._llmgw_kernel = True  # type: ignore[attr-defined]
     package_log.addHandler(handler)
-    package_log.propagate = False
-    if package_log.level == logging.NOTSET:
-        package_log.setLevel(logging.INFO)
 
 
 # -- choosing one ---------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from llmgw_jupyter.kernel.client import MAX_WAIT_SECONDS, GatewayCallError, Gate
 if TYPE_CHECKING:
     from llmgw_jupyter.kernel.widget import JobWidget
 
+log = logging.getLogger(__name__)
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled", "timed_out", "interrupted"})
 ACTIVE_STATUSES = frozenset({"awaiting_approval", "queued", "running"})
 MAX_EVENTS_KEPT = 5000
@@ -228,13 +230,18 @@ class JobHandle:
         ):
             self._approval = {**approval, "status": "decided"}
         if changed:
-            for listener in list(self._listeners):
+            self._notify(fresh)
+
+    def _notify(self, fresh: list[dict[str, Any]]) -> None:
+        for listener in list(self._listeners):
+            try:
                 listener(self, fresh)
+            except Exception:  # one broken view must not stop the others or the follow task
+                log.exception("listener of job %s failed", self.id)
 
     def _set_lost(self, reason: str) -> None:
         self.lost = reason
-        for listener in list(self._listeners):
-            listener(self, [])
+        self._notify([])
 
     # -- waiting -----------------------------------------------------------------------------
     def wait(self, timeout: float | None = None) -> bool:
@@ -322,6 +329,10 @@ class JobHandle:
                 await asyncio.sleep(RETRY_DELAYS[failures])  # back off; not a polling loop
                 failures += 1
                 continue
+            except Exception as error:  # a bug: say so in the widget instead of dying silently
+                log.exception("following job %s failed", self.id)
+                self._set_lost(f"stopped following: {type(error).__name__}: {error}")
+                return
             failures = 0
             self.lost = None
             self._apply(job, events)
