@@ -321,6 +321,10 @@ async def test_jobs_table_reattach_cancel_and_result(kernel: KernelHarness) -> N
         assert text in html
     assert await value(kernel, "done.session_id") in html
 
+    await kernel.execute("while slow.status == 'queued':\n    slow.wait(1)")  # woken by events
+    running_only = (await kernel.execute("%llm_jobs --status running")).data("text/html")[0]
+    assert slow_id in running_only and done_id not in running_only
+
     pending = await kernel.execute(f"%llm_result {slow_id}")
     assert f"job {slow_id} is still" in pending.stream()
 

@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 from IPython.core.error import UsageError
 
-from llmgw_jupyter.kernel.magics import PARSERS, _HelpShown, interpolate, parse, split_options
+from llmgw_jupyter.kernel.client import GatewayCallError
+from llmgw_jupyter.kernel.magics import (
+    PARSERS,
+    LLMGatewayMagics,
+    _HelpShown,
+    interpolate,
+    parse,
+    split_options,
+)
 from llmgw_jupyter.tools.schemas import CodexForkInput, CodexRequestAsyncInput
 
 NS = {"n": 3, "name": "world", "items": ["a", "b"], "pi": 3.14159, "boom": lambda: 1 / 0}
@@ -120,3 +128,31 @@ def test_codex_option_help_and_choices_come_from_the_tool_schema(
     description = CodexForkInput.model_fields["last"].description
     assert description is not None
     assert " ".join(description.split()) in " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize(
+    ("category", "label"),
+    [
+        ("policy_denied", "refused by policy"),
+        ("rate_limited", "rate limited"),
+        ("saturated", "the gateway is busy"),
+        ("spawn_error", "cannot start Codex"),
+        ("unreachable", "gateway unreachable"),
+        ("conflict", "conflict"),
+    ],
+)
+def test_gateway_errors_print_one_labelled_line_on_stderr(
+    category: str, label: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    LLMGatewayMagics._report(GatewayCallError(category, "the details"))
+    captured = capsys.readouterr()
+    assert captured.err == f"llmgw: {label}: the details\n"
+    assert captured.out == ""
+
+
+def test_an_invalid_field_from_the_gateway_is_named_as_the_option(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    error = GatewayCallError("invalid_input", "working_dir: does not exist", field="working_dir")
+    LLMGatewayMagics._report(error)
+    assert capsys.readouterr().err == "llmgw: invalid_input: --cd: working_dir: does not exist\n"
