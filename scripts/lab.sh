@@ -62,6 +62,11 @@ sys.exit(0 if codex_has_credentials() else 1)'; then
   echo "        Log in with 'codex login' or set OPENAI_API_KEY to use a real model."
 fi
 
+# The owner's policy: $LLMGW_POLICY if set, else the example that refuses danger-full-access (the
+# quickstart notebook shows that refusal). Edit the file while Lab runs: it is hot-reloaded.
+export LLMGW_POLICY="${LLMGW_POLICY:-$PWD/notebooks/owner-policy.example.json}"
+echo "lab.sh: owner policy $LLMGW_POLICY"
+
 NOTEBOOK=()
 [ -f notebooks/quickstart.ipynb ] && NOTEBOOK=(notebooks/quickstart.ipynb)
 BASE="http://127.0.0.1:$PORT"
