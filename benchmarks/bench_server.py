@@ -39,8 +39,7 @@ import psutil
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "server"))
-from jupyter_process import JupyterServer, start_jupyter_server
+from llmgw_jupyter.testing.jupyter_process import JupyterProcess, start_jupyter
 
 TARGET_RAW_CALLS_PER_S = 3000.0
 TARGET_RAW_MEDIAN_MS = 2.5
@@ -87,7 +86,7 @@ def structured(result: Any) -> dict[str, Any]:
 
 
 # -- official client ------------------------------------------------------------------------
-async def official_status(server: JupyterServer, token: str, job_id: str, calls: int) -> str:
+async def official_status(server: JupyterProcess, token: str, job_id: str, calls: int) -> str:
     per_client = max(1, calls // CLIENTS)
     timings: list[float] = []
 
@@ -117,7 +116,7 @@ async def official_status(server: JupyterServer, token: str, job_id: str, calls:
 class RawMCP:
     """One keep-alive connection with its own MCP session; answers are read in full."""
 
-    def __init__(self, server: JupyterServer, token: str) -> None:
+    def __init__(self, server: JupyterProcess, token: str) -> None:
         self.conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
         self.path = server.base_url + "llmgw/mcp"
         self.headers = {
@@ -172,7 +171,7 @@ class RawMCP:
 
 
 def raw_status(
-    server: JupyterServer, token: str, job_id: str, calls: int, label: str
+    server: JupyterProcess, token: str, job_id: str, calls: int, label: str
 ) -> tuple[str, float, float]:
     """Calls/s and latency; the server's CPU time per call is the figure load does not move."""
     per_client = max(1, calls // CLIENTS)
@@ -211,7 +210,7 @@ def raw_status(
 
 
 # -- watch and sync -------------------------------------------------------------------------------
-async def watch_latency(server: JupyterServer, rounds: int) -> list[float]:
+async def watch_latency(server: JupyterProcess, rounds: int) -> list[float]:
     """finished_at of a job -> the waiting llm_job_watch's answer in the client's hands."""
     lags: list[float] = []
     async with session(server.mcp_url, server.token) as client:
@@ -251,7 +250,7 @@ def own_time(fake: Path, rounds: int) -> list[float]:
     return timings
 
 
-async def sync_request(server: JupyterServer, rounds: int) -> list[float]:
+async def sync_request(server: JupyterProcess, rounds: int) -> list[float]:
     timings = []
     async with session(server.mcp_url, server.token) as client:
         for _ in range(rounds):
@@ -277,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         fake = work / "fake-codex"
         fake.write_text(FAKE_CODEX)
         fake.chmod(0o755)
-        server = start_jupyter_server(
+        server = start_jupyter(
             work,
             data_dir=work / "data",
             codex_path=str(fake),
@@ -289,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
             server.stop()
 
 
-async def run(server: JupyterServer, fake: Path, args: argparse.Namespace) -> int:
+async def run(server: JupyterProcess, fake: Path, args: argparse.Namespace) -> int:
     rest = httpx.Client(base_url=server.url + "llmgw/api/", headers=server.auth, timeout=30)
     job = rest.post("jobs", json={"prompt": "status target"}).json()["structured"]["job"]
     grant = rest.post(

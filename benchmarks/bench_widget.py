@@ -24,14 +24,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "kernel"))  # the kernel test harness
 
-from kernel_harness import (  # noqa: E402
-    KernelHarness,
-    start_gateway_server,
-    start_kernel,
-    stop_gateway_server,
-)
+from kernel_harness import KernelHarness, start_kernel  # noqa: E402
 
 from llmgw_jupyter.testing.codex_home import find_codex_for_tests, write_codex_home  # noqa: E402
+from llmgw_jupyter.testing.jupyter_process import start_jupyter  # noqa: E402
 from llmgw_jupyter.testing.mock_responses import MockResponsesServer  # noqa: E402
 
 TARGET_MS = 250.0
@@ -97,7 +93,13 @@ async def main(args: argparse.Namespace) -> int:
             p95s.append(report("embedded", await measure(kernel, args.jobs, args.steps, work)))
         finally:
             await kernel.stop()
-        server = start_gateway_server(env, root, home)
+        server = start_jupyter(
+            root / "server",
+            data_dir=root / "server-data",
+            codex_path=codex,
+            codex_home=home,
+            env=env,
+        )
         try:
             kernel = await start_kernel(server.kernel_env(env), work)
             try:
@@ -105,7 +107,7 @@ async def main(args: argparse.Namespace) -> int:
             finally:
                 await kernel.stop()
         finally:
-            stop_gateway_server(server)
+            server.stop()
     missed = [p for p in p95s if p > TARGET_MS]
     print(f"target: p95 under {TARGET_MS:.0f} ms: {'missed' if missed else 'met'}")
     return 1 if args.check and missed else 0

@@ -8,15 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kernel_harness import (
-    GatewayServer,
-    KernelHarness,
-    start_gateway_server,
-    start_kernel,
-    stop_gateway_server,
-)
+from kernel_harness import KernelHarness, start_kernel
 
 from llmgw_jupyter.testing import codex_home as _codex_home
+from llmgw_jupyter.testing.jupyter_process import JupyterProcess, start_jupyter
 from llmgw_jupyter.testing.mock_responses import MockResponsesServer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -98,8 +93,15 @@ async def kernel_factory(
 
 @pytest.fixture(scope="module")
 def gateway_server(
-    base_env: dict[str, str], kernel_tmp: Path, kernel_codex_home: Path
-) -> Iterator[GatewayServer]:
-    server = start_gateway_server(base_env, kernel_tmp, kernel_codex_home)
+    base_env: dict[str, str], kernel_tmp: Path, kernel_codex_home: Path, module_codex_path: str
+) -> Iterator[JupyterProcess]:
+    """A Jupyter server with the extension, sharing the kernels' Jupyter dirs (``base_env``)."""
+    server = start_jupyter(
+        kernel_tmp / "server",
+        data_dir=kernel_tmp / "server-data",
+        codex_path=module_codex_path,
+        codex_home=kernel_codex_home,
+        env=base_env,
+    )
     yield server
-    stop_gateway_server(server)
+    server.stop()

@@ -1,4 +1,4 @@
-"""Real kernels (jupyter_client) and a real Jupyter server with the extension, for the tests.
+"""Real kernels (jupyter_client) for the tests; the Jupyter server is ``start_jupyter``'s.
 
 ``KernelHarness`` records every IOPub message and folds widget comm traffic (comm_open and
 comm_msg updates) into per-model state, so tests assert on what a frontend would see.
@@ -9,27 +9,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import secrets
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.manager import AsyncKernelManager
 
 OUTPUT_TYPES = {"stream", "display_data", "execute_result", "error"}
 MODEL_REF = re.compile(r"^IPY_MODEL_(\w+)$")
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
-# Only the extensions the tests need: faster start, nothing else on the port.
-SERVER_EXTENSIONS = (
-    "{'jupyterlab': False, 'jupyter_lsp': False, 'notebook_shim': False, 'llmgw_jupyter': True}"
-)
 
 
 @dataclass
@@ -272,86 +263,3 @@ async def connect_kernel(connection_file: Path) -> KernelHarness:
     harness = KernelHarness(kc)
     await harness.start()
     return harness
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class GatewayServer:
-    """A real ``jupyter server`` with the extension, on a free loopback port."""
-
-    url: str
-    token: str
-    data_dir: Path
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def kernel_env(self, base: dict[str, str]) -> dict[str, str]:
-        return {**base, "LLMGW_SERVER_URL": self.url, "LLMGW_SERVER_TOKEN": self.token}
-
-    def api(self, path: str) -> str:
-        return f"{self.url}llmgw/api/{path}"
-
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"token {self.token}"}
-
-
-def start_gateway_server(
-    env: dict[str, str], root: Path, codex_home: Path, extra: list[str] | None = None
-) -> GatewayServer:
-    port = free_port()
-    token = secrets.token_hex(16)
-    data_dir = root / "server-data"
-    log_path = root / f"server-{port}.log"
-    notebook_dir = root / "notebooks"
-    notebook_dir.mkdir(exist_ok=True)
-    args = [
-        sys.executable,
-        "-m",
-        "jupyter",
-        "server",
-        "--no-browser",
-        "--ServerApp.ip=127.0.0.1",
-        f"--ServerApp.port={port}",
-        "--allow-root",
-        "--ServerApp.port_retries=0",
-        f"--IdentityProvider.token={token}",
-        f"--ServerApp.jpserver_extensions={SERVER_EXTENSIONS}",
-        f"--ServerApp.root_dir={notebook_dir}",
-        f"--LLMGatewayApp.data_dir={data_dir}",
-        f"--LLMGatewayApp.codex_home={codex_home}",
-        *(extra or []),
-    ]
-    log = open(log_path, "wb")  # noqa: SIM115 - the server writes to it until stopped
-    process = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 60
-    while True:
-        if process.poll() is not None:
-            raise AssertionError(f"jupyter server exited: {log_path.read_text()[-3000:]}")
-        try:
-            response = httpx.get(
-                url + "llmgw/api/summary", headers={"Authorization": f"token {token}"}, timeout=2
-            )
-            if response.status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass  # not listening yet
-        if time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError(f"jupyter server did not start: {log_path.read_text()[-3000:]}")
-        time.sleep(0.1)  # a subprocess has no event to wait on before it listens
-    return GatewayServer(url, token, data_dir, process, log_path)
-
-
-def stop_gateway_server(server: GatewayServer) -> None:
-    server.process.terminate()
-    try:
-        server.process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        server.process.kill()
-        server.process.wait(timeout=10)

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kernel_harness import GatewayServer
 
 from llmgw_jupyter.kernel import client as client_module
 from llmgw_jupyter.kernel.client import (
@@ -24,6 +23,7 @@ from llmgw_jupyter.kernel.client import (
     connect,
 )
 from llmgw_jupyter.runtime import Runtime, RuntimeConfig
+from llmgw_jupyter.testing.jupyter_process import JupyterProcess
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -38,7 +38,7 @@ def _kernel_env(base_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> No
 
 
 @pytest.fixture
-def rest(gateway_server: GatewayServer) -> Iterator[RestClient]:
+def rest(gateway_server: JupyterProcess) -> Iterator[RestClient]:
     client = RestClient(gateway_server.url, gateway_server.token)
     yield client
     client.close()
@@ -190,7 +190,7 @@ async def test_the_embedded_client_moves_aside_from_a_held_data_dir(tmp_path: Pa
 
 
 def test_connect_chooses_once_and_says_which(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gateway_server: GatewayServer
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gateway_server: JupyterProcess
 ) -> None:
     monkeypatch.setattr(client_module, "_client", None)
     said: list[str] = []

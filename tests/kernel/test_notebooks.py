@@ -8,8 +8,10 @@ from typing import Any
 
 import nbformat
 import pytest
-from kernel_harness import WIDGET_VIEW, GatewayServer
+from kernel_harness import WIDGET_VIEW
 from nbclient import NotebookClient
+
+from llmgw_jupyter.testing.jupyter_process import JupyterProcess
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 
@@ -55,7 +57,7 @@ def data(cell: Any, mime: str) -> list[Any]:
 
 
 async def test_quickstart_runs_top_to_bottom(
-    base_env: dict[str, str], gateway_server: GatewayServer, tmp_path: Path
+    base_env: dict[str, str], gateway_server: JupyterProcess, tmp_path: Path
 ) -> None:
     nb = await run_notebook("quickstart.ipynb", gateway_server.kernel_env(base_env), tmp_path)
 
@@ -89,7 +91,7 @@ async def test_quickstart_runs_top_to_bottom(
 
 
 async def test_agents_runs_top_to_bottom(
-    base_env: dict[str, str], gateway_server: GatewayServer, tmp_path: Path
+    base_env: dict[str, str], gateway_server: JupyterProcess, tmp_path: Path
 ) -> None:
     nb = await run_notebook("agents.ipynb", gateway_server.kernel_env(base_env), tmp_path)
 

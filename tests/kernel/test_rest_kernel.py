@@ -10,7 +10,9 @@ from typing import Any
 
 import httpx
 import pytest
-from kernel_harness import WIDGET_VIEW, GatewayServer, KernelHarness, connect_kernel
+from kernel_harness import WIDGET_VIEW, KernelHarness, connect_kernel
+
+from llmgw_jupyter.testing.jupyter_process import JupyterProcess
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -22,7 +24,7 @@ async def value(kernel: KernelHarness, expression: str) -> Any:
 
 @pytest.fixture
 async def rest_kernel(
-    kernel_factory: Any, base_env: dict[str, str], gateway_server: GatewayServer, tmp_path: Path
+    kernel_factory: Any, base_env: dict[str, str], gateway_server: JupyterProcess, tmp_path: Path
 ) -> KernelHarness:
     harness: KernelHarness = await kernel_factory(gateway_server.kernel_env(base_env))
     await harness.execute(f"%load_ext llmgw_jupyter\nWORK = {str(tmp_path)!r}")
@@ -30,9 +32,9 @@ async def rest_kernel(
 
 
 async def test_a_kernel_started_by_the_server_uses_its_gateway_without_set_up(
-    gateway_server: GatewayServer, kernel_tmp: Path
+    gateway_server: JupyterProcess, kernel_tmp: Path
 ) -> None:
-    async with httpx.AsyncClient(headers=gateway_server.headers()) as http:
+    async with httpx.AsyncClient(headers=gateway_server.auth) as http:
         response = await http.post(gateway_server.url + "api/kernels", json={"name": "python3"})
         response.raise_for_status()
         kernel_id = response.json()["id"]
@@ -50,7 +52,7 @@ async def test_a_kernel_started_by_the_server_uses_its_gateway_without_set_up(
             assert f"using the Jupyter server's gateway at {gateway_server.url}" in run.stream()
             assert run.data("text/markdown")[0].startswith("echo: From lab")
             job_id = await value(harness, "job.id")
-            seen = await http.get(gateway_server.api(f"jobs/{job_id}"))
+            seen = await http.get(gateway_server.api_url + f"jobs/{job_id}")
             assert seen.json()["status"] == "succeeded", "the job lives in the server's runtime"
         finally:
             await harness.stop()
@@ -58,7 +60,7 @@ async def test_a_kernel_started_by_the_server_uses_its_gateway_without_set_up(
 
 
 async def test_widget_follows_a_server_job_from_queued_to_the_answer(
-    rest_kernel: KernelHarness, gateway_server: GatewayServer
+    rest_kernel: KernelHarness, gateway_server: JupyterProcess
 ) -> None:
     run = await rest_kernel.execute(
         "job = %codex_async --cd {WORK} Over REST [mock:steps=3,step_delay=0.4]"
@@ -85,14 +87,14 @@ async def test_widget_follows_a_server_job_from_queued_to_the_answer(
 
 
 async def test_a_kernel_restart_never_cancels_a_job_and_llm_job_reattaches(
-    rest_kernel: KernelHarness, gateway_server: GatewayServer
+    rest_kernel: KernelHarness, gateway_server: JupyterProcess
 ) -> None:
     await rest_kernel.execute("%codex_async --out slow --cd {WORK} Outlives [mock:delay=3]")
     job_id = await value(rest_kernel, "slow.id")
     await rest_kernel.wait_status(job_id, {"running"})
 
     await rest_kernel.restart()
-    status = httpx.get(gateway_server.api(f"jobs/{job_id}"), headers=gateway_server.headers())
+    status = httpx.get(gateway_server.api_url + f"jobs/{job_id}", headers=gateway_server.auth)
     assert status.json()["status"] == "running", "the restart left the job alone"
 
     before = len(rest_kernel.widgets_with("llmgw-job"))
@@ -143,7 +145,7 @@ async def test_an_unreachable_server_falls_back_to_the_embedded_gateway(
 
 
 async def test_embedded_gateway_moves_aside_when_the_server_holds_the_data_dir(
-    kernel_factory: Any, base_env: dict[str, str], gateway_server: GatewayServer, tmp_path: Path
+    kernel_factory: Any, base_env: dict[str, str], gateway_server: JupyterProcess, tmp_path: Path
 ) -> None:
     env = {**base_env, "LLMGW_DATA_DIR": str(gateway_server.data_dir)}
     kernel: KernelHarness = await kernel_factory(env)

@@ -21,12 +21,12 @@ import httpx2
 import mcp_types as types
 import psutil
 import pytest
-from jupyter_process import JupyterServer, start_jupyter_server
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from llmgw_jupyter.testing.codex_home import write_codex_home
+from llmgw_jupyter.testing.jupyter_process import JupyterProcess, start_jupyter
 from llmgw_jupyter.testing.mock_responses import MockResponsesServer
 from llmgw_jupyter.tools import TOOL_NAMES
 
@@ -53,11 +53,11 @@ def model() -> Iterator[MockResponsesServer]:
 @pytest.fixture(scope="module")
 def server(
     tmp_path_factory: pytest.TempPathFactory, model: MockResponsesServer, codex_path: str
-) -> Iterator[JupyterServer]:
+) -> Iterator[JupyterProcess]:
     """One server for the module: tests use their own grants and jobs, so they do not mix."""
     workdir = tmp_path_factory.mktemp("jupyter")
     home = write_codex_home(workdir / "codex-home", model.base_url)
-    jupyter = start_jupyter_server(
+    jupyter = start_jupyter(
         workdir, data_dir=workdir / "llmgw-data", codex_path=codex_path, codex_home=home
     )
     yield jupyter
@@ -76,7 +76,7 @@ async def mcp_session(url: str, token: str) -> AsyncIterator[ClientSession]:
 
 
 @pytest.fixture
-async def rest(server: JupyterServer) -> AsyncIterator[httpx.AsyncClient]:
+async def rest(server: JupyterProcess) -> AsyncIterator[httpx.AsyncClient]:
     """The owner's REST client (Jupyter token)."""
     async with httpx.AsyncClient(
         base_url=server.url + "llmgw/api/", headers=server.auth, timeout=WAIT
@@ -141,7 +141,7 @@ async def test_the_extension_is_enabled_by_its_installed_config() -> None:
 
 
 async def test_an_agent_runs_watches_forks_resumes_and_cancels(
-    server: JupyterServer, model: MockResponsesServer
+    server: JupyterProcess, model: MockResponsesServer
 ) -> None:
     async with mcp_session(server.mcp_url, server.token) as session:
         assert session.initialize_result is not None
@@ -241,7 +241,7 @@ async def pending_approval(rest: httpx.AsyncClient, caller: str) -> dict[str, An
 
 
 async def test_a_grant_is_held_to_its_policy(
-    server: JupyterServer, rest: httpx.AsyncClient
+    server: JupyterProcess, rest: httpx.AsyncClient
 ) -> None:
     token = await grant(rest, "ci-bot", CI_POLICY)
     async with mcp_session(server.mcp_url, token) as agent:
@@ -286,7 +286,7 @@ async def test_a_grant_is_held_to_its_policy(
 
 
 async def test_a_grant_token_opens_mcp_and_nothing_else(
-    server: JupyterServer, rest: httpx.AsyncClient
+    server: JupyterProcess, rest: httpx.AsyncClient
 ) -> None:
     token = await grant(rest, "only-mcp", {"version": "1", "default": "allow"})
     async with httpx.AsyncClient(base_url=server.url, timeout=WAIT) as http:
@@ -313,7 +313,7 @@ async def test_a_grant_token_opens_mcp_and_nothing_else(
 
 
 async def test_wrong_and_revoked_tokens_get_401(
-    server: JupyterServer, rest: httpx.AsyncClient
+    server: JupyterProcess, rest: httpx.AsyncClient
 ) -> None:
     token = await grant(rest, "short-lived", {"version": "1", "default": "allow"})
     list_tools = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
@@ -354,7 +354,7 @@ def leaves(error: BaseException) -> list[BaseException]:
     return [leaf for inner in nested for leaf in leaves(inner)]
 
 
-async def test_dns_rebinding_protection(server: JupyterServer) -> None:
+async def test_dns_rebinding_protection(server: JupyterProcess) -> None:
     owner = {"Authorization": f"Bearer {server.token}", **MCP_ACCEPT}
     async with httpx.AsyncClient(timeout=WAIT) as http:
         evil = await http.post(
@@ -377,7 +377,7 @@ async def test_dns_rebinding_protection(server: JupyterServer) -> None:
 
 async def test_allowed_hosts_and_origins_are_configurable(tmp_path: Path, codex_path: str) -> None:
     """Behind a proxy (JupyterHub): its public host and origin are added by configuration."""
-    jupyter = start_jupyter_server(
+    jupyter = start_jupyter(
         tmp_path,
         data_dir=tmp_path / "data",
         codex_path=codex_path,
@@ -406,9 +406,7 @@ async def test_a_job_running_at_shutdown_reads_as_interrupted_after_restart(
 ) -> None:
     home = write_codex_home(tmp_path / "codex-home", model.base_url)
     data = tmp_path / "llmgw-data"
-    first = start_jupyter_server(
-        tmp_path / "first", data_dir=data, codex_path=codex_path, codex_home=home
-    )
+    first = start_jupyter(tmp_path / "first", data_dir=data, codex_path=codex_path, codex_home=home)
     try:
         async with mcp_session(first.mcp_url, first.token) as session:
             submitted = structured(
@@ -431,7 +429,7 @@ async def test_a_job_running_at_shutdown_reads_as_interrupted_after_restart(
         assert first.stop() == 0, first.log()[-3000:]
     assert "llmgw" in first.log()
 
-    second = start_jupyter_server(
+    second = start_jupyter(
         tmp_path / "second", data_dir=data, codex_path=codex_path, codex_home=home
     )
     try:

@@ -14,11 +14,26 @@ from typing import Any
 
 import httpx
 import pytest
-from lab_process import CHROMIUM, CHROMIUM_ARGS, OUTPUT_DIR, LabServer, start_lab
 from playwright.async_api import Browser, Page, async_playwright
 
 from llmgw_jupyter.testing.codex_home import write_codex_home
+from llmgw_jupyter.testing.jupyter_process import JupyterProcess, start_jupyter
 from llmgw_jupyter.testing.mock_responses import MockResponsesServer
+
+OUTPUT_DIR = Path(__file__).resolve().parents[2] / "test-output" / "ui"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--disable-extensions",
+    "--metrics-recording-only",
+]
 
 
 @pytest.fixture(scope="module")
@@ -31,19 +46,23 @@ def lab_model() -> Iterator[MockResponsesServer]:
 @pytest.fixture(scope="module")
 def lab(
     tmp_path_factory: pytest.TempPathFactory, lab_model: MockResponsesServer, codex_path: str
-) -> Iterator[LabServer]:
+) -> Iterator[JupyterProcess]:
     """One JupyterLab per module; tests tell their jobs apart by id, grant name and prompt."""
     workdir = tmp_path_factory.mktemp("lab")
     home = write_codex_home(workdir / "codex-home", lab_model.base_url)
-    server = start_lab(workdir, codex_path=codex_path, codex_home=home)
+    server = start_jupyter(
+        workdir, app="lab", data_dir=workdir / "llmgw", codex_path=codex_path, codex_home=home
+    )
     yield server
-    server.stop()
-    OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
-    (OUTPUT_DIR / "jupyter-lab.log").write_text(server.log())
+    try:
+        server.stop()
+    finally:
+        OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
+        (OUTPUT_DIR / "jupyter-lab.log").write_text(server.log())
 
 
 @pytest.fixture
-async def rest(lab: LabServer) -> AsyncIterator[httpx.AsyncClient]:
+async def rest(lab: JupyterProcess) -> AsyncIterator[httpx.AsyncClient]:
     """The owner's REST client (the Jupyter token)."""
     async with httpx.AsyncClient(base_url=lab.api_url, headers=lab.auth, timeout=30.0) as client:
         yield client
@@ -80,7 +99,7 @@ async def browser() -> AsyncIterator[Browser]:
 
 @pytest.fixture
 async def page(
-    browser: Browser, lab: LabServer, output_dir: Path, request: pytest.FixtureRequest
+    browser: Browser, lab: JupyterProcess, output_dir: Path, request: pytest.FixtureRequest
 ) -> AsyncIterator[Page]:
     """JupyterLab open in a fresh browser context, logged in with the token.
 

@@ -18,10 +18,11 @@ from typing import Any
 import httpx
 import httpx2
 import pytest
-from lab_process import LabServer
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from playwright.async_api import Locator, Page, expect
+
+from llmgw_jupyter.testing.jupyter_process import JupyterProcess
 
 LAB_LOAD = 90_000  # ms: the first page load compiles nothing, but the machine is shared
 JOB_DONE = 60_000  # ms: a Codex run against the mock model takes a few seconds
@@ -84,7 +85,7 @@ async def open_panel_from_status_bar(page: Page) -> Locator:
 
 
 async def test_an_agents_job_waits_for_approval_in_the_panel_and_its_answer_appears(
-    page: Page, lab: LabServer, rest: httpx.AsyncClient, output_dir: Path
+    page: Page, lab: JupyterProcess, rest: httpx.AsyncClient, output_dir: Path
 ) -> None:
     await lab_is_up(page)
     created = await rest.post("grants", json={"name": "review-bot", "policy": REVIEW_POLICY})
@@ -169,7 +170,7 @@ async def test_an_agents_job_waits_for_approval_in_the_panel_and_its_answer_appe
 
 
 async def test_the_owner_cancels_a_slow_job_by_clicking(
-    page: Page, lab: LabServer, rest: httpx.AsyncClient, output_dir: Path
+    page: Page, lab: JupyterProcess, rest: httpx.AsyncClient, output_dir: Path
 ) -> None:
     await lab_is_up(page)
     panel = await open_panel_from_status_bar(page)
