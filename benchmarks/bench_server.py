@@ -170,13 +170,33 @@ class RawMCP:
         assert reply["result"]["isError"] is False, reply
 
 
+class RawJupyterStatus:
+    """Baseline in the same run: Jupyter's own authenticated ``GET /api/status``, same load."""
+
+    def __init__(self, server: JupyterProcess, token: str) -> None:
+        self.conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        self.path = server.base_url + "api/status"
+        self.headers = {"Authorization": f"token {token}"}
+
+    def status(self, job_id: str) -> None:
+        self.conn.request("GET", self.path, headers=self.headers)
+        resp = self.conn.getresponse()
+        resp.read()
+        assert resp.status == 200, resp.status
+
+
 def raw_status(
-    server: JupyterProcess, token: str, job_id: str, calls: int, label: str
+    server: JupyterProcess,
+    token: str,
+    job_id: str,
+    calls: int,
+    label: str,
+    client_class: type[RawMCP] | type[RawJupyterStatus] = RawMCP,
 ) -> tuple[str, float, float]:
     """Calls/s and latency; the server's CPU time per call is the figure load does not move."""
     per_client = max(1, calls // CLIENTS)
     process = psutil.Process(server.process.pid)
-    clients = [RawMCP(server, token) for _ in range(CLIENTS)]
+    clients = [client_class(server, token) for _ in range(CLIENTS)]
     for client in clients:
         client.status(job_id)
     timings: list[list[float]] = [[] for _ in clients]
@@ -300,6 +320,17 @@ async def run(server: JupyterProcess, fake: Path, args: argparse.Namespace) -> i
     print(f"  (load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs)")
     print(await official_status(server, server.token, job["id"], args.calls // 4))
     loop = asyncio.get_running_loop()
+    baseline, _, _ = await loop.run_in_executor(
+        None,
+        raw_status,
+        server,
+        server.token,
+        job["id"],
+        args.calls,
+        "baseline: Jupyter GET /api/status",
+        RawJupyterStatus,
+    )
+    print(baseline)
     raw_owner, owner_rate, owner_median = await loop.run_in_executor(
         None, raw_status, server, server.token, job["id"], args.calls, "raw client, owner token"
     )
