@@ -166,27 +166,33 @@ class LLMGatewayHandler(APIHandler):
         return body
 
     def int_arg(self, name: str, default: int, low: int, high: int) -> int:
-        value = self.get_query_argument(name, None)
-        if value is None or value == "":
-            return default
-        try:
-            number = int(value)
-        except ValueError:
-            raise ApiError("invalid_input", f"{name}: must be an integer", name) from None
-        if not low <= number <= high:
-            raise ApiError("invalid_input", f"{name}: must be between {low} and {high}", name)
-        return number
+        return int(self._number_arg(name, default, low, high, int, "an integer"))
 
     def float_arg(self, name: str, default: float, low: float, high: float) -> float:
+        return self._number_arg(name, default, low, high, float, "a number")
+
+    def _number_arg(
+        self,
+        name: str,
+        default: float,
+        low: float,
+        high: float,
+        parse: type[int] | type[float],
+        kind: str,
+    ) -> float:
+        """A query number within bounds, or a 400 that names the argument and the rule."""
         value = self.get_query_argument(name, None)
         if value is None or value == "":
             return default
         try:
-            number = float(value)
+            number = parse(value)
         except ValueError:
-            raise ApiError("invalid_input", f"{name}: must be a number", name) from None
+            raise ApiError("invalid_input", f"{name}: must be {kind}", name) from None
         if not (math.isfinite(number) and low <= number <= high):
-            raise ApiError("invalid_input", f"{name}: must be between {low:g} and {high:g}", name)
+            shown = (str(low), str(high)) if parse is int else (f"{low:g}", f"{high:g}")
+            raise ApiError(
+                "invalid_input", f"{name}: must be between {shown[0]} and {shown[1]}", name
+            )
         return number
 
     def str_arg(self, name: str) -> str | None:
