@@ -221,43 +221,52 @@ function Filters(props: { model: GatewayModel }): JSX.Element {
   const callerOptions = Array.from(new Set(['owner', ...callers]));
   return (
     <div className="llmgw-filters">
-      <label>
-        State{' '}
-        <select
-          className="llmgw-filter-status"
-          data-testid="llmgw-filter-status"
-          value={filter.status ?? ''}
-          onChange={e =>
-            model.setFilter({ ...model.filter, status: e.target.value })
-          }
-        >
-          <option value="">all</option>
-          {statusOptions.map(status => (
-            <option key={status} value={status}>
-              {statusLabel(status)}
-            </option>
-          ))}
-        </select>
-      </label>
-      <label>
-        Caller{' '}
-        <select
-          className="llmgw-filter-caller"
-          data-testid="llmgw-filter-caller"
-          value={filter.caller ?? ''}
-          onChange={e =>
-            model.setFilter({ ...model.filter, caller: e.target.value })
-          }
-        >
-          <option value="">all</option>
-          {callerOptions.map(caller => (
-            <option key={caller} value={caller}>
-              {callerLabel(caller)}
-            </option>
-          ))}
-        </select>
-      </label>
+      <FilterSelect
+        name="status"
+        label="State"
+        value={filter.status ?? ''}
+        options={statusOptions}
+        describe={statusLabel}
+        onChange={status => model.setFilter({ ...model.filter, status })}
+      />
+      <FilterSelect
+        name="caller"
+        label="Caller"
+        value={filter.caller ?? ''}
+        options={callerOptions}
+        describe={callerLabel}
+        onChange={caller => model.setFilter({ ...model.filter, caller })}
+      />
     </div>
+  );
+}
+
+/** One filter: "all" plus the known values; class and test id follow the filter's name. */
+function FilterSelect(props: {
+  name: 'status' | 'caller';
+  label: string;
+  value: string;
+  options: string[];
+  describe: (option: string) => string;
+  onChange: (value: string) => void;
+}): JSX.Element {
+  return (
+    <label>
+      {props.label}{' '}
+      <select
+        className={`llmgw-filter-${props.name}`}
+        data-testid={`llmgw-filter-${props.name}`}
+        value={props.value}
+        onChange={e => props.onChange(e.target.value)}
+      >
+        <option value="">all</option>
+        {props.options.map(option => (
+          <option key={option} value={option}>
+            {props.describe(option)}
+          </option>
+        ))}
+      </select>
+    </label>
   );
 }
 
