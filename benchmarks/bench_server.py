@@ -28,18 +28,16 @@ import sys
 import tempfile
 import threading
 import time
-from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
-import httpx2
 import psutil
 from mcp.client.session import ClientSession
-from mcp.client.streamable_http import streamable_http_client
 
 from llmgw_jupyter.testing.jupyter_process import JupyterProcess, start_jupyter
+from llmgw_jupyter.testing.mcp_agent import agent_session
 
 TARGET_RAW_CALLS_PER_S = 3000.0
 TARGET_RAW_MEDIAN_MS = 2.5
@@ -69,15 +67,8 @@ def line(label: str, timings_ms: list[float], extra: str = "") -> str:
     )
 
 
-@asynccontextmanager
-async def session(url: str, token: str) -> Any:
-    async with (
-        httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=60) as http,
-        streamable_http_client(url, http_client=http) as (read, write),
-        ClientSession(read, write) as client,
-    ):
-        await client.initialize()
-        yield client
+def session(url: str, token: str) -> Any:
+    return agent_session(url, token, 60.0)
 
 
 def structured(result: Any) -> dict[str, Any]:

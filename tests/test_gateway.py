@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tools.gateway_harness import OWNER, WAIT, Harness, open_gateway, pending_approval
+from tools.gateway_harness import (
+    MINIMAL_ARGUMENTS,
+    OWNER,
+    WAIT,
+    Harness,
+    open_gateway,
+    pending_approval,
+)
 
 from llmgw_jupyter.errors import GatewayError
 from llmgw_jupyter.gateway import ToolResult
@@ -45,18 +52,6 @@ POLICYLAYER_ASYNC: dict[str, Any] = {
     },
 }
 ALLOW_ALL: dict[str, Any] = {"version": "1", "default": "allow"}
-
-MINIMAL_ARGUMENTS: dict[str, dict[str, Any]] = {
-    "codex_request": {"prompt": "hi"},
-    "codex_request_async": {"prompt": "hi"},
-    "codex_fork_session": {"prompt": "hi", "last": True},
-    "llm_job_status": {"job_id": "abc"},
-    "llm_job_watch": {"job_id": "abc"},
-    "llm_job_result": {"job_id": "abc"},
-    "llm_job_cancel": {"job_id": "abc"},
-    "llm_job_list": {},
-    "llm_session_list": {},
-}
 
 
 @pytest.fixture

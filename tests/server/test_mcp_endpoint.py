@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +13,6 @@ import httpx2
 import mcp_types as types
 import pytest
 from mcp.client import Client
-from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
 from llmgw_jupyter.errors import ErrorCategory, GatewayError
@@ -27,6 +25,7 @@ from llmgw_jupyter.server.mcp_endpoint import (
     ProgressFn,
     build_mcp_app,
 )
+from llmgw_jupyter.testing.mcp_agent import agent_session
 
 ServeFn = Callable[[list[Any]], str]
 WAIT = 10.0
@@ -165,16 +164,9 @@ async def served(serve_tornado: ServeFn) -> AsyncIterator[Served]:
     await endpoint.stop()
 
 
-@asynccontextmanager
-async def mcp_session(url: str, token: str) -> AsyncIterator[ClientSession]:
+def mcp_session(url: str, token: str) -> Any:
     """The official client, handshake era (what Codex CLI speaks)."""
-    async with (
-        httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=WAIT) as http,
-        streamable_http_client(url, http_client=http) as (read, write),
-        ClientSession(read, write) as session,
-    ):
-        await session.initialize()
-        yield session
+    return agent_session(url, token, WAIT)
 
 
 def sse_json(resp: httpx.Response) -> dict[str, Any]:

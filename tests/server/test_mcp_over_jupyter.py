@@ -12,21 +12,19 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
-import httpx2
 import mcp_types as types
 import psutil
 import pytest
 from mcp.client.session import ClientSession
-from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from llmgw_jupyter.testing.codex_home import write_codex_home
 from llmgw_jupyter.testing.jupyter_process import JupyterProcess, start_jupyter
+from llmgw_jupyter.testing.mcp_agent import agent_session
 from llmgw_jupyter.testing.mock_responses import MockResponsesServer
 from llmgw_jupyter.tools import TOOL_NAMES
 
@@ -64,15 +62,8 @@ def server(
     jupyter.stop()
 
 
-@asynccontextmanager
-async def mcp_session(url: str, token: str) -> AsyncIterator[ClientSession]:
-    async with (
-        httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=WAIT) as http,
-        streamable_http_client(url, http_client=http) as (read, write),
-        ClientSession(read, write) as session,
-    ):
-        await session.initialize()
-        yield session
+def mcp_session(url: str, token: str) -> Any:
+    return agent_session(url, token, WAIT)
 
 
 @pytest.fixture

@@ -189,3 +189,17 @@ def progress_recorder() -> tuple[ProgressLog, Callable[..., Awaitable[None]]]:
         seen.append((value, total, message))
 
     return seen, progress
+
+
+# One valid call per tool, for tests that walk every tool.
+MINIMAL_ARGUMENTS: dict[str, dict[str, Any]] = {
+    "codex_request": {"prompt": "hi"},
+    "codex_request_async": {"prompt": "hi"},
+    "codex_fork_session": {"prompt": "hi", "last": True},
+    "llm_job_status": {"job_id": "abc"},
+    "llm_job_watch": {"job_id": "abc"},
+    "llm_job_result": {"job_id": "abc"},
+    "llm_job_cancel": {"job_id": "abc"},
+    "llm_job_list": {},
+    "llm_session_list": {},
+}

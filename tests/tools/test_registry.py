@@ -15,7 +15,7 @@ import pytest
 from llmgw_jupyter.providers.codex import MAX_PROMPT_CHARS
 from llmgw_jupyter.tools import REGISTRY, TOOL_NAMES, TOOLS
 from llmgw_jupyter.tools.registry import JOB_STARTING_TOOLS
-from tools.gateway_harness import Harness
+from tools.gateway_harness import MINIMAL_ARGUMENTS, Harness
 
 CODEX_TOOLS = ("codex_request", "codex_request_async", "codex_fork_session")
 READ_ONLY_TOOLS = (
@@ -141,19 +141,6 @@ async def refused(harness: Harness, tool: str, arguments: dict[str, Any], field:
     assert total == 0, "a refused call must never reach a handler"
     message: str = error["message"]
     return message
-
-
-MINIMAL_ARGUMENTS: dict[str, dict[str, Any]] = {
-    "codex_request": {"prompt": "hi"},
-    "codex_request_async": {"prompt": "hi"},
-    "codex_fork_session": {"prompt": "hi", "last": True},
-    "llm_job_status": {"job_id": "abc"},
-    "llm_job_watch": {"job_id": "abc"},
-    "llm_job_result": {"job_id": "abc"},
-    "llm_job_cancel": {"job_id": "abc"},
-    "llm_job_list": {},
-    "llm_session_list": {},
-}
 
 
 @pytest.mark.parametrize("name", TOOL_NAMES)

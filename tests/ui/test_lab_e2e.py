@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
-import httpx2
 import pytest
 from mcp.client.session import ClientSession
-from mcp.client.streamable_http import streamable_http_client
 from playwright.async_api import Locator, Page, expect
 
 from llmgw_jupyter.testing.jupyter_process import JupyterProcess
+from llmgw_jupyter.testing.mcp_agent import agent_session
 
 LAB_LOAD = 90_000  # ms: the first page load compiles nothing, but the machine is shared
 JOB_DONE = 60_000  # ms: a Codex run against the mock model takes a few seconds
@@ -41,16 +38,9 @@ REVIEW_POLICY: dict[str, Any] = {
 pytestmark = pytest.mark.timeout(300)
 
 
-@asynccontextmanager
-async def mcp_agent(url: str, token: str) -> AsyncIterator[ClientSession]:
+def mcp_agent(url: str, token: str) -> Any:
     """An external agent: the official MCP client over streamable HTTP with a grant token."""
-    async with (
-        httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30.0) as http,
-        streamable_http_client(url, http_client=http) as (read, write),
-        ClientSession(read, write) as session,
-    ):
-        await session.initialize()
-        yield session
+    return agent_session(url, token, 30.0)
 
 
 async def call(session: ClientSession, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
