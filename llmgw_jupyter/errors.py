@@ -19,6 +19,10 @@ class ErrorCategory(str, Enum):
     SATURATED = "saturated"
     NOT_FOUND = "not_found"
     CONFLICT = "conflict"
+    DISK_FULL = "disk_full"  # the data dir's filesystem is full: job failed, submissions refused
+    ISOLATION_ERROR = "isolation_error"  # the job's isolation boundary could not be set up
+    GRANT_REVOKED = "grant_revoked"  # the caller's grant was revoked while the call ran
+    LIMIT_EXCEEDED = "limit_exceeded"  # a per-caller fair-share limit of the server refused
 
 
 class GatewayError(Exception):
@@ -52,6 +56,11 @@ class NotFoundError(GatewayError):
 class ExecutableNotFoundError(GatewayError):
     def __init__(self, message: str) -> None:
         super().__init__(ErrorCategory.SPAWN_ERROR, message)
+
+
+class DiskFullError(GatewayError):
+    def __init__(self, message: str) -> None:
+        super().__init__(ErrorCategory.DISK_FULL, message)
 
 
 def input_error_from_validation(error: ValidationError) -> GatewayError:
