@@ -21,3 +21,12 @@ def default_data_dir() -> Path:
 def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
     """An explicit argument wins over the environment and the default."""
     return Path(data_dir).expanduser() if data_dir else default_data_dir()
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) and make it 0700 whatever the umask: job output, prompts
+    and the store are for the owner's eyes only."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if path.stat().st_mode & 0o777 != 0o700:
+        os.chmod(path, 0o700)
+    return path

@@ -7,7 +7,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from llmgw_jupyter.errors import ErrorCategory
-from llmgw_jupyter.runtime.models import Usage
+from llmgw_jupyter.runtime.isolation import Mounts
+from llmgw_jupyter.runtime.models import LaunchContext, Usage
+
+__all__ = ["Command", "LaunchContext", "Mounts", "ParsedEvent", "Provider", "StreamParser"]
 
 
 @dataclass
@@ -17,7 +20,9 @@ class Command:
     argv: list[str]
     stdin: bytes | None
     cwd: str | None
-    env: dict[str, str] = field(default_factory=dict)  # added to the runtime's environment
+    env: dict[str, str] = field(default_factory=dict)  # added to the job's allow-listed env
+    mounts: Mounts = field(default_factory=Mounts)  # what the CLI needs inside the boundary
+    env_names: tuple[str, ...] = ()  # more variables of the server's env the CLI needs
 
 
 @dataclass
@@ -60,6 +65,8 @@ class Provider(Protocol):
         """Check and normalise arguments; raise InvalidInputError naming the field."""
         ...
 
-    def build_command(self, kind: str, args: dict[str, Any], job_dir: Path) -> Command: ...
+    def build_command(
+        self, kind: str, args: dict[str, Any], job_dir: Path, context: LaunchContext
+    ) -> Command: ...
 
     def new_parser(self) -> StreamParser: ...

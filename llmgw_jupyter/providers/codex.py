@@ -30,7 +30,8 @@ from llmgw_jupyter.errors import (
     InvalidInputError,
     input_error_from_validation,
 )
-from llmgw_jupyter.providers.base import Command, ParsedEvent, Verdict
+from llmgw_jupyter.providers.base import Command, LaunchContext, ParsedEvent, Verdict
+from llmgw_jupyter.runtime.isolation import Mounts
 from llmgw_jupyter.runtime.models import Usage
 
 CODEX_PATH_ENV = "LLMGW_CODEX_PATH"
@@ -46,23 +47,35 @@ SafeText = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
 _MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
 _SESSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _CONFIG_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+){0,7}$")
-# Keys that would bypass first-class, policy-checked arguments or reconfigure where Codex talks to.
-_RESERVED_CONFIG_PREFIXES = (
-    "sandbox_mode",
-    "sandbox_workspace_write",
-    "approval_policy",
-    "model_provider",
-    "model_providers",
-    "mcp_servers",
-    "profile",
-    "profiles",
-    "notify",
-    "shell_environment_policy",
-    "experimental_instructions_file",
-    "model_instructions_file",
-    "projects",
-    "hooks",
+# Caller-supplied ``-c`` keys are an allow list: only keys that cannot change sandboxing,
+# networking, credentials, endpoints, file locations, instructions or tools. Codex adds keys in
+# every release, so anything not named here is refused. The owner may widen it in configuration
+# (``c.LLMGatewayApp.codex_config_keys``); a policy narrows it per grant with argument rules.
+DEFAULT_ALLOWED_CONFIG_KEYS = frozenset(
+    {
+        "model_reasoning_effort",
+        "model_reasoning_summary",
+        "model_verbosity",
+        "hide_agent_reasoning",
+        "show_raw_agent_reasoning",
+    }
 )
+# Set by the gateway on every run, never by a caller: what the commands Codex runs may inherit.
+# "core" keeps HOME, PATH, locale and the like; the excludes are a second net for keys and tokens.
+GATEWAY_CONFIG = (
+    'shell_environment_policy.inherit="core"',
+    'shell_environment_policy.exclude=["*KEY*", "*TOKEN*", "*SECRET*", "*PASSWORD*", '
+    '"*CREDENTIAL*", "JUPYTER*", "LLMGW*", "CODEX_HOME"]',
+)
+MAX_CONFIG_VALUE_CHARS = 1_000
+MAX_OUTPUT_SCHEMA_BYTES = 64 * 1024
+MAX_JSON_DEPTH = 32
+# The caller's Codex home inside the isolation boundary: a fixed path outside any temp dir
+# (Codex refuses to create its sandbox helpers under one).
+INSIDE_CODEX_HOME = "/llmgw/codex-home"
+INSIDE_JOB_DIR = "/llmgw/job"
+# Variables of the server's environment a Codex run may see besides the runtime's base set.
+CREDENTIAL_ENV = ("CODEX_API_KEY", "OPENAI_API_KEY", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID")
 
 
 def _no_nul(value: str, field: str) -> str:
@@ -139,21 +152,63 @@ class CodexArgs(BaseModel):
     @field_validator("config_overrides")
     @classmethod
     def _overrides(cls, value: dict[str, Any]) -> dict[str, Any]:
-        for key in value:
+        for key, item in value.items():
             if not _CONFIG_KEY_RE.match(key):
                 raise ValueError(
                     f"config key {key!r} must be a dotted name of letters, digits, _ -"
                 )
-            root = key.split(".")[0]
-            if root in _RESERVED_CONFIG_PREFIXES:
-                raise ValueError(
-                    f"config key {key!r} is reserved: use the first-class argument or server config"
-                )
-        for item in value.values():
-            for scalar in item if isinstance(item, list) else [item]:
+            scalars = item if isinstance(item, list) else [item]
+            if len(scalars) > 32:
+                raise ValueError(f"config value of {key!r} must have at most 32 items")
+            for scalar in scalars:
                 if isinstance(scalar, str):
                     _no_nul(scalar, "config value")
+                    if len(scalar) > MAX_CONFIG_VALUE_CHARS:
+                        raise ValueError(
+                            f"config value of {key!r} must be at most "
+                            f"{MAX_CONFIG_VALUE_CHARS} characters"
+                        )
         return value
+
+    @field_validator("output_schema")
+    @classmethod
+    def _output_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        if _depth(value) > MAX_JSON_DEPTH:
+            raise ValueError(f"must be nested at most {MAX_JSON_DEPTH} levels deep")
+        size = len(json.dumps(value, separators=(",", ":")))
+        if size > MAX_OUTPUT_SCHEMA_BYTES:
+            raise ValueError(
+                f"must be at most {MAX_OUTPUT_SCHEMA_BYTES} bytes as JSON (got {size})"
+            )
+        return value
+
+
+def _depth(value: Any, level: int = 1) -> int:
+    """Nesting depth of a JSON value, stopping early once it is past the limit."""
+    if level > MAX_JSON_DEPTH:
+        return level
+    children: list[Any] = []
+    if isinstance(value, dict):
+        children = list(value.values())
+    elif isinstance(value, list):
+        children = value
+    return max([level, *(_depth(child, level + 1) for child in children)])
+
+
+def check_config_keys(overrides: dict[str, Any], allowed: frozenset[str]) -> None:
+    """Refuse any ``-c`` key that is not on the allow list, naming it and how to widen it."""
+    for key in overrides:
+        if key not in allowed:
+            raise InvalidInputError(
+                "config_overrides",
+                f"{key!r} is not an allowed Codex config key (allowed: "
+                f"{', '.join(sorted(allowed)) or 'none'}); keys that could change sandboxing, "
+                "networking, credentials, endpoints, files, instructions or tools are never "
+                "accepted from callers; the owner can allow more with "
+                "c.LLMGatewayApp.codex_config_keys",
+            )
 
 
 def _session_id(value: str) -> str:
@@ -221,10 +276,14 @@ class CodexProvider:
         *,
         codex_home: str | None = None,
         env: dict[str, str] | None = None,
+        allowed_config_keys: frozenset[str] | None = None,
     ) -> None:
         self._explicit = executable
         self.codex_home = codex_home
         self.env = dict(env or {})
+        self.allowed_config_keys = (
+            DEFAULT_ALLOWED_CONFIG_KEYS if allowed_config_keys is None else allowed_config_keys
+        )
 
     def executable(self) -> str:
         return find_codex(self._explicit)
@@ -238,6 +297,7 @@ class CodexProvider:
             parsed = model.model_validate(args)
         except ValidationError as error:
             raise input_error_from_validation(error) from None
+        check_config_keys(parsed.config_overrides, self.allowed_config_keys)
         values = parsed.model_dump(exclude_none=True, exclude_defaults=False)
         if parsed.working_dir is not None:
             resolved = Path(parsed.working_dir).expanduser()
@@ -247,8 +307,17 @@ class CodexProvider:
         values["add_dirs"] = [str(Path(d).expanduser().resolve()) for d in parsed.add_dirs]
         return values
 
-    def build_command(self, kind: str, args: dict[str, Any], job_dir: Path) -> Command:
-        argv = [self.executable(), "exec"]
+    def base_home(self) -> Path:
+        """The owner's Codex home: configured, else ``$CODEX_HOME``, else ``~/.codex``."""
+        return Path(self.codex_home or os.environ.get("CODEX_HOME") or Path.home() / ".codex")
+
+    def build_command(
+        self, kind: str, args: dict[str, Any], job_dir: Path, context: LaunchContext
+    ) -> Command:
+        # Checked again at start: a caller's keys must not pass because the list was wider once.
+        check_config_keys(args.get("config_overrides", {}), self.allowed_config_keys)
+        executable = self.executable()
+        argv = [executable, "exec"]
         if kind in ("resume", "fork"):
             argv.append(kind)
         argv += ["--json", "--skip-git-repo-check"]
@@ -257,33 +326,130 @@ class CodexProvider:
         sandbox = args.get("sandbox", "read-only")
         add_dirs: list[str] = args.get("add_dirs", [])
         working_dir = args.get("working_dir")
+        for key, value in args.get("config_overrides", {}).items():
+            argv += ["-c", f"{key}={_toml_value(value)}"]
+        # The gateway's settings come after the caller's: the sandbox and the environment policy
+        # are the gateway's on exec, resume and fork alike.
         if kind == "exec":
             argv += ["--sandbox", sandbox]
             if working_dir:
                 argv += ["-C", working_dir]
             for directory in add_dirs:
                 argv += ["--add-dir", directory]
-        else:
-            argv += ["-c", f"sandbox_mode={_toml_value(sandbox)}"]
-            if add_dirs:
-                argv += ["-c", f"sandbox_workspace_write.writable_roots={_toml_value(add_dirs)}"]
-        for key, value in args.get("config_overrides", {}).items():
-            argv += ["-c", f"{key}={_toml_value(value)}"]
+        argv += ["-c", f"sandbox_mode={_toml_value(sandbox)}"]
+        if add_dirs:
+            argv += ["-c", f"sandbox_workspace_write.writable_roots={_toml_value(add_dirs)}"]
+        for setting in GATEWAY_CONFIG:
+            argv += ["-c", setting]
+        mounts = Mounts(writable=list(add_dirs), read_only=[_install_root(executable)])
+        env = dict(self.env)
         if args.get("output_schema") is not None:
             schema_file = job_dir / "output_schema.json"
-            schema_file.write_text(json.dumps(args["output_schema"]))
-            argv += ["--output-schema", str(schema_file)]
+            write_private(schema_file, json.dumps(args["output_schema"]))
+            schema_path = str(schema_file)
+            if context.isolated:
+                schema_path = f"{INSIDE_JOB_DIR}/output_schema.json"
+                mounts.private[schema_path] = str(schema_file)
+            argv += ["--output-schema", schema_path]
         argv.append("--")
         if kind in ("resume", "fork"):
             argv.append(args["session_id"])
         argv.append("-")
-        env = dict(self.env)
-        if self.codex_home:
-            env["CODEX_HOME"] = self.codex_home
-        return Command(argv=argv, stdin=args["prompt"].encode(), cwd=working_dir, env=env)
+        home = self._home_for(context)
+        env.update(self._credentials(context))
+        if home is not None:
+            if context.isolated:
+                mounts.private[INSIDE_CODEX_HOME] = str(home)
+                env["CODEX_HOME"] = INSIDE_CODEX_HOME
+            else:
+                env["CODEX_HOME"] = str(home)
+        return Command(
+            argv=argv,
+            stdin=args["prompt"].encode(),
+            cwd=working_dir,
+            env=env,
+            mounts=mounts,
+            env_names=(*CREDENTIAL_ENV, *self._provider_env_keys()),
+        )
+
+    def _home_for(self, context: LaunchContext) -> Path | None:
+        """The owner uses the configured home; each grant a home of its own under the data dir,
+        holding a copy of the owner's config.toml and never the owner's auth.json."""
+        if context.caller == "owner":
+            if self.codex_home is None and not context.isolated:
+                return None  # Codex's own default, as before
+            home = self.base_home()
+            if context.isolated:  # bound into the boundary: it must exist
+                home.mkdir(parents=True, exist_ok=True, mode=0o700)
+            return home
+        home = context.state_dir / "codex-home"
+        home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        source = self.base_home() / "config.toml"
+        target = home / "config.toml"
+        if source.is_file():
+            text = source.read_text(encoding="utf-8")
+            if not target.is_file() or target.read_text(encoding="utf-8") != text:
+                write_private(target, text)
+        return home
+
+    def _credentials(self, context: LaunchContext) -> dict[str, str]:
+        """A grant's run gets the owner's API key as ``CODEX_API_KEY`` (kept from the commands
+        Codex runs by the gateway's environment policy), never the auth.json file itself."""
+        if context.caller == "owner":
+            return {}
+        if os.environ.get("CODEX_API_KEY") or os.environ.get("OPENAI_API_KEY"):
+            return {}
+        key = _api_key_of(self.base_home() / "auth.json")
+        return {"CODEX_API_KEY": key} if key else {}
+
+    def _provider_env_keys(self) -> tuple[str, ...]:
+        """``env_key`` variables named by model providers in the owner's config.toml."""
+        try:
+            import tomllib
+        except ImportError:  # Python 3.10: pass the standard names only
+            return ()
+        try:
+            config = tomllib.loads((self.base_home() / "config.toml").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return ()
+        providers = config.get("model_providers")
+        names: list[str] = []
+        if isinstance(providers, dict):
+            for entry in providers.values():
+                env_key = entry.get("env_key") if isinstance(entry, dict) else None
+                if isinstance(env_key, str) and re.fullmatch(r"[A-Za-z_]\w{0,63}", env_key):
+                    names.append(env_key)
+        return tuple(names)
 
     def new_parser(self) -> CodexStreamParser:
         return CodexStreamParser()
+
+
+def _install_root(executable: str) -> str:
+    """What must be visible to run Codex: its npm ``node_modules`` (launcher, native binary,
+    bundled helpers), or the directory of a standalone binary."""
+    real = Path(os.path.realpath(executable))
+    for parent in real.parents:
+        if parent.name == "node_modules":
+            return str(parent)
+    return str(real.parent)
+
+
+def _api_key_of(auth_file: Path) -> str | None:
+    try:
+        data = json.loads(auth_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    key = data.get("OPENAI_API_KEY") if isinstance(data, dict) else None
+    return key if isinstance(key, str) and key else None
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read, whatever the umask."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        os.fchmod(handle.fileno(), 0o600)
+        handle.write(text)
 
 
 class CodexStreamParser:

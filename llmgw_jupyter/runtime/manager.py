@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import json
 import os
+import re
 import signal
+import sqlite3
 import time
 import uuid
 from collections import deque
@@ -21,20 +24,29 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from llmgw_jupyter.errors import (
+    DiskFullError,
     ErrorCategory,
     GatewayError,
     InvalidInputError,
     NotFoundError,
     SaturatedError,
 )
-from llmgw_jupyter.paths import resolve_data_dir
+from llmgw_jupyter.paths import ensure_private_dir, resolve_data_dir
 from llmgw_jupyter.runtime import output as job_output
+from llmgw_jupyter.runtime.isolation import (
+    INSIDE_HOME,
+    Boundary,
+    IsolationError,
+    protected_paths,
+)
 from llmgw_jupyter.runtime.models import (
+    ACTIVE_STATUSES,
     JOB_KINDS,
     JobEvent,
     JobRecord,
     JobSpec,
     JobStatus,
+    LaunchContext,
     OutputPage,
     SessionRecord,
 )
@@ -51,13 +63,37 @@ from llmgw_jupyter.store.db import Database
 from llmgw_jupyter.store.jobs import IdempotencyConflict, JobStore
 
 if TYPE_CHECKING:  # providers.base imports runtime.models: a runtime import here would be circular
-    from llmgw_jupyter.providers.base import ParsedEvent, Provider, StreamParser
+    from llmgw_jupyter.providers.base import Command, ParsedEvent, Provider, StreamParser
 
 READ_CHUNK = 64 * 1024
 MAX_LINE_BYTES = 1024 * 1024
 STDERR_TAIL_BYTES = 4096
 PIPE_DRAIN_SECONDS = 5.0
 PREVIEW_CHARS = 120
+# The job environment is an allow list: these, LC_*, what the provider names (its credentials)
+# and ``env_passthrough``. Nothing else of the server's environment reaches a job.
+JOB_ENV_NAMES = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "TERM",
+        "USER",
+        "LOGNAME",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "NO_PROXY",
+        "no_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    }
+)
 
 
 @dataclass
@@ -74,8 +110,19 @@ class RuntimeConfig:
     max_events_per_job: int = 5000
     codex_path: str | None = None
     codex_home: str | None = None
-    env: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)  # set in every job's environment
     providers: dict[str, Provider] | None = None  # replaces the built-in set (tests, new CLIs)
+    # Isolation: "bwrap" runs jobs inside a bubblewrap boundary; "off" runs them as plain
+    # children. Grants' jobs never run without the boundary (refused, fail closed); the owner's
+    # run without it when ``isolate_owner`` is False.
+    isolation: str = "bwrap"
+    isolate_owner: bool = True
+    bwrap_path: str | None = None
+    protected_paths: list[str] = field(default_factory=list)  # hidden from jobs, besides defaults
+    env_passthrough: list[str] = field(default_factory=list)  # more server variables jobs get
+    codex_config_keys: list[str] | None = None  # widens the caller -c allow list
+    max_active_per_grant: int = 8  # a grant's queued + running + awaiting jobs
+    owner_reserved_queue: int = 8  # queue places grants can never take
 
 
 @dataclass
@@ -83,7 +130,9 @@ class _RunningJob:
     job_id: str
     provider: str
     process: CliProcess | None = None
-    stop_reason: str | None = None  # cancel | wall_timeout | idle_timeout | overflow | shutdown
+    # cancel | wall_timeout | idle_timeout | overflow | shutdown | disk_full | write_error
+    stop_reason: str | None = None
+    error_detail: str | None = None
     cancel_reason: str | None = None
     last_output: float = field(default_factory=time.monotonic)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -110,6 +159,16 @@ class Runtime:
         self._jobs: JobStore | None = None
         self._lock_handle: IO[str] | None = None
         self._closing = False
+        self.boundary = Boundary(
+            executable=self.config.bwrap_path,
+            protected=protected_paths(
+                [
+                    self.data_dir,
+                    *self.config.protected_paths,
+                    *([self.config.codex_home] if self.config.codex_home else []),
+                ]
+            ),
+        )
 
     # -- lifecycle ------------------------------------------------------------------------
     @property
@@ -124,8 +183,39 @@ class Runtime:
             raise RuntimeError("Runtime.start() has not been awaited")
         return self._db
 
+    def isolation_report(self) -> str:
+        """One line for the server log: which boundary jobs run in, and for whom."""
+        if self.config.isolation != "bwrap":
+            return "job isolation OFF: owner's jobs run unisolated; grants' jobs are refused"
+        reason = self.boundary.unavailable_reason()
+        if reason is not None:
+            return f"job isolation UNAVAILABLE ({reason}): every isolated job is refused"
+        scope = "every job" if self.config.isolate_owner else "grants' jobs (owner's unisolated)"
+        return f"job isolation: {self.boundary.describe()} for {scope}"
+
+    def _isolated(self, caller: str) -> bool:
+        return caller != "owner" or (
+            self.config.isolation == "bwrap" and self.config.isolate_owner
+        )
+
+    def _check_isolation(self, caller: str) -> None:
+        if not self._isolated(caller):
+            return
+        if self.config.isolation != "bwrap":
+            raise IsolationError(
+                "grants' jobs only run inside the isolation boundary, which is switched off "
+                "(c.LLMGatewayApp.isolation = 'off'); the owner must turn it on"
+            )
+        reason = self.boundary.unavailable_reason()
+        if reason is not None:
+            hint = "" if caller != "owner" else (
+                "; the owner can run their own jobs without it "
+                "(c.LLMGatewayApp.isolate_owner_jobs = False)"
+            )
+            raise IsolationError(f"job isolation is unavailable: {reason}{hint}")
+
     async def start(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        ensure_private_dir(self.data_dir)
         self._lock_handle = _take_lock(self.data_dir / "runtime.lock")
         self._db = Database(self.data_dir / "llmgw.sqlite3")
         self._jobs = JobStore(self._db)
@@ -171,14 +261,24 @@ class Runtime:
         if spec.kind not in JOB_KINDS:
             raise InvalidInputError("kind", f"must be one of {', '.join(JOB_KINDS)}")
         args = provider.validate(spec.kind, spec.args)
+        self._check_timeout(args)
         key = spec.idempotency_key or args.get("idempotency_key")
         if key:
             existing = self.find_by_idempotency_key(spec.caller, key)
             if existing is not None:
                 return existing
+        self._check_isolation(spec.caller)
+        if self._isolated(spec.caller):
+            for field_name, paths in (
+                ("working_dir", [args.get("working_dir") or os.getcwd()]),
+                ("add_dirs", args.get("add_dirs", [])),
+            ):
+                for path in paths:
+                    self.boundary.check_path(field_name, path)
+        self._check_caller_share(spec.caller)
         if not spec.hold:
             provider.check_ready()
-            self._check_capacity()
+            self._check_capacity(spec.caller)
         now = time.time()
         status = JobStatus.AWAITING_APPROVAL if spec.hold else JobStatus.QUEUED
         job_id = uuid.uuid4().hex[:12]
@@ -205,6 +305,13 @@ class Runtime:
             )
         except IdempotencyConflict as conflict:
             return conflict.existing
+        except sqlite3.OperationalError as error:
+            if _is_disk_full(error):
+                raise DiskFullError(
+                    f"the gateway's disk is full ({self.data_dir}): no job can be stored; "
+                    "free space and retry"
+                ) from None
+            raise
         self._notify(record)
         if not spec.hold:
             self._queue.append((record.id, record.provider))
@@ -219,7 +326,7 @@ class Runtime:
         now = time.time()
         try:
             self._provider(record.provider).check_ready()
-            self._check_capacity()
+            self._check_capacity(record.caller)
         except GatewayError as error:
             failed = self.store.transition(
                 job_id,
@@ -373,11 +480,42 @@ class Runtime:
         return len(job_ids)
 
     # -- scheduling -----------------------------------------------------------------------
-    def _check_capacity(self) -> None:
-        if len(self._queue) >= self.config.max_queued:
+    def _check_capacity(self, caller: str = "owner") -> None:
+        limit = self.config.max_queued
+        if caller != "owner":  # the owner always keeps room in the queue
+            limit = max(0, limit - self.config.owner_reserved_queue)
+        if len(self._queue) >= limit:
             raise SaturatedError(
-                f"the job queue is full ({self.config.max_queued} waiting, "
-                f"{len(self._running)} running); retry later or cancel jobs"
+                f"the job queue is full ({len(self._queue)} waiting, {len(self._running)} "
+                f"running; limit {limit} for this caller, c.LLMGatewayApp.max_queued); "
+                "retry later or cancel jobs"
+            )
+
+    def _check_caller_share(self, caller: str) -> None:
+        """A grant holds at most ``max_active_per_grant`` unfinished jobs at once."""
+        if caller == "owner":
+            return
+        limit = self.config.max_active_per_grant
+        active = sum(
+            count
+            for status, count in self.store.count_by_status(caller).items()
+            if status in {s.value for s in ACTIVE_STATUSES}
+        )
+        if active >= limit:
+            raise GatewayError(
+                ErrorCategory.LIMIT_EXCEEDED,
+                f"this caller already has {active} unfinished jobs (limit {limit} per grant, "
+                "c.LLMGatewayApp.max_active_jobs_per_grant); wait for one to finish or cancel one",
+            )
+
+    def _check_timeout(self, args: dict[str, Any]) -> None:
+        wall = self.config.wall_timeout_seconds
+        asked = args.get("timeout_seconds")
+        if asked is not None and float(asked) > wall:
+            raise InvalidInputError(
+                "timeout_seconds",
+                f"must be at most {wall:g} (the server's wall_timeout_seconds; the owner can "
+                "raise c.LLMGatewayApp.wall_timeout_seconds)",
             )
 
     def _provider_limit(self, provider: str) -> int:
@@ -414,17 +552,34 @@ class Runtime:
             return
         provider = self.providers[record.provider]
         directory = self.job_dir(job_id)
-        directory.mkdir(parents=True, exist_ok=True)
+        isolated = self._isolated(record.caller)
         try:
-            command = provider.build_command(record.kind, record.args, directory)
+            ensure_private_dir(directory)
+            self._check_isolation(record.caller)
+            _check_paths_unchanged(record.args)
+            context = LaunchContext(
+                caller=record.caller,
+                isolated=isolated,
+                state_dir=ensure_private_dir(self.data_dir / "callers" / _slug(record.caller)),
+            )
+            command = provider.build_command(record.kind, record.args, directory, context)
+            argv = command.argv
+            if isolated:
+                argv = self.boundary.wrap(
+                    command.argv, cwd=command.cwd or os.getcwd(), mounts=command.mounts
+                )
         except GatewayError as error:
             self._fail_unstarted(job_id, error.category, error.message)
             return
-        try:
-            env = {**os.environ, **self.config.env, **command.env}
-            process = await spawn(
-                command.argv, cwd=command.cwd, env=env, stdin=command.stdin is not None
+        except OSError as error:
+            category = ErrorCategory.DISK_FULL if error.errno == errno.ENOSPC else None
+            self._fail_unstarted(
+                job_id, category or ErrorCategory.SPAWN_ERROR, f"could not prepare the job: {error}"
             )
+            return
+        try:
+            env = self._job_env(command, isolated)
+            process = await spawn(argv, cwd=command.cwd, env=env, stdin=command.stdin is not None)
         except OSError as error:
             self._fail_unstarted(
                 job_id, ErrorCategory.SPAWN_ERROR, f"could not start {command.argv[0]}: {error}"
@@ -440,7 +595,7 @@ class Runtime:
             started_at=now,
             pid=process.pid,
             pid_start_time=process_start_time(process.pid),
-            argv_json=json.dumps(command.argv),
+            argv_json=json.dumps(argv),
             runtime_id=self.runtime_id,
         )
         if started is None:  # cancelled while spawning
@@ -449,6 +604,22 @@ class Runtime:
             return
         self._notify(started)
         await self._supervise(running, started, provider, process, command.stdin)
+
+    def _job_env(self, command: Command, isolated: bool) -> dict[str, str]:
+        """An allow list: no Jupyter, JupyterHub or gateway token reaches a job."""
+        names = {*JOB_ENV_NAMES, *command.env_names, *self.config.env_passthrough}
+        env = {
+            name: value
+            for name, value in os.environ.items()
+            if name in names or name.startswith("LC_")
+        }
+        env.setdefault("PATH", os.defpath)
+        if isolated:
+            env["HOME"] = INSIDE_HOME
+            env["TMPDIR"] = "/tmp"
+        env.update(self.config.env)
+        env.update(command.env)
+        return {name: value for name, value in env.items() if value != ""}
 
     async def _supervise(
         self,
@@ -538,7 +709,14 @@ class Runtime:
             if not chunk:
                 break
             running.last_output = time.monotonic()
-            kept = output.write(stream, chunk)
+            try:
+                kept = output.write(stream, chunk)
+            except OSError as error:
+                if running.stop_reason is None:
+                    running.stop_reason = "disk_full" if _is_disk_full(error) else "write_error"
+                    running.error_detail = str(error)
+                    running.wake.set()
+                continue  # keep draining the pipe so the CLI is not blocked on a full pipe
             if output.overflowed and running.stop_reason is None:
                 running.stop_reason = "overflow"
                 running.wake.set()
@@ -630,6 +808,15 @@ class Runtime:
                 if reason == "wall_timeout"
                 else f"no output for {self.config.idle_timeout_seconds:g} s (idle timeout)"
             )
+        elif reason in ("disk_full", "write_error"):
+            status = JobStatus.FAILED
+            fields["error_category"] = (
+                ErrorCategory.DISK_FULL if reason == "disk_full" else ErrorCategory.CLI_ERROR
+            ).value
+            fields["error_message"] = (
+                f"could not store the job's output ({running.error_detail}); the job was stopped "
+                "and what was captured before is kept"
+            )
         elif reason == "overflow":
             status = JobStatus.FAILED
             fields["error_category"] = ErrorCategory.OUTPUT_OVERFLOW.value
@@ -643,15 +830,36 @@ class Runtime:
             if not verdict.succeeded:
                 fields["error_category"] = (verdict.category or ErrorCategory.CLI_ERROR).value
                 fields["error_message"] = verdict.message
-        done = self.store.transition(
-            record.id,
-            status,
-            fields["finished_at"],
-            expect=[JobStatus.RUNNING],
-            summary=_status_summary(status, fields),
-            **fields,
-        )
+        try:
+            done = self.store.transition(
+                record.id,
+                status,
+                fields["finished_at"],
+                expect=[JobStatus.RUNNING],
+                summary=_status_summary(status, fields),
+                **fields,
+            )
+        except sqlite3.OperationalError as error:
+            if not _is_disk_full(error):
+                raise
+            done = self._settle_without_space(record.id, str(error))
         self._notify(done)
+
+    def _settle_without_space(self, job_id: str, detail: str) -> JobRecord | None:
+        """A full disk refused the final record: store the smallest one that says so (no event
+        row), so the job is never left ``running``; restart recovery covers the rest."""
+        now = time.time()
+        message = f"the gateway's disk is full ({detail}); output captured so far is kept"
+        with contextlib.suppress(sqlite3.OperationalError):
+            self.store.update_job(
+                job_id,
+                status=JobStatus.FAILED.value,
+                finished_at=now,
+                updated_at=now,
+                error_category=ErrorCategory.DISK_FULL.value,
+                error_message=message,
+            )
+        return self.store.get_job(job_id)
 
     # -- helpers --------------------------------------------------------------------------
     def _finish_unstarted(
@@ -751,7 +959,16 @@ class Runtime:
 def _builtin_providers(config: RuntimeConfig) -> dict[str, Provider]:
     from llmgw_jupyter.providers.codex import CodexProvider
 
-    return {"codex": CodexProvider(config.codex_path, codex_home=config.codex_home)}
+    allowed = None
+    if config.codex_config_keys is not None:
+        from llmgw_jupyter.providers.codex import DEFAULT_ALLOWED_CONFIG_KEYS
+
+        allowed = DEFAULT_ALLOWED_CONFIG_KEYS | frozenset(config.codex_config_keys)
+    return {
+        "codex": CodexProvider(
+            config.codex_path, codex_home=config.codex_home, allowed_config_keys=allowed
+        )
+    }
 
 
 def _take_lock(path: Path) -> IO[str]:
@@ -772,6 +989,34 @@ def _take_lock(path: Path) -> IO[str]:
     handle.write(str(os.getpid()))
     handle.flush()
     return handle
+
+
+def _slug(caller: str) -> str:
+    """A caller key as one safe path component (``grant:bot`` -> ``grant-bot``)."""
+    slug = re.sub(r"[^A-Za-z0-9_.-]", "-", caller)[:100].strip(".") or "caller"
+    return slug
+
+
+def _check_paths_unchanged(args: dict[str, Any]) -> None:
+    """Paths were resolved (and policy-checked) at submission; a directory swapped for a symlink
+    while the job waited must not move the job elsewhere."""
+    for field_name, paths in (
+        ("working_dir", [args["working_dir"]] if args.get("working_dir") else []),
+        ("add_dirs", args.get("add_dirs", [])),
+    ):
+        for path in paths:
+            if os.path.realpath(path) != path or not os.path.isdir(path):
+                raise InvalidInputError(
+                    field_name,
+                    f"{path} changed since the job was submitted (it no longer resolves to the "
+                    "same directory); the job was not started",
+                )
+
+
+def _is_disk_full(error: BaseException) -> bool:
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return True
+    return isinstance(error, sqlite3.OperationalError) and "full" in str(error).lower()
 
 
 def _preview(prompt: str) -> str:

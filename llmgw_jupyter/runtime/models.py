@@ -7,6 +7,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from llmgw_jupyter.errors import ErrorCategory
@@ -62,6 +63,15 @@ class Usage:
             "output_tokens": self.output_tokens,
             "reasoning_output_tokens": self.reasoning_output_tokens,
         }
+
+
+@dataclass(frozen=True)
+class LaunchContext:
+    """Who a run is for and how it runs; per-caller provider state lives in ``state_dir``."""
+
+    caller: str
+    isolated: bool
+    state_dir: Path  # <data dir>/callers/<caller>, mode 0700
 
 
 @dataclass

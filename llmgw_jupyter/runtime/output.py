@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 from typing import BinaryIO
 
+from llmgw_jupyter.paths import ensure_private_dir
 from llmgw_jupyter.runtime.models import OutputPage
 
 STREAM_FILES = {"stdout": "stdout.jsonl", "stderr": "stderr.log"}
@@ -51,10 +52,12 @@ class CappedOutput:
         return data
 
     def _open(self, stream: str) -> BinaryIO:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        handle = self._files[stream] = open(  # noqa: SIM115 - closed in close()
-            self.directory / STREAM_FILES[stream], "ab"
+        ensure_private_dir(self.directory)
+        fd = os.open(
+            self.directory / STREAM_FILES[stream], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
         )
+        os.fchmod(fd, 0o600)  # whatever the umask: output holds prompts and answers
+        handle = self._files[stream] = os.fdopen(fd, "ab")
         return handle
 
     def close(self) -> None:

@@ -7,6 +7,7 @@ file safely.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -29,7 +30,10 @@ class Database:
     def __init__(self, path: Path | str, *, busy_timeout_ms: int = 10_000) -> None:
         self.path = Path(path) if str(path) != ":memory:" else None
         if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # SQLite gives its -wal and -shm files the database file's mode: 0600 for all three.
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+            os.chmod(self.path, 0o600)
         self._lock = threading.RLock()
         self._conn = sqlite3.connect(
             str(path), check_same_thread=False, isolation_level=None, timeout=busy_timeout_ms / 1000

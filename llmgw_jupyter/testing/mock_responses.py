@@ -5,6 +5,11 @@ The answer to every ``POST /v1/responses`` is derived from the last user message
 HTTP failures, dropped streams, several spaced output items) can be set from Python or from the
 prompt itself with directives such as ``[mock:delay=5]``, because tests that drive Codex through a
 notebook or a browser cannot reach the server object.
+
+A prompt holding ``[mock-shell]<command>[/mock-shell]`` makes the model call Codex's shell tool
+(``exec_command``) with that command, as a model that obeys the prompt would; once Codex sends the
+command's output back, the answer is ``shell output: <output>``. Security tests use this to see
+exactly what a job's commands can reach.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _DIRECTIVE_RE = re.compile(r"\[mock:([^\]]*)\]")
+_SHELL_RE = re.compile(r"\[mock-shell\](.*?)\[/mock-shell\]", re.DOTALL)
+SHELL_TOOL = "exec_command"  # Codex 0.169.0's shell tool for ``codex exec``
 
 
 class DirectiveError(ValueError):
@@ -58,6 +65,8 @@ class MockBehaviour:
     """Seconds between two output items, so live progress can be observed."""
     reply: str | None = None
     """Fixed answer text instead of ``echo: <last user message>``."""
+    shell: str | None = None
+    """A command the model asks Codex to run (``exec_command``) before it answers."""
 
 
 _DIRECTIVE_FIELDS: dict[str, type] = {
@@ -126,6 +135,11 @@ class RecordedRequest:
     received_at: float
 
     @property
+    def tool_outputs(self) -> list[str]:
+        """What the commands run in this turn printed, as Codex reported it back to the model."""
+        return _tool_outputs_after_last_user(self.body)
+
+    @property
     def messages(self) -> list[tuple[str, str]]:
         """``(role, text)`` of every message item in the request input, in order."""
         items = self.body.get("input") if isinstance(self.body, dict) else None
@@ -136,6 +150,31 @@ class RecordedRequest:
             for item in items
             if isinstance(item, dict) and item.get("type", "message") == "message"
         ]
+
+
+def shell_command(prompt: str) -> str | None:
+    """The command of a ``[mock-shell]...[/mock-shell]`` block in a prompt, if any."""
+    match = _SHELL_RE.search(prompt)
+    return match.group(1) if match else None
+
+
+def _tool_outputs_after_last_user(body: Any) -> list[str]:
+    """Outputs of tool calls that follow the last user message (this turn's results)."""
+    items = body.get("input") if isinstance(body, dict) else None
+    if not isinstance(items, list):
+        return []
+    outputs: list[str] = []
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        if item.get("role") == "user":
+            outputs = []
+        elif item.get("type") == "function_call_output":
+            output = item.get("output")
+            if isinstance(output, list):
+                output = "".join(str(p.get("text", "")) for p in output if isinstance(p, dict))
+            outputs.append(str(output))
+    return outputs
 
 
 def _last_user_text(body: Any) -> str | None:
@@ -343,6 +382,12 @@ class _Handler(BaseHTTPRequestHandler):
             with contextlib.suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)
             return
+        if behaviour.shell is not None:
+            results = record.tool_outputs
+            if not results:
+                self._call_shell(response_id, behaviour.shell, size)
+                return
+            answer = "shell output: " + "\n".join(results)
         texts = [f"step {k}/{behaviour.steps}" for k in range(1, behaviour.steps)] + [answer]
         output: list[dict[str, Any]] = []
         for index, text in enumerate(texts):
@@ -365,6 +410,28 @@ class _Handler(BaseHTTPRequestHandler):
             "status": "completed",
             "output": output,
             "usage": _usage(size, "".join(texts)),
+        }
+        self._chunk(_sse({"type": "response.completed", "response": completed}))
+        self.wfile.write(b"0\r\n\r\n")
+
+
+    def _call_shell(self, response_id: str, command: str, size: int) -> None:
+        """Answer with one ``exec_command`` function call; Codex runs it and asks again."""
+        item = {
+            "type": "function_call",
+            "id": f"fc_{response_id}",
+            "call_id": f"call_{response_id}",
+            "name": SHELL_TOOL,
+            "arguments": json.dumps({"cmd": command}),
+            "status": "completed",
+        }
+        self._chunk(_sse({"type": "response.output_item.done", "output_index": 0, "item": item}))
+        completed = {
+            "id": response_id,
+            "object": "response",
+            "status": "completed",
+            "output": [item],
+            "usage": _usage(size, command),
         }
         self._chunk(_sse({"type": "response.completed", "response": completed}))
         self.wfile.write(b"0\r\n\r\n")
@@ -466,6 +533,9 @@ class MockResponsesServer:
         with self._cond:
             base = self._queued.pop(0) if self._queued else self.behaviour
         overrides = parse_directives(prompt)
+        command = shell_command(prompt)
+        if command is not None:
+            overrides["shell"] = command
         return dataclasses.replace(base, **overrides) if overrides else base
 
     # -- request log ------------------------------------------------------------------------

@@ -12,8 +12,10 @@ from typing import Any
 import pytest
 
 from llmgw_jupyter.errors import ErrorCategory, GatewayError
+from llmgw_jupyter.providers.base import LaunchContext
 from llmgw_jupyter.providers.codex import (
     CODEX_PATH_ENV,
+    GATEWAY_CONFIG,
     CodexArgs,
     CodexProvider,
     CodexStreamParser,
@@ -34,6 +36,13 @@ def executable(path: Path) -> Path:
 @pytest.fixture
 def provider(tmp_path: Path) -> CodexProvider:
     return CodexProvider(str(executable(tmp_path / "bin" / "codex")), codex_home="/codex-home")
+
+
+def owner(tmp_path: Path) -> LaunchContext:
+    return LaunchContext(caller="owner", isolated=False, state_dir=tmp_path / "state")
+
+
+GATEWAY_SETTINGS = [item for setting in GATEWAY_CONFIG for item in ("-c", setting)]
 
 
 def lines(*events: dict[str, Any]) -> list[bytes]:
@@ -122,20 +131,24 @@ def test_exec_command_puts_the_prompt_on_stdin_after_an_option_terminator(
             "sandbox": "workspace-write",
             "working_dir": str(tmp_path / "work"),
             "add_dirs": [str(tmp_path / "extra")],
-            "config_overrides": {"model_reasoning_effort": "low", "tools.web_search": False},
+            "config_overrides": {"model_reasoning_effort": "low", "model_verbosity": "low"},
             "output_schema": {"type": "object"},
         },
     )
     job_dir = tmp_path / "job"
     job_dir.mkdir()
 
-    command = provider.build_command("exec", args, job_dir)
+    command = provider.build_command("exec", args, job_dir, owner(tmp_path))
 
     assert command.argv == [
         provider.executable(), "exec", "--json", "--skip-git-repo-check",
-        "--model", "gpt-5.5", "--sandbox", "workspace-write",
+        "--model", "gpt-5.5",
+        "-c", 'model_reasoning_effort="low"', "-c", 'model_verbosity="low"',
+        "--sandbox", "workspace-write",
         "-C", str(tmp_path / "work"), "--add-dir", str(tmp_path / "extra"),
-        "-c", 'model_reasoning_effort="low"', "-c", "tools.web_search=false",
+        "-c", 'sandbox_mode="workspace-write"',
+        "-c", f'sandbox_workspace_write.writable_roots=["{tmp_path / "extra"}"]',
+        *GATEWAY_SETTINGS,
         "--output-schema", str(job_dir / "output_schema.json"),
         "--", "-",
     ]  # fmt: skip
@@ -160,12 +173,13 @@ def test_fork_and_resume_pass_sandbox_as_config_and_the_session_last(
         },
     )
 
-    command = provider.build_command(kind, args, tmp_path)
+    command = provider.build_command(kind, args, tmp_path, owner(tmp_path))
 
     assert command.argv == [
         provider.executable(), "exec", kind, "--json", "--skip-git-repo-check",
         "-c", 'sandbox_mode="read-only"',
         "-c", f'sandbox_workspace_write.writable_roots=["{tmp_path / "extra"}"]',
+        *GATEWAY_SETTINGS,
         "--", "01a1fd8b-40ef-75f0-a90e-545a02dcc899", "-",
     ]  # fmt: skip
     assert command.cwd == str(tmp_path)  # fork/resume take no -C: the process runs there
@@ -195,7 +209,7 @@ def test_the_real_cli_accepts_every_option_the_provider_builds(
             },
         },
     )
-    first = run_command(real.build_command("exec", args, tmp_path / "job"), codex_env)
+    first = run_command(real.build_command("exec", args, tmp_path / "job", owner(tmp_path)), codex_env)
     [thread] = [e["thread_id"] for e in first if e["type"] == "thread.started"]
     assert first[-1]["type"] == "turn.completed"
     assert mock_model.requests[-1].body["text"]["format"]["type"] == "json_schema"
@@ -212,7 +226,7 @@ def test_the_real_cli_accepts_every_option_the_provider_builds(
                 "config_overrides": {"model_reasoning_effort": "low"},
             },
         )
-        events = run_command(real.build_command(kind, more, tmp_path / "job"), codex_env)
+        events = run_command(real.build_command(kind, more, tmp_path / "job", owner(tmp_path)), codex_env)
         assert events[-1]["type"] == "turn.completed", events
         assert mock_model.requests[-1].last_user_text == kind
 

@@ -20,6 +20,9 @@ async def runtime(tmp_path: Path) -> AsyncIterator[RuntimeFactory]:
 
     async def make(**config: Any) -> Runtime:
         config.setdefault("data_dir", tmp_path / "data")
+        # The fakes report host pids that the fault tests signal and check: owner jobs run
+        # unisolated here; tests/runtime/test_isolation.py covers the boundary.
+        config.setdefault("isolation", "off")
         rt = Runtime(RuntimeConfig(**config))
         await rt.start()
         made.append(rt)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from llmgw_jupyter.errors import InvalidInputError
-from llmgw_jupyter.providers.base import Command
+from llmgw_jupyter.providers.base import Command, Mounts
 from llmgw_jupyter.providers.codex import CodexStreamParser
 
 PRELUDE = '''\
@@ -110,13 +110,24 @@ class FakeProvider:
             raise InvalidInputError("prompt", "a non-empty string is required")
         return dict(args)
 
-    def build_command(self, kind: str, args: dict[str, Any], job_dir: Path) -> Command:
+    def build_command(
+        self, kind: str, args: dict[str, Any], job_dir: Path, context: Any = None
+    ) -> Command:
         env = {**self.env, "FAKE_JOB_DIR": str(job_dir)}
+        # Inside the isolation boundary a fake needs its interpreter, its script and the
+        # directory of its gate and log files.
+        scripts = [os.path.dirname(a) for a in self.argv[1:] if os.path.isfile(a)]
+        shared = [os.path.dirname(env[k]) for k in ("FAKE_GATE", "FAKE_LOG") if k in env]
         command = Command(
             argv=list(self.argv),
             stdin=args["prompt"].encode(),
             cwd=args.get("working_dir"),
             env=env,
+            mounts=Mounts(
+                writable=sorted(set(shared)),
+                read_only=[sys.base_prefix, sys.prefix, *scripts],
+            ),
+            env_names=tuple(self.env),
         )
         self.commands.append(command)
         return command

@@ -18,6 +18,7 @@ from runtime_helpers import (
 )
 
 from llmgw_jupyter.errors import ErrorCategory, GatewayError
+from llmgw_jupyter.providers.codex import GATEWAY_CONFIG
 from llmgw_jupyter.runtime import JobRecord, JobSpec, JobStatus, Runtime
 from llmgw_jupyter.testing.mock_responses import MockResponsesServer
 
@@ -78,9 +79,11 @@ async def test_exec_round_trip_gives_answer_session_usage_events_and_paged_outpu
     assert done.session_id is not None and UUID.match(done.session_id)
     assert mock_model.requests[-1].last_user_text == "say hello to the gateway"
     assert done.argv is not None
+    gateway_settings = [item for setting in GATEWAY_CONFIG for item in ("-c", setting)]
     assert done.argv[1:] == [
         "exec", "--json", "--skip-git-repo-check", "--sandbox", "read-only",
-        "-C", str(workdir.resolve()), "--", "-",
+        "-C", str(workdir.resolve()), "-c", 'sandbox_mode="read-only"', *gateway_settings,
+        "--", "-",
     ]  # fmt: skip
 
     # Usage is what Codex reported in turn.completed.

@@ -204,7 +204,8 @@ async def test_releasing_into_a_full_queue_fails_the_job_as_saturated(
 async def test_an_idempotency_key_returns_the_existing_job_per_caller(
     runtime: RuntimeFactory, fakes: Fakes
 ) -> None:
-    rt = await runtime(providers={"fake": fakes.provider(QUICK)})
+    # a grant caller: its jobs run inside the isolation boundary
+    rt = await runtime(providers={"fake": fakes.provider(QUICK)}, isolation="bwrap")
     first = await rt.submit(spec("do it once", idempotency_key="k-1"))
     again = await rt.submit(spec("do it once", idempotency_key="k-1"))
     args = {"prompt": "do it once", "idempotency_key": "k-1"}

@@ -50,7 +50,11 @@ from llmgw_jupyter.runtime import JobSpec, Runtime, RuntimeConfig
 
 async def main() -> None:
     provider = FakeProvider(Path(script), env=json.loads(env))
-    rt = Runtime(RuntimeConfig(data_dir=data_dir, providers={"fake": provider}, max_running=1))
+    rt = Runtime(
+        RuntimeConfig(
+            data_dir=data_dir, providers={"fake": provider}, max_running=1, isolation="off"
+        )
+    )
     await rt.start()
     running = await rt.submit(JobSpec("fake", "codex_request_async", "exec", {"prompt": "first"}))
     queued = await rt.submit(JobSpec("fake", "codex_request_async", "exec", {"prompt": "second"}))
