@@ -14,7 +14,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Bool, Dict, Float, Int, List, Unicode, default
+from traitlets import Bool, Dict, Float, Int, List, TraitError, Unicode, default, validate
 
 from llmgw_jupyter.paths import DATA_DIR_ENV, resolve_data_dir
 from llmgw_jupyter.providers.codex import CODEX_PATH_ENV
@@ -101,6 +101,40 @@ class LLMGatewayApp(ExtensionApp):
     heartbeat_seconds = Float(15.0, help="Comment line interval of the SSE stream.").tag(
         config=True
     )
+    isolation = Unicode(
+        "bwrap",
+        help="'bwrap': every job runs inside a bubblewrap boundary that shows it only its "
+        "working dir, add_dirs and what the CLI needs; 'off': no boundary (grants' jobs are then "
+        "refused: they never run unisolated).",
+    ).tag(config=True)
+    isolate_owner_jobs = Bool(
+        True, help="Run the owner's own jobs inside the boundary too (grants' always are)."
+    ).tag(config=True)
+    bwrap_path = Unicode(
+        None, allow_none=True, help="The bubblewrap executable (env LLMGW_BWRAP_PATH, then PATH)."
+    ).tag(config=True)
+    protected_paths = List(
+        Unicode(),
+        help="More paths hidden from every job, besides the data dir, Jupyter's runtime, config "
+        "and data dirs, the owner's Codex home and common credential files.",
+    ).tag(config=True)
+    job_env = List(
+        Unicode(),
+        help="Names of more server environment variables jobs receive (the job environment is an "
+        "allow list: PATH, HOME, locale, proxy and CA settings, the CLI's credentials).",
+    ).tag(config=True)
+    codex_config_keys = List(
+        Unicode(),
+        help="Codex config keys callers may set with config_overrides, besides the built-in "
+        "allow list (reasoning effort, summary, verbosity). Never add keys that change sandboxing, "
+        "networking, credentials, endpoints, files, instructions or tools.",
+    ).tag(config=True)
+    max_active_jobs_per_grant = Int(
+        8, help="Unfinished (awaiting, queued, running) jobs one grant may hold at once."
+    ).tag(config=True)
+    owner_reserved_queue = Int(
+        8, help="Queue places that only the owner can use, so grants cannot starve the owner."
+    ).tag(config=True)
 
     @default("data_dir")
     def _default_data_dir(self) -> str:
@@ -109,6 +143,13 @@ class LLMGatewayApp(ExtensionApp):
     @default("codex_path")
     def _default_codex_path(self) -> str | None:
         return os.environ.get(CODEX_PATH_ENV) or None
+
+    @validate("isolation")
+    def _check_isolation(self, proposal: Any) -> str:
+        value = str(proposal["value"])
+        if value not in ("bwrap", "off"):
+            raise TraitError(f"LLMGatewayApp.isolation must be 'bwrap' or 'off', got {value!r}")
+        return value
 
     @default("owner_policy")
     def _default_owner_policy(self) -> str | None:
@@ -129,8 +170,14 @@ class LLMGatewayApp(ExtensionApp):
             retention_seconds=self.retention_days * 86400.0 or None,
             codex_path=self.codex_path,
             codex_home=self.codex_home,
-            # Codex jobs may run a grant's prompts: they must not inherit the owner's kernel token.
-            env={auth.SERVER_TOKEN_ENV: ""},
+            isolation=self.isolation,
+            isolate_owner=self.isolate_owner_jobs,
+            bwrap_path=self.bwrap_path,
+            protected_paths=list(self.protected_paths),
+            env_passthrough=list(self.job_env),
+            codex_config_keys=list(self.codex_config_keys) or None,
+            max_active_per_grant=self.max_active_jobs_per_grant,
+            owner_reserved_queue=min(self.owner_reserved_queue, self.max_queued),
         )
         config = ServiceConfig(
             runtime=runtime,
@@ -171,6 +218,11 @@ class LLMGatewayApp(ExtensionApp):
         if self.service.state != "running":
             return
         self.log.info("llmgw: data in %s", self.service.runtime.data_dir)
+        report = self.service.runtime.isolation_report()
+        if "OFF" in report or "UNAVAILABLE" in report:
+            self.log.warning("llmgw: %s", report)
+        else:
+            self.log.info("llmgw: %s", report)
         if self.service.mcp is not None and server_url:
             self.log.info("llmgw: MCP endpoint at %s%s", server_url, MCP_PATH)
         if self.service.policy_failed:
