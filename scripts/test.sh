@@ -7,8 +7,11 @@ bash scripts/bootstrap.sh
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
   echo "need root for: $*" >&2; return 1; fi; }
-if [ ! -x /usr/bin/chromium ]; then
-  as_root apt-get update -qq && as_root apt-get install -y -qq chromium
+missing=()
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v bwrap >/dev/null || missing+=(bubblewrap)  # the jobs' isolation boundary
+if [ "${#missing[@]}" -gt 0 ]; then
+  as_root apt-get update -qq && as_root apt-get install -y -qq "${missing[@]}"
 fi
 
 export LLMGW_CODEX_PATH="$PWD/.codex-cli/node_modules/.bin/codex"
