@@ -119,9 +119,7 @@ def _probe(executable: str) -> str | None:
 class Boundary:
     """Builds the ``bwrap`` command line that runs one job inside its own filesystem view."""
 
-    def __init__(
-        self, *, executable: str | None = None, protected: Sequence[Path] = ()
-    ) -> None:
+    def __init__(self, *, executable: str | None = None, protected: Sequence[Path] = ()) -> None:
         self._explicit = executable
         self.protected = [_resolve(p) for p in protected]
 

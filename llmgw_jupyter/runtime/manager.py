@@ -70,6 +70,9 @@ MAX_LINE_BYTES = 1024 * 1024
 STDERR_TAIL_BYTES = 4096
 PIPE_DRAIN_SECONDS = 5.0
 PREVIEW_CHARS = 120
+# Space kept free in the data dir: on a full disk it is released so the gateway can still record
+# how each job ended; while it cannot be re-made, new submissions are refused as disk_full.
+DISK_RESERVE_BYTES = 512 * 1024
 # The job environment is an allow list: these, LC_*, what the provider names (its credentials)
 # and ``env_passthrough``. Nothing else of the server's environment reaches a job.
 JOB_ENV_NAMES = frozenset(
@@ -159,6 +162,7 @@ class Runtime:
         self._jobs: JobStore | None = None
         self._lock_handle: IO[str] | None = None
         self._closing = False
+        self._reserve_ok = True
         self.boundary = Boundary(
             executable=self.config.bwrap_path,
             protected=protected_paths(
@@ -194,9 +198,7 @@ class Runtime:
         return f"job isolation: {self.boundary.describe()} for {scope}"
 
     def _isolated(self, caller: str) -> bool:
-        return caller != "owner" or (
-            self.config.isolation == "bwrap" and self.config.isolate_owner
-        )
+        return caller != "owner" or (self.config.isolation == "bwrap" and self.config.isolate_owner)
 
     def _check_isolation(self, caller: str) -> None:
         if not self._isolated(caller):
@@ -208,15 +210,20 @@ class Runtime:
             )
         reason = self.boundary.unavailable_reason()
         if reason is not None:
-            hint = "" if caller != "owner" else (
-                "; the owner can run their own jobs without it "
-                "(c.LLMGatewayApp.isolate_owner_jobs = False)"
+            hint = (
+                ""
+                if caller != "owner"
+                else (
+                    "; the owner can run their own jobs without it "
+                    "(c.LLMGatewayApp.isolate_owner_jobs = False)"
+                )
             )
             raise IsolationError(f"job isolation is unavailable: {reason}{hint}")
 
     async def start(self) -> None:
         ensure_private_dir(self.data_dir)
         self._lock_handle = _take_lock(self.data_dir / "runtime.lock")
+        self._reserve_ok = self._ensure_reserve()
         self._db = Database(self.data_dir / "llmgw.sqlite3")
         self._jobs = JobStore(self._db)
         self._recover()
@@ -267,6 +274,11 @@ class Runtime:
             existing = self.find_by_idempotency_key(spec.caller, key)
             if existing is not None:
                 return existing
+        if not self._reserve_ok and not self._ensure_reserve():
+            raise DiskFullError(
+                f"the gateway's disk is full ({self.data_dir}): new jobs are refused until "
+                f"{DISK_RESERVE_BYTES // 1024} KiB are free again"
+            )
         self._check_isolation(spec.caller)
         if self._isolated(spec.caller):
             for field_name, paths in (
@@ -734,10 +746,23 @@ class Runtime:
             if len(pending) > MAX_LINE_BYTES:
                 pending.clear()
                 discarding = True
-            if lines:
-                self._parse_lines(running, record, parser, lines)
+            if lines and running.stop_reason not in ("disk_full", "write_error"):
+                self._parse_safely(running, record, parser, lines)
         if tail is None and pending and not discarding:
-            self._parse_lines(running, record, parser, [bytes(pending)])
+            self._parse_safely(running, record, parser, [bytes(pending)])
+
+    def _parse_safely(
+        self, running: _RunningJob, record: JobRecord, parser: StreamParser, lines: list[bytes]
+    ) -> None:
+        """A store that cannot take events (full disk) stops the job; the pump keeps draining
+        the pipe so the CLI is never left blocked on a full pipe."""
+        try:
+            self._parse_lines(running, record, parser, lines)
+        except (sqlite3.OperationalError, OSError) as error:
+            if running.stop_reason is None:
+                running.stop_reason = "disk_full" if _is_disk_full(error) else "write_error"
+                running.error_detail = str(error)
+                running.wake.set()
 
     def _parse_lines(
         self, running: _RunningJob, record: JobRecord, parser: StreamParser, lines: list[bytes]
@@ -809,6 +834,8 @@ class Runtime:
                 else f"no output for {self.config.idle_timeout_seconds:g} s (idle timeout)"
             )
         elif reason in ("disk_full", "write_error"):
+            if reason == "disk_full":
+                self._release_reserve()  # room to record this ending
             status = JobStatus.FAILED
             fields["error_category"] = (
                 ErrorCategory.DISK_FULL if reason == "disk_full" else ErrorCategory.CLI_ERROR
@@ -842,24 +869,53 @@ class Runtime:
         except sqlite3.OperationalError as error:
             if not _is_disk_full(error):
                 raise
-            done = self._settle_without_space(record.id, str(error))
+            self._release_reserve()
+            done = self._settle_without_space(record.id, str(error), fields)
         self._notify(done)
 
-    def _settle_without_space(self, job_id: str, detail: str) -> JobRecord | None:
-        """A full disk refused the final record: store the smallest one that says so (no event
-        row), so the job is never left ``running``; restart recovery covers the rest."""
-        now = time.time()
-        message = f"the gateway's disk is full ({detail}); output captured so far is kept"
+    def _settle_without_space(
+        self, job_id: str, detail: str, fields: dict[str, Any]
+    ) -> JobRecord | None:
+        """A full disk refused the final record: with the reserve released, store how the job
+        ended, so it is never left ``running`` (restart recovery covers a still-full disk)."""
+        message = f"the gateway's disk is full ({detail}); the output captured so far is kept"
+        fields = {**fields, "error_category": ErrorCategory.DISK_FULL.value}
+        fields["error_message"] = message
         with contextlib.suppress(sqlite3.OperationalError):
-            self.store.update_job(
+            return self.store.transition(
                 job_id,
-                status=JobStatus.FAILED.value,
-                finished_at=now,
-                updated_at=now,
-                error_category=ErrorCategory.DISK_FULL.value,
-                error_message=message,
+                JobStatus.FAILED,
+                fields["finished_at"],
+                expect=[JobStatus.RUNNING],
+                summary=f"failed: {message}",
+                **fields,
             )
         return self.store.get_job(job_id)
+
+    def _ensure_reserve(self) -> bool:
+        path = self.data_dir / "disk-reserve"
+        try:
+            if path.stat().st_size == DISK_RESERVE_BYTES:
+                self._reserve_ok = True
+                return True
+        except FileNotFoundError:
+            pass
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, bytes(DISK_RESERVE_BYTES))
+            finally:
+                os.close(fd)
+        except OSError:
+            path.unlink(missing_ok=True)
+            self._reserve_ok = False
+            return False
+        self._reserve_ok = True
+        return True
+
+    def _release_reserve(self) -> None:
+        self._reserve_ok = False
+        (self.data_dir / "disk-reserve").unlink(missing_ok=True)
 
     # -- helpers --------------------------------------------------------------------------
     def _finish_unstarted(
