@@ -246,11 +246,13 @@ class JobStore:
         sessions = [self._session(r) for r in rows]
         if sessions:
             ids = [s.session_id for s in sessions]
+            # A caller's view lists only its own forks: another caller's fork ids are not its.
+            mine, mine_params = (" AND caller = ?", [caller]) if caller else ("", [])
             children = self.db.query(
                 "SELECT session_id, parent_session_id FROM sessions WHERE parent_session_id IN ("
                 + ", ".join("?" for _ in ids)
-                + ") ORDER BY created_at",
-                ids,
+                + f"){mine} ORDER BY created_at",
+                [*ids, *mine_params],
             )
             by_parent: dict[str, list[str]] = {}
             for child in children:

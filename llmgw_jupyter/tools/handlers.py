@@ -10,6 +10,7 @@ from llmgw_jupyter.errors import NotFoundError
 from llmgw_jupyter.runtime.models import JobRecord, JobSpec
 from llmgw_jupyter.tools.context import ToolContext
 from llmgw_jupyter.tools.schemas import (
+    LIGHT_ARG_KEYS,
     ApprovalView,
     CodexForkInput,
     CodexRequestAsyncInput,
@@ -37,8 +38,15 @@ from llmgw_jupyter.tools.schemas import (
 _TOOL_ONLY_FIELDS = {"wait_seconds", "last"}
 
 
-def job_view(record: JobRecord) -> JobView:
-    return JobView.model_validate(record.to_dict())
+def job_view(record: JobRecord, *, full_args: bool = False) -> JobView:
+    """The job as a caller sees it; without ``full_args`` only the small arguments are kept, so
+    a list or a poll never echoes a huge prompt, output schema or override table."""
+    data = record.to_dict()
+    if not full_args:
+        args = data["args"]
+        data["args"] = {key: args[key] for key in LIGHT_ARG_KEYS if key in args}
+        data["omitted_args"] = sorted(set(args) - set(LIGHT_ARG_KEYS))
+    return JobView.model_validate(data)
 
 
 def visible_job(ctx: ToolContext, job_id: str) -> JobRecord:
@@ -108,7 +116,9 @@ async def codex_request_async(ctx: ToolContext, args: CodexRequestAsyncInput) ->
     kind = "resume" if args.session_id else "exec"
     record, approval = await _submit(ctx, "codex_request_async", kind, _codex_args(args))
     return SubmitOutput(
-        job=job_view(record), approval=approval, message=_submit_message(record, approval)
+        job=job_view(record, full_args=True),
+        approval=approval,
+        message=_submit_message(record, approval),
     )
 
 
@@ -128,7 +138,9 @@ async def codex_fork_session(ctx: ToolContext, args: CodexForkInput) -> SubmitOu
     codex_args = {**_codex_args(args), "session_id": session_id}
     record, approval = await _submit(ctx, "codex_fork_session", "fork", codex_args)
     return SubmitOutput(
-        job=job_view(record), approval=approval, message=_submit_message(record, approval)
+        job=job_view(record, full_args=True),
+        approval=approval,
+        message=_submit_message(record, approval),
     )
 
 
@@ -142,14 +154,14 @@ async def codex_request(ctx: ToolContext, args: CodexRequestInput) -> RequestOut
     if not record.is_terminal:
         return RequestOutput(
             done=False,
-            job=job_view(record),
+            job=job_view(record, full_args=True),
             approval=approval,
             message=f"Job {record.id} is still {record.status.value} after {args.wait_seconds:g} s;"
             " it goes on in the background. " + _poll_hint(record),
         )
     return RequestOutput(
         done=True,
-        job=job_view(record),
+        job=job_view(record, full_args=True),
         final_message=record.final_message,
         session_id=record.session_id,
         usage=UsageView(**record.usage.to_dict()),
@@ -177,7 +189,7 @@ async def _follow(ctx: ToolContext, record: JobRecord, seconds: float) -> JobRec
 async def llm_job_status(ctx: ToolContext, args: JobStatusInput) -> JobEventsOutput:
     record = visible_job(ctx, args.job_id)
     events = ctx.runtime.events(record.id, args.after_seq, args.limit)
-    return _events_output(record, events, args.after_seq)
+    return _events_output(record, events, args.after_seq, full_args=args.include_args)
 
 
 async def llm_job_watch(ctx: ToolContext, args: JobWatchInput) -> JobEventsOutput:
@@ -190,9 +202,11 @@ async def llm_job_watch(ctx: ToolContext, args: JobWatchInput) -> JobEventsOutpu
     return _events_output(record, events, args.after_seq)
 
 
-def _events_output(record: JobRecord, events: list[Any], after_seq: int) -> JobEventsOutput:
+def _events_output(
+    record: JobRecord, events: list[Any], after_seq: int, *, full_args: bool = False
+) -> JobEventsOutput:
     return JobEventsOutput(
-        job=job_view(record),
+        job=job_view(record, full_args=full_args),
         events=[EventView.model_validate(e.to_dict()) for e in events],
         next_after_seq=events[-1].seq if events else after_seq,
         done=record.is_terminal,

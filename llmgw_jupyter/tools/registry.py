@@ -94,7 +94,8 @@ TOOLS: tuple[ToolDefinition, ...] = (
     ToolDefinition(
         "llm_job_status",
         "Job status and events",
-        "State, timestamps and progress events after a sequence number of one job.",
+        "State, timestamps and progress events after a sequence number of one job. Job views "
+        "carry a prompt preview and the small arguments; include_args: true adds the rest.",
         schemas.JobStatusInput,
         schemas.JobEventsOutput,
         READ_ONLY,

@@ -25,6 +25,24 @@ assert set(StatusName.__args__) == {s.value for s in JobStatus}  # type: ignore[
 MAX_WAIT_SECONDS = 600.0
 MAX_WATCH_SECONDS = 30.0
 MAX_PAGE_BYTES = 1024 * 1024
+# Every integer a caller sends is bounded: SQLite and the output reader take 64-bit integers and
+# nothing here needs more than 31 bits (values near 2**63 used to end as internal errors).
+MAX_INT = 2**31 - 1
+# The shape of a whole argument object, checked before validation so that no walk over it
+# (validation, audit hashing, message masking) recurses deeper or runs longer than this.
+MAX_ARGUMENT_DEPTH = 64
+MAX_ARGUMENT_NODES = 100_000
+# Job views outside a submission's answer carry these arguments only; the rest (prompt, output
+# schema, config overrides...) is named in ``omitted_args`` and given by llm_job_status with
+# include_args: true. A prompt preview is always there.
+LIGHT_ARG_KEYS = (
+    "model",
+    "sandbox",
+    "working_dir",
+    "add_dirs",
+    "session_id",
+    "timeout_seconds",
+)
 
 
 class _Input(BaseModel):
@@ -64,13 +82,22 @@ class CodexForkInput(CodexArgs):
 
 class JobStatusInput(_Input):
     job_id: str = JobId
-    after_seq: int = Field(default=0, ge=0, description="Return events after this sequence number.")
+    after_seq: int = Field(
+        default=0, ge=0, le=MAX_INT, description="Return events after this sequence number."
+    )
     limit: int = Field(default=100, ge=1, le=1000, description="Most events to return.")
+    include_args: bool = Field(
+        default=False,
+        description="Return the job's full arguments (prompt, output_schema, config_overrides); "
+        "other views carry a prompt preview and the small arguments only.",
+    )
 
 
 class JobWatchInput(_Input):
     job_id: str = JobId
-    after_seq: int = Field(default=0, ge=0, description="Wait for events after this number.")
+    after_seq: int = Field(
+        default=0, ge=0, le=MAX_INT, description="Wait for events after this number."
+    )
     timeout_seconds: float = Field(
         default=MAX_WATCH_SECONDS,
         ge=0,
@@ -82,7 +109,9 @@ class JobWatchInput(_Input):
 class JobResultInput(_Input):
     job_id: str = JobId
     stream: Literal["stdout", "stderr"] = Field(default="stdout", description="Raw stream to page.")
-    offset: int = Field(default=0, ge=0, description="Byte offset of the raw output page.")
+    offset: int = Field(
+        default=0, ge=0, le=MAX_INT, description="Byte offset of the raw output page."
+    )
     limit: int = Field(default=65536, ge=0, le=MAX_PAGE_BYTES, description="Page size in bytes.")
 
 
@@ -94,12 +123,12 @@ class JobListInput(_Input):
     status: StatusName | None = Field(default=None, description="Only jobs in this state.")
     provider: str | None = Field(default=None, max_length=64, description="Only this provider.")
     limit: int = Field(default=20, ge=1, le=200)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=MAX_INT)
 
 
 class SessionListInput(_Input):
     limit: int = Field(default=50, ge=1, le=500)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=MAX_INT)
 
 
 # -- outputs ------------------------------------------------------------------------------
@@ -116,7 +145,8 @@ class ErrorView(BaseModel):
 
 
 class JobView(BaseModel):
-    """A job as every caller sees it (``JobRecord.to_dict()``)."""
+    """A job as every caller sees it (``JobRecord.to_dict()``), arguments trimmed outside
+    submission answers and ``llm_job_status`` with ``include_args`` (see ``LIGHT_ARG_KEYS``)."""
 
     id: str
     provider: str
@@ -125,6 +155,11 @@ class JobView(BaseModel):
     caller: str
     status: StatusName
     args: dict[str, Any]
+    omitted_args: list[str] = Field(
+        default_factory=list,
+        description="Arguments left out of args here; llm_job_status with include_args: true "
+        "returns them.",
+    )
     argv: list[str] | None = None
     working_dir: str | None = None
     idempotency_key: str | None = None
