@@ -2,38 +2,69 @@
 
 validate arguments -> policy decision -> approval if required -> handler -> audit record.
 Nothing reaches a handler another way. Approvals are decided by the owner only.
+
+Every call counts toward the caller's ``all_tools`` limits, failed ones too (unknown tool, invalid
+arguments, refusals, handler errors), and repeated refusals are audited once per window with a
+count, so no caller can make unbounded calls or audit rows. A grant's revocation (here or by
+``llmgw grant revoke`` in another process) cancels its jobs, denies its approvals, tells the
+listeners (the MCP layer closes its sessions) and withholds the result of its in-flight calls.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import logging
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from llmgw_jupyter import grants
-from llmgw_jupyter.errors import GatewayError, NotFoundError, input_error_from_validation
+from llmgw_jupyter.errors import (
+    ErrorCategory,
+    GatewayError,
+    NotFoundError,
+    input_error_from_validation,
+)
 from llmgw_jupyter.policy import DENIAL_PREFIX, Decision, Policy, PolicyEngine, PolicySource
 from llmgw_jupyter.policy.compiled import load_policy
 from llmgw_jupyter.runtime.manager import Runtime
-from llmgw_jupyter.runtime.models import TERMINAL_STATUSES
+from llmgw_jupyter.runtime.models import ACTIVE_STATUSES, TERMINAL_STATUSES
 from llmgw_jupyter.store.policy import ApprovalRecord, GrantRecord, PolicyStore
 from llmgw_jupyter.tools.context import Caller, ProgressCallback, ToolContext
 from llmgw_jupyter.tools.registry import JOB_STARTING_TOOLS, REGISTRY, TOOL_NAMES, ToolDefinition
+from llmgw_jupyter.tools.schemas import MAX_ARGUMENT_DEPTH, MAX_ARGUMENT_NODES, MAX_INT
 
 log = logging.getLogger(__name__)
 
 DEFAULT_APPROVAL_TIMEOUT = 600.0
 _TERMINAL = frozenset(status.value for status in TERMINAL_STATUSES)
 AUDIT_RETENTION_SECONDS = 90 * 86400.0
+REVOCATION_CHECK_SECONDS = 2.0
+REFUSAL_AUDIT_WINDOW_SECONDS = 60.0
+GRANT_REVOKED_CANCEL_REASON = "grant_revoked"
+MAX_SHOWN_TOOL_NAME = 64
+_LIVE_STATUSES = [status.value for status in ACTIVE_STATUSES]
+
+RevocationListener = Callable[[str], "Awaitable[None] | None"]
+
+
+@dataclass
+class _RefusalRun:
+    """Identical refusals within one window: the first is audited, the rest only counted."""
+
+    tool: str
+    started: float
+    last: float
+    repeats: int = 0
 
 
 @dataclass
@@ -78,6 +109,8 @@ class Gateway:
         grant_policy_dir: Path | str | None = None,
         audit_retention_seconds: float | None = AUDIT_RETENTION_SECONDS,
         clock: Callable[[], float] = time.time,
+        revocation_check_seconds: float = REVOCATION_CHECK_SECONDS,
+        refusal_audit_window_seconds: float = REFUSAL_AUDIT_WINDOW_SECONDS,
     ) -> None:
         self.runtime = runtime
         self.owner_policy = owner_policy or PolicySource(None)
@@ -91,6 +124,18 @@ class Gateway:
         self._approval_waiters: dict[str, asyncio.Future[str]] = {}
         self._approvals_changed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        # Revocation: a wake-up for the watcher, the grants already dealt with, the in-flight
+        # calls of each grant (one event each) and who wants to know.
+        self.revocation_check_seconds = revocation_check_seconds
+        self._revocation_wake = asyncio.Event()
+        self._revocation_lock = asyncio.Lock()
+        self._revoked_seen: set[str] = set()
+        self._in_flight: dict[str, set[asyncio.Event]] = {}
+        self._revocation_listeners: list[RevocationListener] = []
+        self._side_tasks: set[asyncio.Task[Any]] = set()
+        # Audit of repeated refusals: (caller, tool or "" for unknown ones, decision, rule).
+        self.refusal_audit_window_seconds = refusal_audit_window_seconds
+        self._refusal_runs: dict[tuple[str, str, str, str], _RefusalRun] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
     @property
@@ -121,17 +166,24 @@ class Gateway:
                     reason="the gateway restarted while the caller waited",
                 )
         await self.owner_policy.start()
+        # Grants revoked while no server ran may have left work behind: stop it now (nobody is
+        # connected yet, so listeners are not told).
+        await self.enforce_revocations(notify=False)
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._expire_approvals()))
         self._tasks.append(loop.create_task(self._close_approvals_of_ended_jobs()))
+        self._tasks.append(loop.create_task(self._watch_revocations()))
 
     async def close(self) -> None:
-        for task in self._tasks:
+        for task in [*self._tasks, *self._side_tasks]:
             task.cancel()
-        for task in self._tasks:
+        for task in [*self._tasks, *self._side_tasks]:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        self._side_tasks.clear()
+        if self._store is not None:
+            self.flush_audit()
         await self.owner_policy.stop()
 
     # -- policies -------------------------------------------------------------------------
@@ -196,21 +248,94 @@ class Gateway:
         caller: Caller,
         progress: ProgressCallback | None = None,
     ) -> ToolResult:
+        """One tool call. A grant's call runs guarded: if the grant is revoked before it
+        returns, the work stops and the caller gets a ``grant_revoked`` error, not the result."""
+        work = self._call(tool_name, arguments, caller, progress)
+        if caller.is_owner or not self._grant_active(caller.name):
+            return await work  # a revoked or unknown grant is refused by policy_for: no policy
+        return await self._guarded(caller, tool_name, work)
+
+    async def _guarded(
+        self, caller: Caller, tool_name: str, work: Coroutine[Any, Any, ToolResult]
+    ) -> ToolResult:
+        revoked = asyncio.Event()
+        watchers = self._in_flight.setdefault(caller.name, set())
+        watchers.add(revoked)
+        task = asyncio.ensure_future(work)
+        stop = asyncio.ensure_future(revoked.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            # The caller gave up: its call goes with it and cleans up first (a pending
+            # approval is withdrawn), as when unguarded.
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            raise
+        finally:
+            stop.cancel()
+            watchers.discard(revoked)
+            if not watchers:
+                self._in_flight.pop(caller.name, None)
+        if task.done() and not revoked.is_set() and self._grant_active(caller.name):
+            return task.result()
+        if task.done():
+            if not task.cancelled():
+                task.exception()  # a withheld result: its error, if any, is not the caller's
+        else:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        # The call may have started a job after the revocation's sweep: stop it as well.
+        await self._cancel_grant_jobs(caller.name)
+        self._revocation_wake.set()  # revoked by another process: let the watcher do the rest
+        message = f"grant {caller.name!r} was revoked while this call ran; its result is withheld"
+        self._audit(caller, _shown_tool(tool_name), "grant_revoked", "", message, {})
+        return ToolResult.failure(ErrorCategory.GRANT_REVOKED.value, message)
+
+    async def _call(
+        self,
+        tool_name: str,
+        arguments: Mapping[str, Any] | None,
+        caller: Caller,
+        progress: ProgressCallback | None,
+    ) -> ToolResult:
         tool = REGISTRY.get(tool_name)
         if tool is None:
-            self._audit(caller, tool_name, "unknown_tool", "", "unknown tool", {})
-            return ToolResult.failure("not_found", f"unknown tool {tool_name!r}", field="tool")
+            shown = _shown_tool(tool_name)
+            limited = self.engine.charge(self.policy_for(caller), caller.key)
+            if limited is not None:
+                self._audit_refusal(caller, shown, "deny", limited.rule, limited.reason, {}, "")
+                return ToolResult.denied(limited)
+            self._audit_refusal(caller, shown, "unknown_tool", "", "unknown tool", {}, "")
+            return ToolResult.failure("not_found", f"unknown tool {shown!r}", field="tool")
         raw = dict(arguments or {})
-        try:
-            parsed = tool.input_model.model_validate(raw)
-        except ValidationError as error:
-            invalid = input_error_from_validation(error)
-            self._audit(caller, tool_name, "invalid", "", invalid.message, raw)
+        invalid = _shape_problem(raw)
+        audited_raw = raw if invalid is None else {}  # too deep or big to hash: keys unknown
+        if invalid is None:
+            try:
+                parsed = tool.input_model.model_validate(raw)
+            except ValidationError as error:
+                invalid = input_error_from_validation(error)
+            except (ValueError, TypeError, OverflowError, RecursionError) as error:
+                invalid = GatewayError(
+                    ErrorCategory.INVALID_INPUT,
+                    f"arguments: cannot be validated ({type(error).__name__})",
+                    field="arguments",
+                )
+        if invalid is not None:
+            limited = self.engine.charge(self.policy_for(caller), caller.key)
+            if limited is not None:
+                self._audit_refusal(
+                    caller, tool_name, "deny", limited.rule, limited.reason, audited_raw
+                )
+                return ToolResult.denied(limited)
+            self._audit_refusal(caller, tool_name, "invalid", "", invalid.message, audited_raw)
             return ToolResult.failure("invalid_input", invalid.message, field=invalid.field)
         args = parsed.model_dump(mode="json", exclude_none=True)
         decision = self.engine.decide(self.policy_for(caller), tool_name, args, caller.key)
         if decision.denied:
-            self._audit(caller, tool_name, "deny", decision.rule, decision.reason, args)
+            self._audit_refusal(caller, tool_name, "deny", decision.rule, decision.reason, args)
             return ToolResult.denied(decision)
         ctx = ToolContext(self.runtime, caller, progress)
         approval: ApprovalRecord | None = None
@@ -234,13 +359,19 @@ class Gateway:
         try:
             output = await tool.handler(ctx, parsed)
         except GatewayError as error:
-            self.engine.release(decision)
-            self._audit(caller, tool_name, "error", decision.rule, error.message, args)
+            self.engine.release(decision)  # the tool's own limits; all_tools keeps the call
+            self._audit_refusal(caller, tool_name, "error", decision.rule, error.message, args)
             return ToolResult.failure(error.category.value, error.message, field=error.field)
+        except OverflowError:  # a number the schema let through but SQLite or the OS cannot take
+            self.engine.release(decision)
+            field = _out_of_range_field(args)
+            message = f"{field or 'arguments'}: a number is out of range (at most {MAX_INT})"
+            self._audit_refusal(caller, tool_name, "invalid", decision.rule, message, args)
+            return ToolResult.failure("invalid_input", message, field=field)
         except Exception as error:
             self.engine.release(decision)
             log.exception("tool %s failed", tool_name)
-            self._audit(caller, tool_name, "error", decision.rule, repr(error), args)
+            self._audit_refusal(caller, tool_name, "error", decision.rule, repr(error), args)
             return ToolResult.failure("internal", f"internal error in {tool_name}: {error}")
         outcome = "approval_pending" if approval is not None else "allow"
         approval_id = approval.id if approval is not None else None
@@ -303,26 +434,62 @@ class Gateway:
         decided_by: str = "owner",
         reason: str | None = None,
     ) -> ApprovalRecord:
-        """Approve or deny a pending request (owner only: no tool exposes this)."""
+        """Approve or deny a pending request (owner only: no tool exposes this).
+
+        A request of a revoked grant is never approved: it is denied (if still pending), its
+        job stays cancelled, and approving it raises a ``conflict`` error that says why.
+        """
+        if approve:
+            existing = self.store.get_approval(approval_id)
+            if existing is None:
+                raise NotFoundError(f"approval {approval_id}")
+            requester = Caller.from_key(existing.caller)
+            if not requester.is_owner and not self._grant_active(requester.name):
+                await self._decide(
+                    approval_id,
+                    False,
+                    "system",
+                    "grant revoked",
+                    cancel_reason=GRANT_REVOKED_CANCEL_REASON,
+                )
+                raise GatewayError(
+                    ErrorCategory.CONFLICT,
+                    f"approval {approval_id} cannot be approved: grant {requester.name!r} is "
+                    "revoked (its request is denied and its job cancelled)",
+                    field="approval_id",
+                )
+        return await self._decide(approval_id, approve, decided_by, reason)
+
+    async def _decide(
+        self,
+        approval_id: str,
+        approve: bool,
+        decided_by: str,
+        reason: str | None,
+        *,
+        cancel_reason: str | None = None,
+    ) -> ApprovalRecord:
         result = self.store.decide_approval(approval_id, approve, decided_by, reason, self.clock())
         if result is None:
             raise NotFoundError(f"approval {approval_id}")
         record, changed = result
         if changed or record.status == "expired":
-            await self._apply(record)
+            await self._apply(record, cancel_reason)
         return record
 
     def approvals(self, status: str | None = "pending", limit: int = 100) -> list[ApprovalRecord]:
         return self.store.list_approvals(status, limit=limit)
 
-    async def _apply(self, record: ApprovalRecord) -> None:
+    async def _apply(self, record: ApprovalRecord, cancel_reason: str | None = None) -> None:
         if record.status == "approved":
             if record.job_id:
                 await self.runtime.release(record.job_id)
         else:
             self.engine.release(record.reservation)
             if record.job_id:
-                await self.runtime.cancel(record.job_id, f"approval_{record.status}")
+                await self.runtime.cancel(
+                    record.job_id, cancel_reason or f"approval_{record.status}"
+                )
         waiter = self._approval_waiters.get(record.id)
         if waiter is not None and not waiter.done():
             waiter.set_result(record.status)
@@ -377,15 +544,173 @@ class Gateway:
     def create_grant(self, name: str, policy: Mapping[str, Any] | None) -> tuple[GrantRecord, str]:
         return grants.create_grant(self.store, name, policy)
 
-    def revoke_grant(self, name: str) -> None:
+    def revoke_grant(self, name: str) -> asyncio.Task[list[str]] | None:
+        """Revoke a grant: its token stops working at once, its in-flight calls are stopped at
+        once, and its jobs, approvals and listeners are dealt with by the returned task (await
+        it to know that is done; None when called outside the gateway's event loop)."""
         grants.revoke_grant(self.store, name)
         self._grant_policies.pop(name, None)
+        self._stop_in_flight(name)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return None  # the watcher finds it within revocation_check_seconds
+        task = loop.create_task(self.enforce_revocations())
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+        return task
+
+    def add_revocation_listener(self, callback: RevocationListener) -> None:
+        """``callback(grant_name)`` (sync or async) runs once per revoked grant, after its
+        approvals are denied and its jobs cancelled; the MCP layer closes its sessions."""
+        self._revocation_listeners.append(callback)
+
+    def remove_revocation_listener(self, callback: RevocationListener) -> None:
+        with contextlib.suppress(ValueError):
+            self._revocation_listeners.remove(callback)
+
+    async def enforce_revocations(self, *, notify: bool = True) -> list[str]:
+        """Deal with every grant revoked since the last look (in this process or another one);
+        returns their names. Cheap when nothing changed: one count on the grants table."""
+        async with self._revocation_lock:
+            if self.store.count_revoked_grants() == len(self._revoked_seen):
+                return []
+            fresh = [n for n in self.store.revoked_grant_names() if n not in self._revoked_seen]
+            for name in fresh:
+                try:
+                    await self._stop_grant(name, notify=notify)
+                except Exception:
+                    log.exception("could not stop the work of revoked grant %s", name)
+                self._revoked_seen.add(name)
+            return fresh
+
+    async def _stop_grant(self, name: str, *, notify: bool) -> None:
+        self._grant_policies.pop(name, None)
+        self._stop_in_flight(name)
+        key = Caller.grant(name).key
+        denied = 0
+        for approval in self.store.list_approvals("pending", caller=key, limit=10_000):
+            await self._decide(
+                approval.id,
+                False,
+                "system",
+                "grant revoked",
+                cancel_reason=GRANT_REVOKED_CANCEL_REASON,
+            )
+            denied += 1
+        cancelled = await self._cancel_grant_jobs(name)
+        if denied or cancelled:
+            log.info(
+                "grant %s revoked: %d approvals denied, %d jobs cancelled", name, denied, cancelled
+            )
+        if notify:
+            for callback in list(self._revocation_listeners):
+                try:
+                    result = callback(name)
+                    if inspect.isawaitable(result):
+                        await result
+                except Exception:
+                    log.exception("a revocation listener failed for grant %s", name)
+
+    async def _cancel_grant_jobs(self, name: str) -> int:
+        """Cancel every awaiting, queued and running job of a grant (reason ``grant_revoked``);
+        running ones are stopped together. Returns how many were cancelled."""
+        key = Caller.grant(name).key
+        done: set[str] = set()
+        while True:
+            jobs, _ = self.runtime.list_jobs(caller=key, status=_LIVE_STATUSES, limit=500)
+            todo = [job.id for job in jobs if job.id not in done]
+            if not todo:
+                return len(done)
+            done.update(todo)
+            results = await asyncio.gather(
+                *(self.runtime.cancel(job_id, GRANT_REVOKED_CANCEL_REASON) for job_id in todo),
+                return_exceptions=True,
+            )
+            for job_id, result in zip(todo, results, strict=True):
+                if isinstance(result, BaseException):
+                    log.error(
+                        "could not cancel job %s of revoked grant %s: %r", job_id, name, result
+                    )
+
+    def _stop_in_flight(self, name: str) -> None:
+        for event in self._in_flight.get(name, ()):
+            event.set()
+
+    def _grant_active(self, name: str) -> bool:
+        grant = self.store.get_grant(name)
+        return grant is not None and grant.active
+
+    async def _watch_revocations(self) -> None:
+        """Wakes on a revocation here or after ``revocation_check_seconds`` (another process
+        may have revoked one); also closes the audit's finished runs of repeated refusals."""
+        while True:
+            self._revocation_wake.clear()
+            try:
+                await self.enforce_revocations()
+                self._flush_refusal_runs(self.clock())
+            except Exception:
+                log.exception("revocation check failed")
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._revocation_wake.wait(), self.revocation_check_seconds)
 
     def caller_for_token(self, token: str) -> Caller | None:
         grant = grants.grant_for_token(self.store, token)
         return Caller.grant(grant.name) if grant is not None else None
 
     # -- audit ------------------------------------------------------------------------------
+    def _audit_refusal(
+        self,
+        caller: Caller,
+        tool: str,
+        decision: str,
+        rule: str,
+        message: str,
+        args: Mapping[str, Any],
+        run_tool: str | None = None,
+    ) -> None:
+        """Audit a refused or failed call, once per window for the same caller, tool, decision
+        and rule; the repeats are counted and written as one record when the window closes.
+        ``run_tool`` groups tools (unknown tool names are one group: their names vary)."""
+        now = self.clock()
+        key = (caller.key, tool if run_tool is None else run_tool, decision, rule)
+        run = self._refusal_runs.get(key)
+        if run is not None and now - run.started < self.refusal_audit_window_seconds:
+            run.repeats += 1
+            run.last = now
+            return
+        if run is not None:
+            self._write_refusal_run(key, run)
+        self._audit(caller, tool, decision, rule, message, args)
+        self._refusal_runs[key] = _RefusalRun(tool=tool, started=now, last=now)
+
+    def flush_audit(self) -> None:
+        """Write the counts of every open run of repeated refusals now (close does it too)."""
+        self._flush_refusal_runs(None)
+
+    def _flush_refusal_runs(self, now: float | None) -> None:
+        """Write the counts of the runs whose window ended (all of them when ``now`` is None)."""
+        for key, run in list(self._refusal_runs.items()):
+            if now is None or now - run.started >= self.refusal_audit_window_seconds:
+                del self._refusal_runs[key]
+                self._write_refusal_run(key, run)
+
+    def _write_refusal_run(self, key: tuple[str, str, str, str], run: _RefusalRun) -> None:
+        if not run.repeats:
+            return
+        caller, _, decision, rule = key
+        until = datetime.fromtimestamp(run.last, tz=timezone.utc).isoformat(timespec="seconds")
+        self.store.add_audit(
+            caller,
+            run.tool,
+            decision,
+            rule=rule,
+            message=f"repeated {run.repeats} more times until {until} (identical refusals "
+            f"within {self.refusal_audit_window_seconds:g} s are recorded once, then counted)",
+            args={},
+            ts=run.last,
+        )
+
     def _audit(
         self,
         caller: Caller,
@@ -406,6 +731,57 @@ class Gateway:
             approval_id=approval_id,
             ts=self.clock(),
         )
+
+
+def _shown_tool(name: str) -> str:
+    """An unknown tool name as audits and messages show it: bounded, printable."""
+    text = "".join(ch if ch.isprintable() else "?" for ch in name[:MAX_SHOWN_TOOL_NAME])
+    return text + ("..." if len(name) > MAX_SHOWN_TOOL_NAME else "")
+
+
+def _shape_problem(arguments: Mapping[str, Any]) -> GatewayError | None:
+    """Refuse argument objects nested deeper than ``MAX_ARGUMENT_DEPTH`` or with more than
+    ``MAX_ARGUMENT_NODES`` values, without recursion, before anything else walks them."""
+    stack: list[tuple[Any, int, str]] = [(arguments, 0, "")]
+    nodes = 0
+    while stack:
+        value, depth, path = stack.pop()
+        nodes += 1
+        if nodes > MAX_ARGUMENT_NODES:
+            return GatewayError(
+                ErrorCategory.INVALID_INPUT,
+                f"arguments: at most {MAX_ARGUMENT_NODES} values in all",
+                field="arguments",
+            )
+        if depth > MAX_ARGUMENT_DEPTH:
+            field = path.split(".")[0] or "arguments"
+            return GatewayError(
+                ErrorCategory.INVALID_INPUT,
+                f"{field}: nested more than {MAX_ARGUMENT_DEPTH} levels deep",
+                field=field,
+            )
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                stack.append((item, depth + 1, f"{path}.{key}" if path else str(key)))
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                stack.append((item, depth + 1, path))
+    return None
+
+
+def _out_of_range_field(args: Mapping[str, Any]) -> str | None:
+    """The first top-level argument holding an integer beyond ``MAX_INT``, to name it."""
+    for key, value in args.items():
+        stack = [value]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, int) and not isinstance(item, bool) and abs(item) > MAX_INT:
+                return str(key)
+            if isinstance(item, Mapping):
+                stack.extend(item.values())
+            elif isinstance(item, (list, tuple)):
+                stack.extend(item)
+    return None
 
 
 def _string_values(value: Any) -> Iterator[str]:

@@ -25,12 +25,14 @@ from tools.gateway_harness import (
     OWNER,
     WAIT,
     Harness,
+    eventually,
     open_gateway,
     pending_approval,
 )
 
 from llmgw_jupyter.errors import GatewayError
 from llmgw_jupyter.gateway import ToolResult
+from llmgw_jupyter.store.policy import ApprovalRecord
 from llmgw_jupyter.testing.mock_responses import MockResponsesServer
 from llmgw_jupyter.tools import REGISTRY, TOOL_NAMES, Caller
 
@@ -229,7 +231,8 @@ async def test_an_unknown_grant_is_refused_everything(fake_gateway: Harness) -> 
 async def test_invalid_arguments_are_refused_before_the_policy_is_asked(
     fake_gateway: Harness,
 ) -> None:
-    """Validation comes first: a bad call neither learns the policy nor spends a rate limit."""
+    """Validation comes first: a bad call neither learns the policy nor spends the tool's own
+    limit (it counts toward all_tools limits only: tests/test_failed_calls.py)."""
     agent = fake_gateway.grant("agent", POLICYLAYER_ASYNC)
     bad = await fake_gateway.call("codex_request_async", {"prompt": ""}, agent)
     assert bad.error == "invalid_input"
@@ -424,12 +427,11 @@ async def test_a_held_job_cancelled_by_its_caller_closes_its_approval_and_frees_
     approval_id = out["approval"]["id"]
     await fake_gateway.ok("llm_job_cancel", {"job_id": out["job"]["id"]}, agent)
 
-    async def closed() -> None:
-        while fake_gateway.gateway.store.get_approval(approval_id).status == "pending":
-            await asyncio.sleep(0.01)
+    def decided() -> ApprovalRecord | None:
+        record = fake_gateway.gateway.store.get_approval(approval_id)
+        return record if record is not None and record.status != "pending" else None
 
-    await asyncio.wait_for(closed(), WAIT)
-    record = fake_gateway.gateway.store.get_approval(approval_id)
+    record = await eventually(decided, "the approval of the cancelled job closed")
     assert record.status == "denied" and record.decided_by == "system"
     assert fake_gateway.gateway.approvals("pending") == []
     again = await fake_gateway.ok("codex_request_async", {"prompt": "held again"}, agent)

@@ -2,6 +2,12 @@
 
 Order: hide -> action/default -> require -> deny_if -> arg_rules -> limits (all_tools, then the
 tool's) -> approval. Only limits touch the store; everything else is in-memory comparisons.
+
+``all_tools`` limits count every call a caller makes, whatever becomes of it: calls the policy
+refuses, calls to unknown tools and with invalid arguments (``charge``), calls that fail in the
+tool. Only a call refused by a rate limit itself is not counted (so hammering a full limit does
+not push its reopening back). A tool's own limits count the calls admitted to that tool, and give
+the slot back when the call fails later (``release``).
 """
 
 from __future__ import annotations
@@ -25,8 +31,9 @@ NO_POLICY_REASON = "no policy for this caller: every tool is refused"
 class Decision:
     """The answer for one call.
 
-    ``reservation`` holds the rate-limit hits this call took; give them back with
-    ``PolicyEngine.release`` when the call is refused later (approval denied, validation...).
+    ``reservation`` holds the tool-limit hits this call took; give them back with
+    ``PolicyEngine.release`` when the call is refused later (approval denied, handler error...).
+    Its ``all_tools`` hits are never given back.
     """
 
     outcome: Outcome
@@ -90,6 +97,32 @@ class PolicyEngine:
         """Decide one call; ``scope_key`` identifies the caller for ``grant``-scoped limits."""
         if policy is None:
             return _deny(NO_POLICY_REASON, "")
+        refusal = self._refusal(policy, tool, args)
+        if refusal is not None:
+            # A refused call still counts toward all_tools; over them, say so instead.
+            return self.charge(policy, scope_key) or refusal
+        rule = policy.tools.get(tool)
+        if rule is None:
+            return self._limits(policy, None, tool, scope_key, "allow", "/default")
+        return self._limits(policy, rule, tool, scope_key, rule.action, rule.action_pointer)
+
+    def charge(self, policy: Policy | None, scope_key: str) -> Decision | None:
+        """Count a call that goes no further (refused, unknown tool, invalid arguments) toward
+        the ``all_tools`` limits; the rate-limit denial when the caller is already over them."""
+        if policy is None or not policy.all_limits:
+            return None
+        limits = policy.all_limits
+        result = self.store.acquire([x.check_for(scope_key) for x in limits], self.clock)
+        if not result.admitted:
+            first = limits[result.blocked[0]]
+            return _deny(
+                f"rate limit exceeded: {first.describe()}", first.pointer, result.retry_after
+            )
+        return None
+
+    @staticmethod
+    def _refusal(policy: Policy, tool: str, args: Mapping[str, Any]) -> Decision | None:
+        """hide, action/default, require, deny_if, arg_rules: the first refusal, or None."""
         hidden = policy.hide_all_pointer or policy.hidden.get(tool)
         if hidden is not None:
             return _deny(f"tool {tool} is hidden by the policy", hidden)
@@ -99,13 +132,10 @@ class PolicyEngine:
                 return _deny(
                     f"tool {tool} is not allowed by the policy (default: deny)", "/default"
                 )
-            return self._limits(policy, None, tool, scope_key, "allow", "/default")
+            return None
         if rule.action == "deny":
             return _deny(rule.reason or f"tool {tool} is denied by the policy", rule.action_pointer)
-        refusal = _check_arguments(rule, args)
-        if refusal is not None:
-            return refusal
-        return self._limits(policy, rule, tool, scope_key, rule.action, rule.action_pointer)
+        return _check_arguments(rule, args)
 
     def _limits(
         self,
@@ -127,7 +157,13 @@ class PolicyEngine:
                 return _deny(
                     f"rate limit exceeded: {first.describe()}", first.pointer, result.retry_after
                 )
-            reservation = result.hit_ids
+            # all_tools hits stay whatever happens to the call: only the tool's are given back.
+            everyone = {x.check_for(scope_key).counter_key for x in policy.all_limits}
+            reservation = tuple(
+                hit
+                for hit, key in zip(result.hit_ids, result.hit_keys, strict=True)
+                if key not in everyone
+            )
             if result.now - self._last_prune >= self.prune_interval:
                 self._last_prune = result.now
                 self.store.prune_hits(result.now)
@@ -142,7 +178,7 @@ class PolicyEngine:
         return Decision("allow", f"allowed by {pointer}", pointer, reservation=reservation)
 
     def release(self, reservation: Decision | Iterable[int]) -> int:
-        """Give a call's rate-limit hits back; safe to call twice (the second removes none)."""
+        """Give a call's tool-limit hits back; safe to call twice (the second removes none)."""
         ids = reservation.reservation if isinstance(reservation, Decision) else reservation
         return self.store.release_hits(ids)
 

@@ -57,13 +57,17 @@ class LimitCheck:
 
 @dataclass(frozen=True, slots=True)
 class AcquireResult:
-    """Admitted with one hit id per distinct counter, or refused with the blocking checks."""
+    """Admitted with one hit id per distinct counter, or refused with the blocking checks.
+
+    ``hit_keys[i]`` is the counter key of ``hit_ids[i]``.
+    """
 
     admitted: bool
     hit_ids: tuple[int, ...]
     blocked: tuple[int, ...]
     retry_after: float | None
     now: float
+    hit_keys: tuple[str, ...] = ()
 
 
 # -- approvals --------------------------------------------------------------------------------
@@ -246,7 +250,7 @@ class PolicyStore:
         for key, window in windows.items():
             if self._known_windows.get(key, 0.0) < window:
                 self._known_windows[key] = window
-        return AcquireResult(True, tuple(hit_ids), (), None, now)
+        return AcquireResult(True, tuple(hit_ids), (), None, now, tuple(windows))
 
     def release_hits(self, hit_ids: Iterable[int]) -> int:
         """Give reservations back (the call was refused later); returns how many were removed."""
@@ -504,6 +508,17 @@ class PolicyStore:
             (time.time() if now is None else now, name),
         )
         return cursor.rowcount == 1
+
+    def count_revoked_grants(self) -> int:
+        """How many grants are revoked: a cheap check for revocations by another process."""
+        row = self.db.query_one("SELECT count(*) FROM grants WHERE revoked_at IS NOT NULL")
+        return int(row[0]) if row is not None else 0
+
+    def revoked_grant_names(self) -> list[str]:
+        rows = self.db.query(
+            "SELECT name FROM grants WHERE revoked_at IS NOT NULL ORDER BY revoked_at, name"
+        )
+        return [row["name"] for row in rows]
 
     def set_grant_policy(self, name: str, policy: Mapping[str, Any] | None) -> bool:
         cursor = self.db.execute(

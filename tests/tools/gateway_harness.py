@@ -20,7 +20,7 @@ import pytest
 
 from llmgw_jupyter.gateway import Gateway, ToolResult
 from llmgw_jupyter.policy import PolicySource
-from llmgw_jupyter.providers.base import Command
+from llmgw_jupyter.providers.base import Command, LaunchContext, Mounts
 from llmgw_jupyter.providers.codex import CodexProvider, CodexStreamParser
 from llmgw_jupyter.runtime import JobRecord, Runtime, RuntimeConfig
 from llmgw_jupyter.tools import Caller
@@ -61,11 +61,20 @@ class FakeCodexProvider(CodexProvider):
     def check_ready(self) -> None:
         return None
 
-    def build_command(self, kind: str, args: dict[str, Any], job_dir: Path) -> Command:
+    def build_command(
+        self, kind: str, args: dict[str, Any], job_dir: Path, context: LaunchContext
+    ) -> Command:
         argv = [sys.executable, "-I", "-S", str(self.script)]
         if kind == "resume":
             argv.append(args["session_id"])
-        return Command(argv=argv, stdin=args["prompt"].encode(), cwd=args.get("working_dir"))
+        return Command(
+            argv=argv,
+            stdin=args["prompt"].encode(),
+            cwd=args.get("working_dir"),
+            # Inside the isolation boundary (grants' jobs) the fake needs its interpreter and
+            # its script, which lives under the test's tmp dir (a fresh tmpfs in the boundary).
+            mounts=Mounts(read_only=[sys.base_prefix, sys.prefix, str(self.script.parent)]),
+        )
 
     def new_parser(self) -> CodexStreamParser:
         return CodexStreamParser()
@@ -133,13 +142,18 @@ async def open_gateway(
     fake: bool = False,
     owner_policy: PolicySource | None = None,
     grant_policy_dir: Path | None = None,
+    gateway_options: dict[str, Any] | None = None,
     **config: Any,
 ) -> AsyncIterator[Harness]:
-    """A Runtime on ``tmp/data`` (real Codex, or the fake when ``fake``) and a started Gateway."""
+    """A Runtime on ``tmp/data`` (real Codex, or the fake when ``fake``) and a started Gateway
+    (``gateway_options``: more ``Gateway`` arguments, e.g. a clock)."""
     workdir = tmp / f"work-{uuid.uuid4().hex[:6]}"
     workdir.mkdir(parents=True)
     if fake:
         config["providers"] = {"codex": fake_codex_provider(tmp / "fake")}
+    # Gateway tests submit many quick jobs per grant; the per-grant fair-share cap has its own
+    # tests (tests/runtime), so it is out of the way here unless a test sets it.
+    config.setdefault("max_active_per_grant", 1000)
     runtime = Runtime(
         RuntimeConfig(
             data_dir=tmp / "data",
@@ -149,7 +163,12 @@ async def open_gateway(
         )
     )
     await runtime.start()
-    gateway = Gateway(runtime, owner_policy=owner_policy, grant_policy_dir=grant_policy_dir)
+    gateway = Gateway(
+        runtime,
+        owner_policy=owner_policy,
+        grant_policy_dir=grant_policy_dir,
+        **(gateway_options or {}),
+    )
     try:
         await gateway.start()
         yield Harness(gateway, runtime, workdir, tmp)

@@ -212,13 +212,15 @@ async def test_an_extra_dir_that_looks_like_an_option_is_refused(gateway: Harnes
     "key", ["sandbox_mode", "approval_policy", "model_providers.evil.base_url", "mcp_servers.x"]
 )
 async def test_config_overrides_may_not_set_reserved_keys(gateway: Harness, key: str) -> None:
+    """Keys outside the allow list (here ones that would change the sandbox, approvals, the
+    endpoint or tools) are refused, naming the key."""
     message = await refused(
         gateway,
         "codex_request_async",
         {"prompt": "x", "config_overrides": {key: "danger-full-access"}},
         field="config_overrides",
     )
-    assert message.startswith(f"config_overrides: config key '{key}' is reserved")
+    assert message.startswith(f"config_overrides: '{key}' is not an allowed Codex config key")
 
 
 @pytest.mark.parametrize("key", ["-c", "a b", "x=y", "a..b", ""])
