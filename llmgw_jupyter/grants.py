@@ -22,9 +22,11 @@ def create_grant(
     store: PolicyStore, name: str, policy: Mapping[str, Any] | None
 ) -> tuple[GrantRecord, str]:
     """Create a grant and return it with its token (the only time the token is visible)."""
-    if not GRANT_NAME_RE.match(name):
+    if not isinstance(name, str) or not GRANT_NAME_RE.fullmatch(name):
         raise InvalidInputError(
-            "name", "must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"
+            "name",
+            "must be 1-64 lowercase letters a-z, digits, '_' or '-', starting with a letter or "
+            "digit (it names files and directories)",
         )
     if policy is not None:
         if not isinstance(policy, Mapping):  # JSON from a file or a request may be anything

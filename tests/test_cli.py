@@ -100,7 +100,8 @@ def test_grant_errors_exit_2_with_a_message(tmp_path: Path, data_dir: Path) -> N
     assert run("create", "agent").returncode == 0
     cases: list[tuple[tuple[str | Path, ...], str]] = [
         (("create", "agent"), "llmgw: grant 'agent' already exists"),
-        (("create", "a/b"), "llmgw: name: must be 1-64 letters"),
+        (("create", "a/b"), "llmgw: name: must be 1-64 lowercase letters"),
+        (("create", "Agent"), "llmgw: name: must be 1-64 lowercase letters"),  # case-folding FS
         (("revoke", "nobody"), "llmgw: grant 'nobody' not found"),
         (
             ("create", "x1", "--policy", tmp_path / "missing.json"),

@@ -89,17 +89,22 @@ def test_the_hash_of_a_token_without_the_prefix_opens_nothing(store: PolicyStore
 
 
 @pytest.mark.parametrize(
-    "name", ["", "-x", ".hidden", "a b", "a/b", "../x", "grant:x", "x" * 65, "naïve"]
+    "name",
+    [
+        *("", "-x", "_x", ".hidden", "a b", "a/b", "../x", "grant:x", "x" * 65, "naïve"),
+        *("Agent", "CON", "a.b", "a\n", "a\x00", "\uff41"),  # case, dots, newline, NUL, width
+    ],
 )
 def test_grant_names_are_checked(store: PolicyStore, name: str) -> None:
     with pytest.raises(GatewayError) as refused:
         grants.create_grant(store, name, POLICY)
     assert refused.value.category.value == "invalid_input"
     assert refused.value.field == "name"
+    assert refused.value.message.startswith("name: must be 1-64 lowercase letters a-z, digits")
     assert store.list_grants() == []
 
 
-@pytest.mark.parametrize("name", ["a", "A1", "ci_bot-2.prod", "x" * 64])
+@pytest.mark.parametrize("name", ["a", "0", "a1", "ci_bot-2_prod", "x" * 64])
 def test_good_grant_names_are_accepted(store: PolicyStore, name: str) -> None:
     record, _ = grants.create_grant(store, name, None)
     assert record.name == name

@@ -10,7 +10,9 @@ from typing import Any, Literal
 from llmgw_jupyter.runtime.manager import Runtime
 
 ProgressCallback = Callable[[float, float | None, str | None], Awaitable[None]]
-GRANT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# Grant names end up in caller keys, file names (<grant_policy_dir>/<name>.json) and per-caller
+# directories: an allow list that is safe on every filesystem, case-insensitive ones included.
+GRANT_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
 @dataclass(frozen=True)
