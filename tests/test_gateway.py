@@ -576,8 +576,12 @@ async def test_a_grant_sees_and_controls_only_its_own_jobs_and_sessions(gateway:
     assert len(owner_sessions["sessions"]) == 4
     status = await gateway.ok("llm_job_status", {"job_id": b_job["job"]["id"]}, OWNER)
     assert status["job"]["caller"] == "grant:b"
-    resumed = await gateway.run("The owner resumes B.", session_id=b_job["session_id"])
-    assert resumed["session_id"] == b_job["session_id"]
+    # B's session lives in B's own Codex home: the owner is told so instead of a broken resume.
+    refused = await gateway.call(
+        "codex_request", {"prompt": "The owner resumes B.", "session_id": b_job["session_id"]}
+    )
+    assert refused.is_error and refused.error == "invalid_input"
+    assert "belongs to grant:b" in refused.text
 
 
 async def test_a_grant_cannot_cancel_another_callers_running_job(fake_gateway: Harness) -> None:

@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from llmgw_jupyter.errors import NotFoundError
+from llmgw_jupyter.errors import InvalidInputError, NotFoundError
 from llmgw_jupyter.runtime.models import JobRecord, JobSpec
 from llmgw_jupyter.tools.context import ToolContext
 from llmgw_jupyter.tools.schemas import (
@@ -58,10 +58,21 @@ def visible_job(ctx: ToolContext, job_id: str) -> JobRecord:
 
 
 def _check_session(ctx: ToolContext, session_id: str) -> None:
-    """A grant may only resume or fork its own sessions; the owner may use any session."""
-    if ctx.caller.is_owner:
-        return
+    """Sessions are the caller's own: each caller's Codex sessions live in its own Codex home.
+
+    A grant is told another caller's session does not exist; the owner, who can see every
+    session, is told why it cannot continue a grant's one (and sessions unknown to the gateway,
+    e.g. from the owner's own Codex use, stay the owner's to try)."""
     session = ctx.runtime.session(session_id)
+    if ctx.caller.is_owner:
+        if session is not None and session.caller != ctx.caller.key:
+            raise InvalidInputError(
+                "session_id",
+                f"session {session_id} belongs to {session.caller}: every caller's sessions live "
+                "in its own Codex home, out of other callers' reach; read its answers with "
+                "llm_job_result, or start a new request",
+            )
+        return
     if session is None or session.caller != ctx.caller.key:
         raise NotFoundError(f"session {session_id}")
 
