@@ -65,6 +65,17 @@ class Usage:
         }
 
 
+# Arguments small enough for every view; the rest only in full views (see JobRecord.to_dict).
+LIGHT_ARG_KEYS = (
+    "model",
+    "sandbox",
+    "working_dir",
+    "add_dirs",
+    "session_id",
+    "timeout_seconds",
+)
+
+
 @dataclass(frozen=True)
 class LaunchContext:
     """Who a run is for and how it runs; per-caller provider state lives in ``state_dir``."""
@@ -164,8 +175,17 @@ class JobRecord:
     def is_terminal(self) -> bool:
         return self.status.is_terminal
 
-    def to_dict(self) -> dict[str, Any]:
-        """The one JSON view of a job (REST, MCP structured content, widgets, the lab panel)."""
+    def to_dict(self, *, include_args: bool = True) -> dict[str, Any]:
+        """The one JSON view of a job (REST, MCP structured content, widgets, the lab panel).
+
+        ``include_args=False`` is the light view for lists and streams: big arguments (prompt,
+        output schema, config overrides) are named in ``omitted_args`` and the command line is
+        left out; ``prompt_preview`` is always there."""
+        args: dict[str, Any] = self.args
+        omitted: list[str] = []
+        if not include_args:
+            args = {key: self.args[key] for key in LIGHT_ARG_KEYS if key in self.args}
+            omitted = sorted(set(self.args) - set(LIGHT_ARG_KEYS))
         error = None
         if self.error_category is not None or self.error_message:
             error = {
@@ -179,8 +199,9 @@ class JobRecord:
             "kind": self.kind,
             "caller": self.caller,
             "status": self.status.value,
-            "args": self.args,
-            "argv": self.argv,
+            "args": args,
+            "omitted_args": omitted,
+            "argv": self.argv if include_args else None,
             "working_dir": self.working_dir,
             "idempotency_key": self.idempotency_key,
             "prompt_preview": self.prompt_preview,

@@ -10,7 +10,6 @@ from llmgw_jupyter.errors import InvalidInputError, NotFoundError
 from llmgw_jupyter.runtime.models import JobRecord, JobSpec
 from llmgw_jupyter.tools.context import ToolContext
 from llmgw_jupyter.tools.schemas import (
-    LIGHT_ARG_KEYS,
     ApprovalView,
     CodexForkInput,
     CodexRequestAsyncInput,
@@ -41,12 +40,7 @@ _TOOL_ONLY_FIELDS = {"wait_seconds", "last"}
 def job_view(record: JobRecord, *, full_args: bool = False) -> JobView:
     """The job as a caller sees it; without ``full_args`` only the small arguments are kept, so
     a list or a poll never echoes a huge prompt, output schema or override table."""
-    data = record.to_dict()
-    if not full_args:
-        args = data["args"]
-        data["args"] = {key: args[key] for key in LIGHT_ARG_KEYS if key in args}
-        data["omitted_args"] = sorted(set(args) - set(LIGHT_ARG_KEYS))
-    return JobView.model_validate(data)
+    return JobView.model_validate(record.to_dict(include_args=full_args))
 
 
 def visible_job(ctx: ToolContext, job_id: str) -> JobRecord:

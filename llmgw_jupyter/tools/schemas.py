@@ -35,14 +35,6 @@ MAX_ARGUMENT_NODES = 100_000
 # Job views outside a submission's answer carry these arguments only; the rest (prompt, output
 # schema, config overrides...) is named in ``omitted_args`` and given by llm_job_status with
 # include_args: true. A prompt preview is always there.
-LIGHT_ARG_KEYS = (
-    "model",
-    "sandbox",
-    "working_dir",
-    "add_dirs",
-    "session_id",
-    "timeout_seconds",
-)
 
 
 class _Input(BaseModel):
