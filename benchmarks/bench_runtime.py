@@ -81,7 +81,9 @@ class BenchProvider:
             raise InvalidInputError("prompt", "a string is required")
         return dict(args)
 
-    def build_command(self, kind: str, args: dict[str, Any], job_dir: Path) -> Command:
+    def build_command(
+        self, kind: str, args: dict[str, Any], job_dir: Path, context: Any = None
+    ) -> Command:
         return Command(argv=self.argv, stdin=args["prompt"].encode(), cwd=None)
 
     def new_parser(self) -> CodexStreamParser:
@@ -195,6 +197,7 @@ async def main(args: argparse.Namespace) -> None:
         big_bytes = int(args.big_mb * 1e6)
         config = RuntimeConfig(
             data_dir=data_dir,
+            isolation=args.isolation,
             max_running=args.max_running,
             max_queued=max(args.jobs, 64),
             output_cap_bytes=big_bytes + 10 * MiB,
@@ -242,4 +245,10 @@ if __name__ == "__main__":
     parser.add_argument("--jobs", type=int, default=200, help="concurrent submissions")
     parser.add_argument("--max-running", type=int, default=8)
     parser.add_argument("--big-mb", type=float, default=50.0)
+    parser.add_argument(
+        "--isolation",
+        choices=["off", "bwrap"],
+        default="off",
+        help="run the owner's jobs inside the bubblewrap boundary (its cost: compare both runs)",
+    )
     asyncio.run(main(parser.parse_args()))
