@@ -6,7 +6,8 @@ scope keys. Every ``http.response.body`` chunk is written and flushed at once, s
 Events reach the client while the app is still running.
 
 Semantics (ASGI HTTP spec 2.3, as uvicorn does it):
-- the request body (already read by Tornado) arrives as one ``http.request`` message;
+- the request body (already read by Tornado) arrives as one ``http.request`` message; a subclass
+  that streams the body itself (``@stream_request_body``) hands it over in ``request_body()``;
 - after that, ``receive()`` waits until the client disconnects or the response is complete and
   then answers ``http.disconnect``;
 - ``send()`` after a disconnect is a no-op; if the app has not returned ``disconnect_grace``
@@ -74,6 +75,11 @@ class ASGIHandler(RequestHandler):
 
     def on_connection_close(self) -> None:
         self._disconnected.set()
+        super().on_connection_close()  # ends a streamed body's wait (``@stream_request_body``)
+
+    def request_body(self) -> bytes:
+        """The body the app receives; Tornado's buffered one unless a subclass streams it."""
+        return self.request.body or b""
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
         await self._forward()
@@ -133,11 +139,7 @@ class ASGIHandler(RequestHandler):
             nonlocal body_sent
             if not body_sent:
                 body_sent = True
-                return {
-                    "type": "http.request",
-                    "body": self.request.body or b"",
-                    "more_body": False,
-                }
+                return {"type": "http.request", "body": self.request_body(), "more_body": False}
             await self._disconnected.wait()
             return {"type": "http.disconnect"}
 
@@ -169,6 +171,14 @@ class ASGIHandler(RequestHandler):
                 self._abort()
             else:
                 self._fail_500()
+
+    async def respond_with(self, response: ASGIApp) -> None:
+        """Answer with a one-shot ASGI response (a refusal) without reading the request body."""
+
+        async def no_body() -> Message:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        await response(self.build_scope(), no_body, self._send)
 
     async def _send(self, message: Message) -> None:
         if self._disconnected.is_set() or self._finished:

@@ -30,11 +30,15 @@ from llmgw_jupyter.policy import Policy, PolicySource, load_policy
 from llmgw_jupyter.runtime import Runtime, RuntimeConfig
 from llmgw_jupyter.server import auth
 from llmgw_jupyter.server.mcp_endpoint import (
+    BODY_LIMIT,
     CALLER_SCOPE_KEY,
     LOCAL_HOSTS,
     LOCAL_ORIGINS,
+    ASGIApp,
     MCPEndpoint,
+    body_too_large,
     build_mcp_app,
+    unauthenticated,
 )
 from llmgw_jupyter.tools import Caller
 
@@ -48,6 +52,7 @@ MCP_INSTRUCTIONS = (
     "with llm_job_result. Refusals start with [POLICY DENIED] and say why."
 )
 _WILDCARD_IPS = {"", "0.0.0.0", "::", "localhost", "127.0.0.1"}
+SETTING_PREFIX = "c.LLMGatewayApp."  # how refusals tell the owner to change a limit
 # Tools that answer at once: without a progress token they skip the SSE response (mcp_quick).
 # codex_request and llm_job_watch wait, so they keep the SDK's stream (and its keep-alive pings).
 QUICK_TOOLS = frozenset(
@@ -98,6 +103,11 @@ class ServiceConfig:
     export_kernel_env: bool = True
     heartbeat_seconds: float = 15.0
     version: str = ""
+    # MCP containment: sessions one grant may hold open, sessions all grants together may hold
+    # (on top of the owner's own room), and the largest request body the endpoint reads.
+    max_mcp_sessions_per_grant: int = 16
+    max_mcp_grant_sessions: int = 256
+    max_mcp_body_bytes: int = 4 * 1024 * 1024
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -125,6 +135,8 @@ class GatewayService:
         self.closing = asyncio.Event()
         self._owner_token = owner_token
         self._saved_env: dict[str, str | None] = {}
+        # True once the gateway tells us of every revocation (REST, lab, the CLI elsewhere).
+        self.hears_revocations = False
 
     # -- owner policy ---------------------------------------------------------------------
     def _load_owner_policy(self) -> PolicySource:
@@ -155,6 +167,7 @@ class GatewayService:
                 self.mcp = self._build_mcp(own_hosts)
                 if not self.policy_failed:
                     await self.mcp.start()
+                self._listen_for_revocations()
         except Exception as error:
             self.state = "failed"
             self.failure = f"the llmgw gateway did not start: {error}"
@@ -245,6 +258,22 @@ class GatewayService:
             return None
         return self.gateway.caller_for_token(token)
 
+    # -- revocation ---------------------------------------------------------------------------
+    def _listen_for_revocations(self) -> None:
+        add_listener = getattr(self.gateway, "add_revocation_listener", None)
+        if callable(add_listener):
+            add_listener(self.grant_revoked)
+            self.hears_revocations = True
+
+    async def grant_revoked(self, name: str) -> None:
+        """Close every MCP session the revoked grant ``name`` holds: its streams end now."""
+        if self.mcp is None:
+            return
+        key = Caller.grant(name).key
+        closed = await self.mcp.close_sessions(key)
+        if closed:
+            log.info("llmgw: closed %d MCP session(s) of revoked %s", closed, key)
+
     # -- MCP ----------------------------------------------------------------------------------
     def _build_mcp(self, own_hosts: Sequence[str]) -> MCPEndpoint:
         hosts = [*LOCAL_HOSTS, *own_hosts, *self.config.allowed_hosts]
@@ -260,31 +289,48 @@ class GatewayService:
             quick_tools=QUICK_TOOLS.__contains__,
             version=self.config.version,
             instructions=MCP_INSTRUCTIONS,
+            max_sessions_per_grant=self.config.max_mcp_sessions_per_grant,
+            max_grant_sessions=self.config.max_mcp_grant_sessions,
+            max_request_body_size=self.config.max_mcp_body_bytes,
+            is_grant=lambda key: not Caller.from_key(key).is_owner,
+            setting_of=lambda name: SETTING_PREFIX + name,
         )
+
+    def _serving_mcp(self) -> MCPEndpoint | None:
+        endpoint = self.mcp
+        if endpoint is not None and endpoint.running and self.state == "running":
+            return endpoint
+        return None
+
+    async def mcp_refusal(self, scope: Scope) -> ASGIApp | None:
+        """The answer to an MCP request judged by its headers alone, or None to read its body."""
+        endpoint = self._serving_mcp()
+        if endpoint is not None:
+            return await endpoint.refusal(scope)
+        if CALLER_SCOPE_KEY not in scope:
+            return unauthenticated()
+        try:
+            self.require_tools()
+            category, message = "unavailable", "the MCP endpoint is not running"
+        except ServiceUnavailable as refusal:
+            category, message = refusal.category, refusal.message
+        return JSONResponse(
+            {"error": {"category": category, "message": message, "field": None}},
+            status_code=503,
+        )
+
+    def mcp_body_too_large(self) -> ASGIApp:
+        return body_too_large(self.config.max_mcp_body_bytes, SETTING_PREFIX + BODY_LIMIT)
 
     async def mcp_asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The ASGI app behind ``{base_url}llmgw/mcp``: the SDK endpoint, or a clear refusal."""
-        endpoint = self.mcp
-        if endpoint is not None and endpoint.running and self.state == "running":
+        endpoint = self._serving_mcp()
+        if endpoint is not None:
             await endpoint.asgi_app(scope, receive, send)
             return
-        if CALLER_SCOPE_KEY not in scope:
-            response = JSONResponse(
-                {"error": "invalid_token", "error_description": "Authentication required"},
-                status_code=401,
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        else:
-            try:
-                self.require_tools()
-                category, message = "unavailable", "the MCP endpoint is not running"
-            except ServiceUnavailable as refusal:
-                category, message = refusal.category, refusal.message
-            response = JSONResponse(
-                {"error": {"category": category, "message": message, "field": None}},
-                status_code=503,
-            )
-        await response(scope, receive, send)
+        refusal = await self.mcp_refusal(scope)
+        assert refusal is not None  # without a serving endpoint every request is refused
+        await refusal(scope, receive, send)
 
 
 def server_host(ip: str) -> str:
