@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import math
+import sqlite3
 from collections.abc import Mapping
 from typing import Any
 
@@ -40,6 +42,11 @@ KERNEL_USER = "llmgw-kernel"
 API = "llmgw/api"
 MCP_PATH = "llmgw/mcp"
 MAX_WAIT_SECONDS = 30.0
+# Every offset and sequence number in a query stays within 31 bits, the bound of the tool
+# schemas too: far beyond any output page, event count or job list the gateway keeps, and safe
+# for SQLite, for seeking on any filesystem (ext4 refuses a seek to 2**62 with EINVAL) and for
+# JavaScript numbers.
+MAX_QUERY_INT = 2**31 - 1
 
 STATUS_FOR_CATEGORY = {
     "invalid_input": 400,
@@ -47,13 +54,19 @@ STATUS_FOR_CATEGORY = {
     "policy_denied": 403,
     "approval_denied": 403,
     "approval_expired": 403,
+    # The refusal concerns a grant that no longer holds, not the requester's own credentials:
+    # 401 would tell the owner's browser to sign in again.
+    "grant_revoked": 403,
     "not_found": 404,
     "conflict": 409,
     "rate_limited": 429,
+    "limit_exceeded": 429,  # a fair-share cap; Retry-After only when the refusal knows it
     "unavailable": 503,
     "policy_error": 503,
     "saturated": 503,
     "spawn_error": 503,
+    "isolation_error": 503,
+    "disk_full": 507,
 }
 CATEGORY_FOR_STATUS = {
     400: "invalid_input",
@@ -138,8 +151,15 @@ class LLMGatewayHandler(APIHandler):
         elif isinstance(error, web.HTTPError):
             category = CATEGORY_FOR_STATUS.get(status_code, "http_error")
             message = error.log_message or error.reason or self._reason
+        elif isinstance(error, GatewayError):  # one that a handler did not translate itself
+            category, message, field = error.category.value, error.message, error.field
+            status_code = STATUS_FOR_CATEGORY.get(category, 500)
+        elif is_disk_full(error):
+            category, status_code = "disk_full", STATUS_FOR_CATEGORY["disk_full"]
+            message = "the gateway's disk is full (its data dir or store): nothing was saved"
         else:
             category, message = "internal", "internal error in the llmgw REST API"
+        self.set_status(status_code)
         if status_code >= 500:
             self.log.warning("llmgw %s %s: %s", self.request.method, self.request.path, message)
         body = {"error": {"category": category, "message": message, "field": field}}
@@ -184,15 +204,16 @@ class LLMGatewayHandler(APIHandler):
         value = self.get_query_argument(name, None)
         if value is None or value == "":
             return default
+        shown = (str(low), str(high)) if parse is int else (f"{low:g}", f"{high:g}")
+        rule = f"{name}: must be {kind} between {shown[0]} and {shown[1]}"
+        if len(value) > 32:  # no number in range is this long; int() of 4300 digits is slow
+            raise ApiError("invalid_input", rule, name)
         try:
             number = parse(value)
         except ValueError:
-            raise ApiError("invalid_input", f"{name}: must be {kind}", name) from None
+            raise ApiError("invalid_input", rule, name) from None
         if not (math.isfinite(number) and low <= number <= high):
-            shown = (str(low), str(high)) if parse is int else (f"{low:g}", f"{high:g}")
-            raise ApiError(
-                "invalid_input", f"{name}: must be between {shown[0]} and {shown[1]}", name
-            )
+            raise ApiError("invalid_input", rule, name)
         return number
 
     def str_arg(self, name: str) -> str | None:
@@ -237,6 +258,25 @@ class LLMGatewayHandler(APIHandler):
             if status == 429 and isinstance(retry, int | float):
                 self.set_header("Retry-After", str(max(1, math.ceil(retry))))
         self.send(body, status)
+
+
+_SQLITE_FULL = 13  # SQLite's result code "database or disk is full"
+
+
+def is_disk_full(error: BaseException | None) -> bool:
+    """SQLite's "database or disk is full" or an OSError ENOSPC/EDQUOT, however it escaped:
+    also as the cause or context of another error (a failed ROLLBACK after SQLITE_FULL)."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, sqlite3.OperationalError):
+            code = getattr(error, "sqlite_errorcode", None)
+            if code == _SQLITE_FULL or "disk is full" in str(error):
+                return True
+        elif isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def _refusal(result: ToolResult) -> ApiError:
@@ -292,7 +332,7 @@ class JobsHandler(LLMGatewayHandler):
                 provider=self.str_arg("provider"),
                 caller=self.str_arg("caller"),
                 limit=self.int_arg("limit", 50, 1, 500),
-                offset=self.int_arg("offset", 0, 0, 10**9),
+                offset=self.int_arg("offset", 0, 0, MAX_QUERY_INT),
             )
         except GatewayError as error:
             raise ApiError.of(error) from None
@@ -335,7 +375,7 @@ class JobEventsHandler(LLMGatewayHandler):
     async def get(self, job_id: str) -> None:
         service = self.running()
         record = self.job(job_id)
-        after = self.int_arg("after", 0, 0, 2**62)
+        after = self.int_arg("after", 0, 0, MAX_QUERY_INT)
         wait = self.float_arg("wait", 0.0, 0.0, MAX_WAIT_SECONDS)
         limit = self.int_arg("limit", 200, 1, 1000)
         events = service.runtime.events(job_id, after, limit)
@@ -362,7 +402,7 @@ class JobResultHandler(LLMGatewayHandler):
             page = service.runtime.read_output(
                 job_id,
                 stream,
-                self.int_arg("offset", 0, 0, 2**62),
+                self.int_arg("offset", 0, 0, MAX_QUERY_INT),
                 self.int_arg("limit", 65536, 0, 1024 * 1024),
             )
         except GatewayError as error:
@@ -401,7 +441,7 @@ class StreamHandler(LLMGatewayHandler):
         service = self.running()
         runtime = service.runtime
         only = self.str_arg("job")
-        after = self.int_arg("after", 0, 0, 2**62)
+        after = self.int_arg("after", 0, 0, MAX_QUERY_INT)
         subscription = runtime.subscribe()
         try:
             known: dict[str, int] = {}
@@ -560,9 +600,13 @@ class GrantHandler(LLMGatewayHandler):
     async def delete(self, name: str) -> None:
         service = self.running()
         try:
-            service.gateway.revoke_grant(name)
+            enforcing = service.gateway.revoke_grant(name)
         except GatewayError as error:
             raise ApiError.of(error) from None
+        if isinstance(enforcing, asyncio.Future):  # jobs, approvals, MCP sessions: done on return
+            await enforcing
+        if not service.hears_revocations:  # the gateway does not tell us: close them here
+            await service.grant_revoked(name)
         grant = service.gateway.store.get_grant(name)
         self.send(grant.to_dict() if grant is not None else {"name": name})
 
@@ -576,7 +620,7 @@ class AuditHandler(LLMGatewayHandler):
             tool=self.str_arg("tool"),
             decision=self.str_arg("decision"),
             limit=self.int_arg("limit", 100, 1, 1000),
-            offset=self.int_arg("offset", 0, 0, 10**9),
+            offset=self.int_arg("offset", 0, 0, MAX_QUERY_INT),
         )
         self.send({"records": [record.to_dict() for record in records]})
 
@@ -597,6 +641,7 @@ class PolicyHandler(LLMGatewayHandler):
 
 
 # -- MCP ----------------------------------------------------------------------------------------
+@web.stream_request_body
 class MCPHandler(ASGIHandler):
     """``{base_url}llmgw/mcp``: bearer-token auth here, then the SDK through the bridge.
 
@@ -604,26 +649,51 @@ class MCPHandler(ASGIHandler):
     ride on a browser's session: the XSRF cookie check does not apply, and Jupyter's
     ``@web.authenticated`` is replaced by the token check below (hence ``allow_unauthenticated``,
     which only tells Jupyter's start-up audit that this is deliberate).
+
+    The body is streamed (``@stream_request_body``) so nothing of it is read before Host/Origin,
+    the token and the declared length pass in ``prepare``; a refusal there answers at once and
+    Tornado closes the connection instead of reading the rest. A body without a declared length
+    (chunked) is counted as it arrives and refused with 413 once it passes the limit.
     """
 
     def initialize(self, service: GatewayService) -> None:  # type: ignore[override]
         super().initialize(app=service.mcp_asgi)
         self.service = service
         self.caller: Caller | None = None
+        self._body = bytearray()
 
     def check_xsrf_cookie(self) -> None:
         return None
 
-    def prepare(self) -> None:
+    async def prepare(self) -> None:
         self.caller = self.service.mcp_caller(self.request.headers.get("Authorization"))
+        refusal = await self.service.mcp_refusal(self.build_scope())
+        if refusal is not None:
+            await self.respond_with(refusal)
+            return
         if self.caller is not None:  # an agent at work keeps an idle-culled server alive
             self.settings[ACTIVITY_KEY] = utcnow()
+
+    async def data_received(self, chunk: bytes) -> None:
+        if self._finished:
+            return
+        limit = self.service.config.max_mcp_body_bytes
+        if len(self._body) + len(chunk) > limit:
+            self._body.clear()
+            await self.respond_with(self.service.mcp_body_too_large())
+            return
+        self._body.extend(chunk)
+
+    def request_body(self) -> bytes:
+        return bytes(self._body)
 
     def asgi_scope_extras(self) -> dict[str, Any]:
         return {CALLER_SCOPE_KEY: self.caller} if self.caller is not None else {}
 
     @allow_unauthenticated
     async def get(self, *args: Any, **kwargs: Any) -> None:
+        if self._finished:  # refused while the body arrived (too large)
+            return
         await self._forward()
 
     head = post = delete = patch = put = options = get
