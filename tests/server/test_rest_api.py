@@ -21,6 +21,7 @@ import pytest
 from jupyter_fixtures import *  # noqa: F403 - pytest-jupyter fixtures, see the module
 from jupyter_fixtures import Served
 
+from llmgw_jupyter.runtime.manager import JOB_ENV_NAMES
 from llmgw_jupyter.server.auth import SERVER_TOKEN_ENV, SERVER_URL_ENV
 
 WAIT = 30.0
@@ -448,8 +449,9 @@ async def test_the_kernel_token_opens_the_llmgw_api_and_nothing_else(llmgw: Serv
     service = llmgw.service
     assert os.environ[SERVER_URL_ENV] == llmgw.base_url
     assert os.environ[SERVER_TOKEN_ENV] == service.kernel_token
-    # Codex jobs do not inherit it (they may run a grant's prompt).
-    assert service.runtime.config.env[SERVER_TOKEN_ENV] == ""
+    # Codex jobs do not inherit it (they may run a grant's prompt): the job env is an allow list.
+    assert SERVER_TOKEN_ENV not in {*JOB_ENV_NAMES, *service.runtime.config.env_passthrough}
+    assert service.runtime.config.env.get(SERVER_TOKEN_ENV, "") == ""
     kernel = {"Authorization": f"token {service.kernel_token}"}
     async with httpx.AsyncClient(base_url=os.environ[SERVER_URL_ENV], timeout=WAIT) as client:
         assert (await client.get("llmgw/api/summary", headers=kernel)).status_code == 200
