@@ -63,8 +63,8 @@ class SessionLedger:
     # -- admission --------------------------------------------------------------------------
     def reserve(self, caller: str) -> SessionRefusal | None:
         """Hold a slot for one opening request of ``caller``, or say which limit refuses it."""
+        self._forget_expired()  # every caller's, so sessions that idled out leave no trace
         if self._is_grant(caller):
-            self._forget_expired()
             mine = self.count(caller)
             if self.per_grant is not None and mine >= self.per_grant:
                 return SessionRefusal(
