@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from llmgw_jupyter.kernel.client import MAX_WAIT_SECONDS, GatewayCallError, GatewayClient
+from llmgw_jupyter.render import escape_text, markdown_to_html, text_to_html
 
 if TYPE_CHECKING:
     from llmgw_jupyter.kernel.widget import JobWidget
@@ -54,7 +55,7 @@ def format_usage(usage: Mapping[str, Any] | None) -> str:
 
 @dataclass
 class JobResult:
-    """A finished job's answer; displays as Markdown with its usage figures."""
+    """A finished job's answer; displays as safely rendered Markdown with its usage figures."""
 
     job_id: str
     status: str
@@ -78,26 +79,41 @@ class JobResult:
         else:
             printer.text(f"job {self.job_id} {self.status}: {(self.error or {}).get('message')}")
         printer.break_()
-        printer.text(self._footer(code="", separator=" · "))
+        printer.text(self._footer())
 
-    def _footer(self, code: str = "`", separator: str = " · ") -> str:
-        return separator.join(
+    def _footer(self, *, as_html: bool = False) -> str:
+        """``job ID · session ID · tokens: ...``; ids in ``<code>`` and escaped for HTML."""
+
+        def value(text: str) -> str:
+            return f"<code>{escape_text(text)}</code>" if as_html else text
+
+        usage = format_usage(self.usage)
+        return " · ".join(
             part
             for part in (
-                f"job {code}{self.job_id}{code}",
-                f"session {code}{self.session_id}{code}" if self.session_id else "",
-                format_usage(self.usage),
+                f"job {value(self.job_id)}",
+                f"session {value(self.session_id)}" if self.session_id else "",
+                escape_text(usage) if as_html else usage,
             )
             if part
         )
 
-    def _repr_markdown_(self) -> str:
+    def _repr_html_(self) -> str:
+        """The answer rendered safely: it comes from an agent, so it is never trusted markup."""
         if self.ok:
-            body = self.final_message or "*(no answer)*"
+            body = (
+                markdown_to_html(self.final_message)
+                if self.final_message
+                else "<p><i>(no answer)</i></p>"
+            )
         else:
             message = (self.error or {}).get("message") or self.status
-            body = f"**Job {self.job_id} {self.status}:** {message}"
-        return f"{body}\n\n<small>{self._footer()}</small>"
+            body = (
+                f"<p><b>Job {escape_text(self.job_id)} {escape_text(self.status)}:</b> "
+                f"{text_to_html(message)}</p>"
+            )
+        footer = f'<small class="llmgw-result-footer">{self._footer(as_html=True)}</small>'
+        return f'<div class="llmgw-result">{body}{footer}</div>'
 
 
 class JobError(Exception):

@@ -16,10 +16,10 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
-from IPython.display import Markdown
 
 from llmgw_jupyter.kernel.client import GatewayCallError, GatewayClient
 from llmgw_jupyter.kernel.handle import _TASKS, format_usage
+from llmgw_jupyter.render import markdown_to_html
 
 if TYPE_CHECKING:
     from llmgw_jupyter.kernel.handle import JobHandle
@@ -82,7 +82,9 @@ class JobWidget(widgets.VBox):
             **_classes("llmgw-controls"),
         )
         self.error_view = widgets.HTML(**_classes("llmgw-error"))
-        self.answer = widgets.Output(**_classes("llmgw-answer"))
+        # HTML widgets insert their value as markup: every value below is escaped or rendered by
+        # llmgw_jupyter.render, because job text comes from agents and models.
+        self.answer = widgets.HTML(**_classes("llmgw-answer"))
         self.usage_view = widgets.HTML(**_classes("llmgw-usage"))
         self.raw_log = widgets.HTML(**_classes("llmgw-raw-log"))
         self.raw = widgets.Accordion(
@@ -147,11 +149,12 @@ class JobWidget(widgets.VBox):
         status = str(job["status"])
         colour = _STATUS_COLOURS.get(status, "#333")
         preview = html.escape(str(job.get("prompt_preview") or ""))
+        label = html.escape(status.replace("_", " "))
         kind = {"fork": "fork", "resume": "resume"}.get(str(job.get("kind")), "request")
         self.header.value = (
             f"<b>Codex {kind}</b> <code>{html.escape(self.handle.id)}</code> "
-            f'<span class="llmgw-state" data-status="{status}" '
-            f'style="color:{colour};font-weight:bold">{status.replace("_", " ")}</span> '
+            f'<span class="llmgw-state" data-status="{html.escape(status)}" '
+            f'style="color:{colour};font-weight:bold">{label}</span> '
             f'<span class="llmgw-clock">{self.handle.elapsed:.1f} s</span>'
             f"<br><i>{preview}</i>"
         )
@@ -176,7 +179,7 @@ class JobWidget(widgets.VBox):
     def _render_final(self) -> None:
         job = self.handle.job
         if self.show_answer and job.get("final_message"):
-            self.answer.append_display_data(Markdown(str(job["final_message"])))
+            self.answer.value = markdown_to_html(str(job["final_message"]))
         self.usage_view.value = html.escape(format_usage(job.get("usage")))
         self.raw.layout.display = "block"
         self._spawn(self._load_raw_log())
