@@ -2,10 +2,17 @@
  * The jobs panel of the left side bar: pending approvals, filters and the
  * jobs list with live events, answers and actions.
  */
+import { Sanitizer } from '@jupyterlab/apputils';
 import { IRenderMimeRegistry, MimeModel } from '@jupyterlab/rendermime';
 import { ReactWidget } from '@jupyterlab/ui-components';
 import { CommandRegistry } from '@lumino/commands';
-import React, { useCallback, useEffect, useRef, useState } from 'react';
+import React, {
+  useCallback,
+  useEffect,
+  useMemo,
+  useRef,
+  useState
+} from 'react';
 
 import {
   CANCELLABLE_STATUSES,
@@ -26,6 +33,7 @@ import {
 } from './format';
 import { useNow, useSignalValue } from './hooks';
 import { GatewayModel } from './model';
+import { NO_TYPESETTING, UntrustedSanitizer } from './untrusted';
 
 interface IPanelProps {
   model: GatewayModel;
@@ -45,12 +53,24 @@ function run(
   );
 }
 
-/** Markdown rendered with the application's rendermime registry. */
+/**
+ * Untrusted Markdown (an agent's answer) rendered with a clone of the
+ * application's rendermime registry that has a strict sanitizer of its own
+ * and no TeX typesetting: see untrusted.ts.
+ */
 function Markdown(props: {
   source: string;
   rendermime: IRenderMimeRegistry | null;
 }): JSX.Element {
-  const { source, rendermime } = props;
+  const { source } = props;
+  const rendermime = useMemo(
+    () =>
+      props.rendermime?.clone({
+        sanitizer: new UntrustedSanitizer(new Sanitizer()),
+        latexTypesetter: NO_TYPESETTING
+      }) ?? null,
+    [props.rendermime]
+  );
   const host = useRef<HTMLDivElement>(null);
   const [failed, setFailed] = useState(false);
   useEffect(() => {
