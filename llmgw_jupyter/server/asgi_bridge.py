@@ -173,11 +173,16 @@ class ASGIHandler(RequestHandler):
                 self._fail_500()
 
     async def respond_with(self, response: ASGIApp) -> None:
-        """Answer with a one-shot ASGI response (a refusal) without reading the request body."""
+        """Answer with a one-shot ASGI response (a refusal) without reading the request body.
+
+        Tornado then closes the connection rather than read the body; ``Connection: close``
+        says so, or a client could send its next request on a connection that is closing.
+        """
 
         async def no_body() -> Message:
             return {"type": "http.request", "body": b"", "more_body": False}
 
+        self.set_header("Connection", "close")
         await response(self.build_scope(), no_body, self._send)
 
     async def _send(self, message: Message) -> None:

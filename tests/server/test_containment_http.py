@@ -562,3 +562,17 @@ async def test_a_grant_token_opens_no_rest_route_and_no_jupyter_api(
                 assert resp.status_code in (401, 403), (scheme, method, path, resp.status_code)
                 assert job_id not in resp.text and "secret" not in resp.text, (method, path)
     assert (await owner.get(f"jobs/{job_id}")).status_code == 200  # the job is there
+
+
+async def test_refusals_before_the_body_close_the_connection_and_say_so(llmgw: Served) -> None:
+    """A refusal that leaves the body unread ends the connection: ``Connection: close`` keeps a
+    pooled client from sending its next request on it (without it, about one in thirty of
+    these requests failed with a read error instead of their 401/403)."""
+    url = llmgw.url(MCP_PATH)
+    evil = {**bearer(llmgw.token), "Origin": "http://evil.example"}
+    async with httpx.AsyncClient(timeout=WAIT) as http:
+        for _ in range(100):
+            for headers, status in ((ACCEPT, 401), (evil, 403)):
+                resp = await http.post(url, headers=headers, json=INITIALIZE)
+                assert resp.status_code == status, resp.text
+                assert resp.headers["connection"] == "close"
