@@ -132,6 +132,13 @@ class LLMGatewayApp(ExtensionApp):
     max_active_jobs_per_grant = Int(
         8, help="Unfinished (awaiting, queued, running) jobs one grant may hold at once."
     ).tag(config=True)
+    max_mcp_sessions_per_grant = Int(16, help="Open MCP sessions one grant may hold.").tag(
+        config=True
+    )
+    max_mcp_grant_sessions = Int(
+        256, help="Open MCP sessions all grants together may hold (the owner keeps its own room)."
+    ).tag(config=True)
+    max_mcp_body_bytes = Int(4 * MB, help="Largest MCP request body, in bytes.").tag(config=True)
     owner_reserved_queue = Int(
         8, help="Queue places that only the owner can use, so grants cannot starve the owner."
     ).tag(config=True)
@@ -189,6 +196,9 @@ class LLMGatewayApp(ExtensionApp):
             cancel_running_on_stop=self.cancel_running_on_stop,
             export_kernel_env=self.kernel_env,
             heartbeat_seconds=self.heartbeat_seconds,
+            max_mcp_sessions_per_grant=self.max_mcp_sessions_per_grant,
+            max_mcp_grant_sessions=self.max_mcp_grant_sessions,
+            max_mcp_body_bytes=self.max_mcp_body_bytes,
             version=_package_version(),
         )
         self.service = GatewayService(config, owner_token=self._owner_token)

@@ -71,7 +71,10 @@ class Database:
             try:
                 yield self._conn
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                # After SQLITE_FULL (and some other errors) SQLite has already rolled back:
+                # a second ROLLBACK would hide the real error.
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
                 raise
             else:
                 self._conn.execute("COMMIT")
