@@ -10,17 +10,30 @@ PYTHON="${PYTHON:-python3}"
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
   echo "need root for: $*" >&2; return 1; fi; }
 
+say() { echo "bootstrap: $*"; }
+
 if [ ! -x .venv/bin/python ]; then
+  say "creating the virtualenv .venv..."
   if ! "$PYTHON" -m venv .venv 2>/dev/null; then
     echo "python venv module missing: installing python3-venv" >&2
     as_root apt-get update -qq && as_root apt-get install -y -qq python3-venv
     rm -rf .venv && "$PYTHON" -m venv .venv
   fi
 fi
+# The editable install builds the JupyterLab extension when labextension/src is newer than the
+# build (hatch-jupyter-builder): say so, it is the slow step.
+BUILT=llmgw_jupyter/labextension/package.json
+if [ ! -f "$BUILT" ] || [ -n "$(find labextension/src -newer "$BUILT" -print -quit 2>/dev/null)" ]; then
+  say "installing Python packages into .venv and building the JupyterLab extension" \
+    "(first run, a few minutes)..."
+else
+  say "checking the Python packages in .venv..."
+fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[test]'
 
 if ! .codex-cli/node_modules/.bin/codex --version 2>/dev/null | grep -q "$CODEX_VERSION"; then
+  say "installing the Codex CLI $CODEX_VERSION into .codex-cli (npm)..."
   npm install --prefix .codex-cli --no-audit --no-fund --loglevel=error "@openai/codex@${CODEX_VERSION}"
 fi
 echo "bootstrap: $(.venv/bin/python --version), $(.codex-cli/node_modules/.bin/codex --version)"

@@ -1,21 +1,60 @@
 #!/usr/bin/env bash
 # Main command: set up, then JupyterLab with the llmgw server extension (REST API, MCP endpoint,
-# lab panel) and the quickstart notebook, on 127.0.0.1. Extra arguments go to `jupyter lab`.
+# lab panel) on the quickstart notebook, on 127.0.0.1. Extra arguments go to `jupyter lab` and
+# win over the script's own settings (port, token, root dir, codex_home, ...).
 # Without Codex credentials, Codex jobs use the bundled local echo model (said on screen).
+# Local state (the Jupyter token, the echo model's Codex home) lives in .llmgw-demo/ (git-ignored).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+ROOT=$(cd "$(dirname "$0")/.." && pwd -P)  # absolute: jobs and kernels run in notebooks/
+cd "$ROOT"
 bash scripts/bootstrap.sh
 
-PY=.venv/bin/python
-export LLMGW_CODEX_PATH="$PWD/.codex-cli/node_modules/.bin/codex"
-export PATH="$PWD/.venv/bin:$PATH"
+PY="$ROOT/.venv/bin/python"
+export LLMGW_CODEX_PATH="$ROOT/.codex-cli/node_modules/.bin/codex"
+export PATH="$ROOT/.venv/bin:$PATH"
+STATE="$ROOT/.llmgw-demo"
+NOTEBOOKS="$ROOT/notebooks"
+CALLER_ARGS=("$@")
 
-# First free port from 8888 (or $LLMGW_LAB_PORT): the URLs printed below must be the real ones.
-PORT=$("$PY" - "${LLMGW_LAB_PORT:-8888}" <<'EOF'
+# The value the caller gave an option under any of its names (`--name=value` or `--name value`);
+# status 1 if none. The script sets an option only when the caller did not: no "only accepts one
+# value, got 2".
+caller_value() {
+  local i arg name
+  for ((i = 0; i < ${#CALLER_ARGS[@]}; i++)); do
+    arg=${CALLER_ARGS[i]}
+    for name in "$@"; do
+      case $arg in
+        "$name") printf '%s\n' "${CALLER_ARGS[i + 1]-}"; return 0 ;;
+        "$name="*) printf '%s\n' "${arg#*=}"; return 0 ;;
+      esac
+    done
+  done
+  return 1
+}
+
+args=()
+TOKEN_NOTE=""
+if ! IP=$(caller_value --ServerApp.ip --ip); then
+  IP=127.0.0.1
+  args+=(--ServerApp.ip="$IP")
+fi
+case $IP in
+  "" | 0.0.0.0 | "*" | localhost) HOST=127.0.0.1 ;;
+  *:*) HOST="[$IP]" ;;
+  *) HOST=$IP ;;
+esac
+
+# First free port from 8888 (or $LLMGW_LAB_PORT): the same one on every run while it is free, and
+# the URLs printed below are the real ones. SO_REUSEADDR as the server's own bind: a port that
+# a server stopped a moment ago left in TIME_WAIT counts as free.
+if ! PORT=$(caller_value --ServerApp.port --port); then
+  PORT=$("$PY" - "${LLMGW_LAB_PORT:-8888}" <<'EOF'
 import socket, sys
 start = int(sys.argv[1])
 for port in range(start, start + 100):
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -25,11 +64,45 @@ for port in range(start, start + 100):
 else:
     sys.exit(f"no free port in {start}-{start + 99}")
 EOF
-)
-TOKEN=$("$PY" -c 'import secrets; print(secrets.token_hex(24))')
-args=(--ServerApp.ip=127.0.0.1 --ServerApp.port="$PORT" --ServerApp.port_retries=0
-      --IdentityProvider.token="$TOKEN")
-[ "$(id -u)" = 0 ] && args+=(--allow-root)  # containers often run as root
+  )
+  args+=(--ServerApp.port="$PORT")
+fi
+caller_value --ServerApp.port_retries --port-retries >/dev/null || args+=(--ServerApp.port_retries=0)
+
+# The token is kept (mode 0600) so that a restart keeps open tabs working.
+if ! TOKEN=$(caller_value --IdentityProvider.token --ServerApp.token); then
+  TOKEN_FILE="$STATE/lab-token"
+  (
+    umask 077
+    mkdir -p "$STATE" && chmod 700 "$STATE"
+    if ! grep -qE '^[0-9a-f]{48}$' "$TOKEN_FILE" 2>/dev/null; then
+      "$PY" -c 'import secrets; print(secrets.token_hex(24))' >"$TOKEN_FILE"
+    fi
+    chmod 600 "$TOKEN_FILE"
+  )
+  TOKEN=$(head -n 1 "$TOKEN_FILE")
+  args+=(--IdentityProvider.token="$TOKEN")
+  TOKEN_NOTE=$'\n       (kept in .llmgw-demo/lab-token: the URL stays the same after a restart)'
+fi
+
+if BASE_PATH=$(caller_value --ServerApp.base_url); then
+  BASE_PATH="/${BASE_PATH#/}" && BASE_PATH="${BASE_PATH%/}/"
+else
+  BASE_PATH=/
+fi
+# Lab serves notebooks/ and opens the quickstart, unless the caller chose another root.
+LAB_PATH="lab"
+if ! caller_value --ServerApp.root_dir --notebook-dir --ServerApp.notebook_dir >/dev/null; then
+  args+=(--ServerApp.root_dir="$NOTEBOOKS")
+  if [ -f "$NOTEBOOKS/quickstart.ipynb" ] && ! caller_value --ServerApp.file_to_run >/dev/null
+  then
+    args+=("$NOTEBOOKS/quickstart.ipynb")
+    LAB_PATH="lab/tree/quickstart.ipynb"
+  fi
+fi
+if [ "$(id -u)" = 0 ] && ! caller_value --allow-root --ServerApp.allow_root >/dev/null; then
+  args+=(--allow-root)  # containers often run as root
+fi
 
 MOCK_PID=""
 cleanup() {
@@ -41,14 +114,15 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-if ! "$PY" -c 'import sys
+if ! caller_value --LLMGatewayApp.codex_home >/dev/null && ! "$PY" -c 'import sys
 from llmgw_jupyter.providers.codex import codex_has_credentials
 sys.exit(0 if codex_has_credentials() else 1)'; then
-  mkdir -p .llmgw-demo && echo '*' >.llmgw-demo/.gitignore  # local state, never committed
-  log=.llmgw-demo/mock-model.log
-  llmgw mock-model --codex-home .llmgw-demo/codex-home >"$log" 2>&1 &
+  echo "lab.sh: starting the local echo model..."
+  mkdir -p "$STATE"
+  log="$STATE/mock-model.log"
+  llmgw mock-model --codex-home "$STATE/codex-home" >"$log" 2>&1 &
   MOCK_PID=$!
-  for _ in $(seq 200); do
+  for _ in $(seq 600); do  # up to 30 s on a busy machine
     grep -q '^CODEX_HOME=' "$log" && break
     kill -0 "$MOCK_PID" 2>/dev/null || { cat "$log" >&2; echo "lab.sh: the echo model did not start" >&2; exit 1; }
     sleep 0.05
@@ -64,21 +138,19 @@ fi
 
 # The owner's policy: $LLMGW_POLICY if set, else the example that refuses danger-full-access (the
 # quickstart notebook shows that refusal). Edit the file while Lab runs: it is hot-reloaded.
-export LLMGW_POLICY="${LLMGW_POLICY:-$PWD/notebooks/owner-policy.example.json}"
+export LLMGW_POLICY="${LLMGW_POLICY:-$NOTEBOOKS/owner-policy.example.json}"
 echo "lab.sh: owner policy $LLMGW_POLICY"
 
-NOTEBOOK=()
-[ -f notebooks/quickstart.ipynb ] && NOTEBOOK=(notebooks/quickstart.ipynb)
-BASE="http://127.0.0.1:$PORT"
+BASE="http://$HOST:$PORT${BASE_PATH%/}"
 cat <<EOF
 
-llmgw: JupyterLab      $BASE/lab?token=$TOKEN
+llmgw: JupyterLab      $BASE/$LAB_PATH?token=$TOKEN
 llmgw: MCP endpoint    $BASE/llmgw/mcp
        connect an external agent with its own grant (policy: see README, "Connect an external agent"):
          echo '{"version": "1", "default": "allow"}' > agent-policy.json
          export GW_TOKEN=\$(.venv/bin/llmgw grant create my-agent --policy agent-policy.json | tail -n 1)
          codex mcp add llmgw --url $BASE/llmgw/mcp --bearer-token-env-var GW_TOKEN
-       (the Jupyter token above also works as the owner's bearer token)
+       (the Jupyter token above also works as the owner's bearer token)$TOKEN_NOTE
 
 EOF
-jupyter lab "${NOTEBOOK[@]}" "${args[@]}" "$@"
+jupyter lab "${args[@]}" "$@"
