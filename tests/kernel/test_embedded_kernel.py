@@ -49,8 +49,8 @@ async def test_codex_async_shows_a_live_widget_from_queued_to_the_answer(
     assert history[0] == "queued" and "running" in history and history[-1] == "succeeded"
 
     answer = kernel.child(widget, "llmgw-answer")
-    outputs = await kernel.wait_for(lambda: answer.state.get("outputs"), 10, "the answer")
-    assert outputs[0]["data"]["text/markdown"].startswith("echo: Say hi")
+    answer_html = await kernel.wait_for(lambda: answer.state.get("value"), 10, "the answer")
+    assert "echo: Say hi" in answer_html
     usage = kernel.child(widget, "llmgw-usage")
     await kernel.wait_for(lambda: usage.state["value"], 10, "usage figures")
     assert re.search(r"tokens: [\d,]+ in .* out", usage.state["value"])
@@ -235,9 +235,9 @@ async def test_wait_shows_the_answer_and_later_cells_run_normally(kernel: Kernel
     run = await kernel.execute(
         "%codex_async --wait --cd {WORK} Quick [mock:steps=2,step_delay=0.2]"
     )
-    markdown = run.data("text/markdown")
-    assert markdown and markdown[0].startswith("echo: Quick")
-    assert "tokens:" in markdown[0]
+    markdown = run.data("text/plain")
+    assert markdown and markdown[-1].startswith("echo: Quick")
+    assert "tokens:" in markdown[-1]
     widget_views = run.data("application/vnd.jupyter.widget-view+json")
     assert len(widget_views) == 1, "live progress while waiting"
     assert (await kernel.execute("print(1 + 1)")).stream() == "2\n"
@@ -274,7 +274,7 @@ async def test_result_timeout_and_failures_raise_clearly(kernel: KernelHarness) 
     error_view = kernel.child(widget, "llmgw-error")
     assert html.escape(message) in error_view.state["value"], "the gateway's message"
     shown = await kernel.execute("%llm_result bad")
-    assert "Job" in shown.data("text/markdown")[0] and "failed" in shown.data("text/markdown")[0]
+    assert "failed" in shown.data("text/plain")[-1] and "<b>Job" in shown.data("text/html")[0]
 
 
 async def test_interrupt_ends_the_wait_but_never_the_job(kernel: KernelHarness) -> None:
@@ -307,7 +307,7 @@ async def test_interrupt_ends_the_wait_but_never_the_job(kernel: KernelHarness) 
     widget = await kernel.wait_status(job_id, {"succeeded", "failed", "cancelled"}, 60)
     assert kernel.widget_status(widget) == "succeeded", "the follow task took over"
     result = await kernel.execute("%llm_result slow")
-    assert result.data("text/markdown")[0].startswith("echo: Slow one")
+    assert result.data("text/plain")[-1].startswith("echo: Slow one")
 
 
 async def test_jobs_table_reattach_cancel_and_result(kernel: KernelHarness) -> None:
@@ -338,13 +338,13 @@ async def test_jobs_table_reattach_cancel_and_result(kernel: KernelHarness) -> N
     assert await value(kernel, "slow.status") == "cancelled"
 
     answer = await kernel.execute(f"%llm_result {done_id}")
-    markdown = answer.data("text/markdown")[0]
+    markdown = answer.data("text/plain")[-1]
     assert markdown.startswith("echo: Finished one")
-    assert f"session `{await value(kernel, 'done.session_id')}`" in markdown
+    assert f"session {await value(kernel, 'done.session_id')}" in markdown
     raw = await kernel.execute(f"%llm_result {done_id} --raw")
     assert '"type":"thread.started"' in raw.stream()
     last = await kernel.execute("%llm_result")
-    assert last.data("text/markdown") or "still" in last.stream(), "defaults to the last job"
+    assert last.data("text/plain") or "still" in last.stream(), "defaults to the last job"
 
 
 async def test_widget_buttons_cancel_and_fork(kernel: KernelHarness) -> None:
@@ -366,8 +366,8 @@ async def test_widget_buttons_cancel_and_fork(kernel: KernelHarness) -> None:
     child = kernel.child(forks, "llmgw-job")
     await kernel.wait_for(lambda: kernel.widget_status(child) == "succeeded", 60, "fork done")
     answer = kernel.child(child, "llmgw-answer")
-    await kernel.wait_for(lambda: answer.state.get("outputs"), 10, "fork answer")
-    assert answer.state["outputs"][0]["data"]["text/markdown"] == "echo: Forked from the button"
+    await kernel.wait_for(lambda: answer.state.get("value"), 10, "fork answer")
+    assert "<p>echo: Forked from the button</p>" in answer.state["value"]
     assert "fork of" in kernel.child(child, "llmgw-session").state["value"]
 
 
@@ -466,9 +466,9 @@ async def test_several_widgets_update_independently_while_cells_run(
     b = await kernel.wait_status(b_id, {"succeeded"})
     a_answer = kernel.child(a, "llmgw-answer")
     b_answer = kernel.child(b, "llmgw-answer")
-    await kernel.wait_for(lambda: a_answer.state["outputs"] and b_answer.state["outputs"], 10)
-    assert a_answer.state["outputs"][0]["data"]["text/markdown"].startswith("echo: Alpha")
-    assert b_answer.state["outputs"][0]["data"]["text/markdown"].startswith("echo: Beta")
+    await kernel.wait_for(lambda: a_answer.state["value"] and b_answer.state["value"], 10)
+    assert "echo: Alpha" in a_answer.state["value"]
+    assert "echo: Beta" in b_answer.state["value"]
     assert kernel.child(a, "llmgw-events").state["value"].count("item.completed") == 3
 
 

@@ -69,20 +69,20 @@ async def test_quickstart_runs_top_to_bottom(
     assert watched[0] in {"queued", "running", "succeeded"}
     assert "job.status" in watched
 
-    answer = data(cell(nb, "answer = job.result"), "text/markdown")[0]
+    answer = data(cell(nb, "answer = job.result"), "text/plain")[-1]
     assert answer.startswith("echo: Explain in two sentences what a Python generator is.")
     fixed = text(cell(nb, "fixed = await review"))
     assert "echo: Find the bug" in fixed and "return sum(xs) / len(xs) + 1" in fixed, "{snippet}"
-    waited = data(cell(nb, "%codex_async --wait"), "text/markdown")[0]
+    waited = data(cell(nb, "%codex_async --wait"), "text/plain")[-1]
     assert waited.startswith("echo: Summarise the Zen of Python in one line.")
-    forked = data(cell(nb, "%codex_fork --wait job"), "text/markdown")[0]
+    forked = data(cell(nb, "%codex_fork --wait job"), "text/plain")[-1]
     assert forked.startswith("echo: Now explain it to a ten-year-old.")
-    child = data(cell(nb, "child = job.fork"), "text/markdown")[0]
+    child = data(cell(nb, "child = job.fork"), "text/plain")[-1]
     assert child.startswith("echo: Give one short code example.")
 
     table = data(cell(nb, "%llm_jobs --limit 10"), "text/html")[0]
     assert table.count("<tr>") >= 6 and "succeeded" in table
-    assert data(cell(nb, "%llm_result {job.id}"), "text/markdown")[0] == answer
+    assert data(cell(nb, "%llm_result {job.id}"), "text/plain")[-1] == answer
     assert data(cell(nb, "slow.cancel()"), "text/plain") == ["'cancelled'"]
     denied = cell(nb, "%codex_async --sandbox danger-full-access")
     assert "refused by policy: danger-full-access is not allowed here" in text(denied, "stderr")

@@ -50,7 +50,7 @@ async def test_a_kernel_started_by_the_server_uses_its_gateway_without_set_up(
                 f"%load_ext llmgw_jupyter\n%codex_async --wait --out job --cd {kernel_tmp} From lab"
             )
             assert f"using the Jupyter server's gateway at {gateway_server.url}" in run.stream()
-            assert run.data("text/markdown")[0].startswith("echo: From lab")
+            assert run.data("text/plain")[-1].startswith("echo: From lab")
             job_id = await value(harness, "job.id")
             seen = await http.get(gateway_server.api_url + f"jobs/{job_id}")
             assert seen.json()["status"] == "succeeded", "the job lives in the server's runtime"
@@ -72,8 +72,8 @@ async def test_widget_follows_a_server_job_from_queued_to_the_answer(
     history = rest_kernel.status_history(widget)
     assert history[0] == "queued" and "running" in history and history[-1] == "succeeded"
     answer = rest_kernel.child(widget, "llmgw-answer")
-    outputs = await rest_kernel.wait_for(lambda: answer.state.get("outputs"), 10, "answer")
-    assert outputs[0]["data"]["text/markdown"].startswith("echo: Over REST")
+    value_html = await rest_kernel.wait_for(lambda: answer.state.get("value"), 10, "answer")
+    assert "echo: Over REST" in value_html
 
     events = await value(rest_kernel, "[e for e in job.events if e['type'] == 'item.completed']")
     view = rest_kernel.child(widget, "llmgw-events")
@@ -110,7 +110,7 @@ async def test_a_kernel_restart_never_cancels_a_job_and_llm_job_reattaches(
         lambda: rest_kernel.widget_status(fresh[0]) == "succeeded", 60, "the job to finish"
     )
     answer = await rest_kernel.execute("%llm_result again")
-    assert answer.data("text/markdown")[0].startswith("echo: Outlives")
+    assert answer.data("text/plain")[-1].startswith("echo: Outlives")
 
 
 async def test_gateway_errors_over_rest_are_clear_messages(rest_kernel: KernelHarness) -> None:
@@ -141,7 +141,7 @@ async def test_an_unreachable_server_falls_back_to_the_embedded_gateway(
     )
     assert "the gateway server at http://127.0.0.1:9/ is not usable" in run.stream()
     assert "using an embedded gateway in this process" in run.stream()
-    assert run.data("text/markdown")[0].startswith("echo: Fallback")
+    assert run.data("text/plain")[-1].startswith("echo: Fallback")
 
 
 async def test_embedded_gateway_moves_aside_when_the_server_holds_the_data_dir(
@@ -157,4 +157,4 @@ async def test_embedded_gateway_moves_aside_when_the_server_holds_the_data_dir(
     match = re.search(r"data in (\S+);", text)
     assert match is not None and match.group(1) != str(gateway_server.data_dir)
     assert Path(match.group(1)).name.startswith(gateway_server.data_dir.name + "-kernel-")
-    assert run.data("text/markdown")[0].startswith("echo: Aside")
+    assert run.data("text/plain")[-1].startswith("echo: Aside")
