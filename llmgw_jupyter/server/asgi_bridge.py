@@ -64,6 +64,8 @@ class ASGIHandler(RequestHandler):
         self.disconnect_grace = disconnect_grace
         self._disconnected = asyncio.Event()
         self._response_started = False
+        self._scope: Scope | None = None
+        self._app_task: asyncio.Future[None] | None = None
 
     def asgi_scope_extras(self) -> dict[str, Any]:
         """Per-request scope keys merged last into the scope; override after auth in ``prepare``."""
@@ -75,6 +77,10 @@ class ASGIHandler(RequestHandler):
 
     def on_connection_close(self) -> None:
         self._disconnected.set()
+        task = self._app_task
+        if task is not None and not task.done():
+            # The app got http.disconnect; if it has not wound down after the grace, cancel it.
+            asyncio.get_running_loop().call_later(self.disconnect_grace, task.cancel)
         super().on_connection_close()  # ends a streamed body's wait (``@stream_request_body``)
 
     def request_body(self) -> bytes:
@@ -87,7 +93,13 @@ class ASGIHandler(RequestHandler):
     head = post = delete = patch = put = options = get
 
     def build_scope(self) -> Scope:
-        """The ASGI scope for this request; ``path`` includes ``root_path`` (ASGI 3 rule)."""
+        """The ASGI scope for this request; ``path`` includes ``root_path`` (ASGI 3 rule).
+
+        Built once per request (a refusal in ``prepare`` and the forwarded request share it), so
+        a subclass calls it only once ``asgi_scope_extras`` can answer (after authenticating).
+        """
+        if self._scope is not None:
+            return self._scope
         req = self.request
         raw_path = req.path.encode("latin-1")
         headers = [
@@ -110,6 +122,7 @@ class ASGIHandler(RequestHandler):
             "state": {},
         }
         scope.update(self.asgi_scope_extras())
+        self._scope = scope
         return scope
 
     def _client_address(self) -> tuple[str, int] | None:
@@ -143,24 +156,24 @@ class ASGIHandler(RequestHandler):
             await self._disconnected.wait()
             return {"type": "http.disconnect"}
 
-        app_task = asyncio.ensure_future(self.asgi_app(scope, receive, self._send))
-        disconnect = asyncio.ensure_future(self._disconnected.wait())
+        # One task per request and no watcher task: a disconnect (``on_connection_close``)
+        # schedules the app's cancellation after ``disconnect_grace`` seconds.
+        app_task = self._app_task = asyncio.ensure_future(
+            self.asgi_app(scope, receive, self._send)
+        )
+        if self._disconnected.is_set():  # gone before the app started
+            asyncio.get_running_loop().call_later(self.disconnect_grace, app_task.cancel)
         try:
-            await asyncio.wait({app_task, disconnect}, return_when=asyncio.FIRST_COMPLETED)
-            if not app_task.done():
-                # Client went away: the app got http.disconnect; give it a moment to wind down.
-                await asyncio.wait({app_task}, timeout=self.disconnect_grace)
-            if not app_task.done():
-                app_task.cancel()
             await app_task
         except asyncio.CancelledError:
             if not app_task.cancelled():
+                raise
+            if not self._disconnected.is_set():  # our own task was cancelled, not the app
                 raise
             log.debug("ASGI app cancelled after client disconnect: %s", self.request.path)
         except Exception:
             self._on_app_error()
         finally:
-            disconnect.cancel()
             if not app_task.done():  # our own task was cancelled: take the app down with us
                 app_task.cancel()
         if not self._finished and not self._disconnected.is_set():

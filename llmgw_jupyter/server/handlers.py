@@ -588,7 +588,7 @@ class GrantsHandler(LLMGatewayHandler):
         if unknown:
             raise ApiError("invalid_input", f"{unknown[0]}: unknown field", unknown[0])
         try:
-            grant, token = service.gateway.create_grant(name, policy)
+            grant, token = service.create_grant(name, policy)
         except GatewayError as error:
             raise ApiError.of(error) from None
         self.send({"name": grant.name, "token": token, "grant": grant.to_dict()}, 201)
@@ -600,7 +600,7 @@ class GrantHandler(LLMGatewayHandler):
     async def delete(self, name: str) -> None:
         service = self.running()
         try:
-            enforcing = service.gateway.revoke_grant(name)
+            enforcing = service.revoke_grant(name)
         except GatewayError as error:
             raise ApiError.of(error) from None
         if isinstance(enforcing, asyncio.Future):  # jobs, approvals, MCP sessions: done on return
@@ -644,6 +644,13 @@ class PolicyHandler(LLMGatewayHandler):
 @web.stream_request_body
 class MCPHandler(ASGIHandler):
     """``{base_url}llmgw/mcp``: bearer-token auth here, then the SDK through the bridge.
+
+    A lean handler on purpose: a plain ``tornado.web.RequestHandler`` (through ``ASGIHandler``),
+    not Jupyter's ``JupyterHandler``/``APIHandler``, so an MCP request pays for none of Jupyter's
+    browser-session machinery (identity provider, login cookie refresh, XSRF, CSP, user model).
+    What it does per request: the bearer token (the Jupyter server's token is the owner, a grant
+    token that grant, cached by token hash in ``GatewayService.mcp_caller``), Host/Origin, the
+    declared length, Jupyter's activity stamp, and one ASGI scope shared by all of them.
 
     Only ``Authorization`` headers authenticate (never cookies), so a cross-site page cannot
     ride on a browser's session: the XSRF cookie check does not apply, and Jupyter's

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -40,6 +40,7 @@ from llmgw_jupyter.server.mcp_endpoint import (
     build_mcp_app,
     unauthenticated,
 )
+from llmgw_jupyter.store.policy import GrantRecord
 from llmgw_jupyter.tools import Caller
 
 log = logging.getLogger(__name__)
@@ -137,6 +138,10 @@ class GatewayService:
         self._saved_env: dict[str, str | None] = {}
         # True once the gateway tells us of every revocation (REST, lab, the CLI elsewhere).
         self.hears_revocations = False
+        # Grant callers by token hash for the MCP hot path; see ``auth.TokenCache``.
+        self._grant_callers: auth.TokenCache[Caller] = auth.TokenCache(
+            self.gateway.caller_for_token, self._store_version
+        )
 
     # -- owner policy ---------------------------------------------------------------------
     def _load_owner_policy(self) -> PolicySource:
@@ -256,7 +261,27 @@ class GatewayService:
             return Caller.owner()
         if self.state != "running":
             return None
-        return self.gateway.caller_for_token(token)
+        return self._grant_callers.caller(token)
+
+    def _store_version(self) -> object:
+        """Changes when another process (the CLI, an embedded kernel gateway) committed to the
+        store: grants it created or revoked are then looked up afresh. Our own writes do not
+        change it, so this process clears the cache itself when it revokes."""
+        row = self.gateway.store.db.query_one("PRAGMA data_version")
+        return None if row is None else row[0]
+
+    # -- grants -------------------------------------------------------------------------------
+    def create_grant(self, name: str, policy: Mapping[str, Any] | None) -> tuple[GrantRecord, str]:
+        """A new grant and its token (shown once); the token works on its first request."""
+        created = self.gateway.create_grant(name, policy)
+        self._grant_callers.clear()
+        return created
+
+    def revoke_grant(self, name: str) -> asyncio.Task[list[str]] | None:
+        """Revoke ``name``: its token is refused from the very next request on (the cache is
+        emptied before the store changes); see ``Gateway.revoke_grant`` for the rest."""
+        self._grant_callers.clear()
+        return self.gateway.revoke_grant(name)
 
     # -- revocation ---------------------------------------------------------------------------
     def _listen_for_revocations(self) -> None:
@@ -267,6 +292,7 @@ class GatewayService:
 
     async def grant_revoked(self, name: str) -> None:
         """Close every MCP session the revoked grant ``name`` holds: its streams end now."""
+        self._grant_callers.clear()  # revoked elsewhere too (found by the gateway's watcher)
         if self.mcp is None:
             return
         key = Caller.grant(name).key
