@@ -120,6 +120,7 @@ sys.exit(0 if codex_has_credentials() else 1)'; then
   echo "lab.sh: starting the local echo model..."
   mkdir -p "$STATE"
   log="$STATE/mock-model.log"
+  : >"$log"
   llmgw mock-model --codex-home "$STATE/codex-home" >"$log" 2>&1 &
   MOCK_PID=$!
   for _ in $(seq 600); do  # up to 30 s on a busy machine
