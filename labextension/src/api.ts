@@ -24,6 +24,8 @@ export interface IJobView {
   caller: string;
   status: string;
   args: { [key: string]: any };
+  /** Arguments left out of `args` in light views (lists, streams); GET jobs/{id} has them. */
+  omitted_args?: string[];
   argv?: string[] | null;
   working_dir?: string | null;
   created_at: string | null;

@@ -381,8 +381,15 @@ export class GatewayModel implements IDisposable {
   }
 
   /** Run a job's request again with a new prompt (codex_request_async). */
-  rerun(job: IJobView, prompt: string): Promise<IToolResult> {
-    return this.callTool('codex_request_async', rerunArguments(job, prompt));
+  async rerun(job: IJobView, prompt: string): Promise<IToolResult> {
+    // Lists and the stream carry light views (big arguments omitted): fetch the full job.
+    const full = job.omitted_args?.length
+      ? await requestAPI<IJobView>(
+          this._serverSettings,
+          `jobs/${encodeURIComponent(job.id)}`
+        )
+      : job;
+    return this.callTool('codex_request_async', rerunArguments(full, prompt));
   }
 
   /** Stop everything. */

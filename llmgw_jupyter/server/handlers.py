@@ -336,7 +336,7 @@ class JobsHandler(LLMGatewayHandler):
             )
         except GatewayError as error:
             raise ApiError.of(error) from None
-        self.send({"jobs": [job.to_dict() for job in jobs], "total": total})
+        self.send({"jobs": [job.to_dict(include_args=False) for job in jobs], "total": total})
 
     @web.authenticated
     @authorized
@@ -388,7 +388,12 @@ class JobEventsHandler(LLMGatewayHandler):
             if waited is not None:
                 events, record = waited
         record = service.runtime.get(job_id) or record
-        self.send({"events": [e.to_dict() for e in events], "job": record.to_dict()})
+        self.send(
+            {
+                "events": [e.to_dict() for e in events],
+                "job": record.to_dict(include_args=False),
+            }
+        )
 
 
 class JobResultHandler(LLMGatewayHandler):
@@ -500,7 +505,7 @@ class StreamHandler(LLMGatewayHandler):
         record = runtime.get(job_id)
         if record is None:
             return
-        self.write(_sse("job", record.to_dict()))
+        self.write(_sse("job", record.to_dict(include_args=False)))
         seen = known.get(job_id, 0)
         while seen < record.last_seq:
             events = runtime.events(job_id, seen, 1000)
