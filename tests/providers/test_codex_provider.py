@@ -26,6 +26,16 @@ from llmgw_jupyter.testing.mock_responses import MockResponsesServer
 CODEX_WAIT = 60
 
 
+def _nested(levels: int) -> dict[str, Any]:
+    value: dict[str, Any] = {"type": "string"}
+    for _ in range(levels):
+        value = {"type": "object", "properties": {"x": value}}
+    return value
+
+
+DEEP = _nested(40)  # a 20 MB schema once made the owner's job list 21 MB; depth is capped too
+
+
 def executable(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("#!/bin/sh\nexit 0\n")
@@ -76,6 +86,15 @@ def feed_all(parser: CodexStreamParser, raw: list[bytes]) -> list[str]:
         ({"prompt": "hi", "config_overrides": {"a=b": 1}}, "config_overrides"),
         ({"prompt": "hi", "config_overrides": {"k": "v\x00"}}, "config_overrides"),
         ({"prompt": "hi", "timeout_seconds": 0}, "timeout_seconds"),
+        ({"prompt": "hi", "output_schema": {"description": "x" * 70_000}}, "output_schema"),
+        ({"prompt": "hi", "output_schema": DEEP}, "output_schema"),
+        ({"prompt": "hi", "config_overrides": {"model_verbosity": "v" * 1001}},
+         "config_overrides"),
+        ({"prompt": "hi", "config_overrides": {"model_verbosity": ["v"] * 33}},
+         "config_overrides"),
+        ({"prompt": "hi", "config_overrides": {f"k{n}": 1 for n in range(33)}},
+         "config_overrides"),
+        ({"prompt": "hi", "add_dirs": ["/tmp"] * 17}, "add_dirs"),
     ],
 )  # fmt: skip
 def test_invalid_arguments_name_the_field(
@@ -209,7 +228,9 @@ def test_the_real_cli_accepts_every_option_the_provider_builds(
             },
         },
     )
-    first = run_command(real.build_command("exec", args, tmp_path / "job", owner(tmp_path)), codex_env)
+    first = run_command(
+        real.build_command("exec", args, tmp_path / "job", owner(tmp_path)), codex_env
+    )
     [thread] = [e["thread_id"] for e in first if e["type"] == "thread.started"]
     assert first[-1]["type"] == "turn.completed"
     assert mock_model.requests[-1].body["text"]["format"]["type"] == "json_schema"
@@ -226,7 +247,9 @@ def test_the_real_cli_accepts_every_option_the_provider_builds(
                 "config_overrides": {"model_reasoning_effort": "low"},
             },
         )
-        events = run_command(real.build_command(kind, more, tmp_path / "job", owner(tmp_path)), codex_env)
+        events = run_command(
+            real.build_command(kind, more, tmp_path / "job", owner(tmp_path)), codex_env
+        )
         assert events[-1]["type"] == "turn.completed", events
         assert mock_model.requests[-1].last_user_text == kind
 
@@ -399,8 +422,9 @@ def test_stored_event_data_is_clipped_but_the_answer_is_not() -> None:
     parser = CodexStreamParser()
     text = "z" * 50_000
     [event] = parser.feed(
-        json.dumps({"type": "item.completed", "item": {"type": "agent_message", "text": text}})
-        .encode()
+        json.dumps(
+            {"type": "item.completed", "item": {"type": "agent_message", "text": text}}
+        ).encode()
     )
     assert parser.final_message == text
     assert len(event.data["item"]["text"]) < 5_000 and "more]" in event.data["item"]["text"]
