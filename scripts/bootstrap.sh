@@ -32,6 +32,14 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[test]'
 
+# Bubblewrap: the isolation boundary every grant's job runs in (SECURITY.md). Without it grants'
+# jobs are refused; the server says so at start.
+if ! command -v bwrap >/dev/null; then
+  say "installing Debian's bubblewrap (the jobs' isolation boundary)..."
+  as_root apt-get update -qq && as_root apt-get install -y -qq bubblewrap ||
+    echo "bootstrap: could not install bubblewrap: grants' jobs will be refused" >&2
+fi
+
 if ! .codex-cli/node_modules/.bin/codex --version 2>/dev/null | grep -q "$CODEX_VERSION"; then
   say "installing the Codex CLI $CODEX_VERSION into .codex-cli (npm)..."
   npm install --prefix .codex-cli --no-audit --no-fund --loglevel=error "@openai/codex@${CODEX_VERSION}"
