@@ -560,6 +560,13 @@ class Gateway:
         task.add_done_callback(self._side_tasks.discard)
         return task
 
+    def add_tools_changed_listener(self, callback: Callable[[], None]) -> None:
+        """``callback()`` runs after each reload of the owner's policy file, which may change
+        the tools callers see (the MCP layer tells their sessions). A grant's policy is re-read
+        when it is next used: adapters notice by ``policy_for(caller)`` no longer being the
+        policy object they saw."""
+        self.owner_policy.add_listener(lambda _source: callback())
+
     def add_revocation_listener(self, callback: RevocationListener) -> None:
         """``callback(grant_name)`` (sync or async) runs once per revoked grant, after its
         approvals are denied and its jobs cancelled; the MCP layer closes its sessions."""

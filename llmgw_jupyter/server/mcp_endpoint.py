@@ -12,49 +12,61 @@ Sessions: stateful with SSE responses (the SDK default). SSE responses carry the
 notifications of a running call on the call's own POST; sessions allow server-to-client
 requests later. Each session is bound to the caller that opened it: we set ``scope["user"]`` to
 an SDK ``AuthenticatedUser`` whose ``client_id`` is the caller's key, and the manager answers 404
-(as for an unknown session) to any request for that session from another caller.
+(as for an unknown session) to any request for that session from another caller. Requests of
+the 2026-07-28 revision (no ``initialize``, no session) reach the same handlers statelessly.
 
 Containment: ``mcp_sessions.SessionLedger`` caps the sessions of each grant and of all grants
 together (429 naming the limit); the SDK's own ``max_sessions`` is the owner's room plus the
 grants' total, so grants can never take the owner's room. ``close_sessions(caller)`` ends every
-session of one caller (a revoked grant) through the SDK's public path, an HTTP ``DELETE``.
-Bodies are capped on every path (413 naming the limit): ``refusal(scope)`` judges a request by
-its headers alone (Host/Origin, caller, declared length) so the Tornado side can answer before
-reading a body byte, and ``asgi_app`` counts what it reads before the quick path or the SDK.
+session of one caller (a revoked grant) through the SDK's public path, an HTTP ``DELETE``; idle
+sessions end the same way (the ledger owns the idle rule, see there). Bodies are capped on every
+path (413 naming the limit): ``refusal(scope)`` judges a request by its headers alone
+(Host/Origin, caller, declared length) so the Tornado side can answer before reading a body
+byte, and ``asgi_app`` counts what it reads before the quick path or the SDK.
 
-SDK facts relied on (mcp 2.3.0, read from the installed source):
+What every client can read (issue 10):
+- Tool errors are ``isError`` results with text only: no ``structuredContent``, because the
+  spec requires structured content to match the tool's ``outputSchema`` and the schemas describe
+  success (the TypeScript SDK rejects a mismatch with ``-32602`` and the agent sees nothing).
+  The text carries the category, message, field, rule and ``retry_after_seconds``
+  (``[POLICY DENIED] ...`` for refusals); the same facts, as an object, are in the result's
+  ``_meta["llmgw/error"]``.
+- Unknown tools are the protocol error ``-32602`` (the gateway still audits and rate-limits the
+  attempt); an invalid ``tools/list`` cursor is ``-32602`` too (there is one page).
+- A cancelled request gets no response; event streams are primed at once (``mcp_streams``); a
+  ``GET`` with ``Last-Event-ID`` is 405 (no event history).
+- 2025-03-26 requires JSON-RPC batches, which the SDK's transport does not take, so it is not
+  agreed to: an ``initialize`` asking for it is answered with the newest handshake revision
+  (the spec's answer to an unsupported version).
+- ``tools.listChanged`` is declared and ``notifications/tools/list_changed`` reaches the open
+  sessions whose visible tools changed (``mcp_tool_lists``).
+
+SDK facts relied on (mcp 2.3.0, public names only; ``tests/server/test_mcp_protocol.py`` pins
+them):
 - ``mcp.server.lowlevel.Server(name, on_list_tools=..., on_call_tool=...)``; handlers are
-  ``async (ctx: ServerRequestContext, params) -> result``.
+  ``async (ctx: ServerRequestContext, params) -> result`` and raise ``MCPError`` for protocol
+  errors. The manager builds the ``initialize`` result from
+  ``server.create_initialization_options()`` (no arguments), so a subclass that defaults its
+  ``NotificationOptions`` to ``tools_changed=True`` declares ``tools.listChanged``.
 - ``ctx.request`` is the ``starlette.requests.Request`` of the HTTP request that carried the
-  JSON-RPC message (``ServerMessageMetadata.request_context``, set by the stateful transport per
-  POST and by the 2026-07-28 single-exchange path), so ``ctx.request.scope`` holds what the
-  Tornado side injected. Handlers run in the manager's task group, not in the request's task,
-  so contextvars set by the request do not reach them; the scope does.
+  JSON-RPC message, so ``ctx.request.scope`` holds what the Tornado side injected (handlers run
+  in the manager's task group, so contextvars of the request do not reach them; the scope does).
+  ``ctx.session.send_tool_list_changed()`` goes out on the session's standalone (GET) stream.
 - ``StreamableHTTPSessionManager(app, json_response, stateless, security_settings,
   session_idle_timeout, max_request_body_size, max_sessions)``; ``run()`` is an async context
-  manager usable once per instance; ``handle_request(scope, receive, send)`` is the ASGI entry
-  and raises ``RuntimeError`` before ``run()``.
-- Stateful sessions record ``authorization_context(scope["user"])`` (client_id, issuer, subject
-  of ``AccessToken``) when ``scope["user"]`` is an ``AuthenticatedUser`` and answer 404 when a
-  later request for the session carries a different one.
+  manager usable once per instance; ``handle_request(scope, receive, send)`` is the ASGI entry.
+  ``session_idle_timeout=None`` turns the SDK's idle expiry off.
+- Stateful sessions record ``authorization_context(scope["user"])`` and answer 404 when a later
+  request for the session carries a different one; ``DELETE`` with the session's id and its
+  creator's ``scope["user"]`` terminates it.
 - Requests whose ``MCP-Protocol-Version`` header is not a handshake-era version go to the
-  stateless 2026-07-28 path (no ``initialize``, no session); ``mcp.client.Client`` defaults to
-  it (``mode="auto"``), ``ClientSession.initialize()`` uses the handshake. Both reach the same
-  handlers. The modern path calls the ``tools/list`` handler to validate ``Mcp-Param-*``
-  headers of a ``tools/call`` with arguments.
-- ``TransportSecuritySettings(enable_dns_rebinding_protection, allowed_hosts, allowed_origins)``
-  with ``"host:*"`` port wildcards; ``TransportSecurityMiddleware.validate_request`` answers 421
+  stateless 2026-07-28 path; both reach the same handlers.
+- ``TransportSecuritySettings`` / ``TransportSecurityMiddleware.validate_request`` answer 421
   for a bad Host and 403 for a bad Origin; an absent Origin passes (non-browser clients).
-- ``ctx.session.report_progress(progress, total, message)`` emits ``notifications/progress``
-  for the request being handled and is a no-op without a client progress token;
-  ``mcp.shared.jsonrpc_dispatcher.progress_token_from_params`` reads that token.
-- ``DELETE`` with the session's ``Mcp-Session-Id`` and its creator's ``scope["user"]``
-  terminates the session (its streams end, later requests get 404); the manager forgets it.
+- ``ctx.session.report_progress`` emits ``notifications/progress`` for the request being
+  handled; ``mcp.shared.jsonrpc_dispatcher.progress_token_from_params`` reads the token.
 - The low-level server passes every ``tools/call`` to ``on_call_tool`` without checking the name
   against the tool list; the endpoint forwards all of them to ``gateway.call``.
-- ``CallToolResult(content=[TextContent(text=...)], structured_content=..., is_error=...)``;
-  ``Tool(name, description, input_schema, output_schema, annotations=ToolAnnotations(...))``;
-  mcp_types models accept camelCase aliases (``readOnlyHint``) and snake_case names.
 """
 
 from __future__ import annotations
@@ -71,7 +83,8 @@ import mcp_types as types
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 from mcp.server.context import ServerRequestContext
-from mcp.server.lowlevel import Server
+from mcp.server.lowlevel import NotificationOptions, Server
+from mcp.server.models import InitializationOptions
 from mcp.server.streamable_http_manager import (
     DEFAULT_MAX_REQUEST_BODY_SIZE,
     DEFAULT_MAX_SESSIONS,
@@ -81,7 +94,7 @@ from mcp.server.streamable_http_manager import (
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
 from mcp.shared.jsonrpc_dispatcher import progress_token_from_params
-from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.types import Message, Receive, Scope, Send
@@ -89,6 +102,8 @@ from starlette.types import Message, Receive, Scope, Send
 from llmgw_jupyter.errors import GatewayError
 from llmgw_jupyter.server.mcp_quick import QuickCalls
 from llmgw_jupyter.server.mcp_sessions import SessionLedger, SessionRefusal
+from llmgw_jupyter.server.mcp_streams import cannot_resume, stream_send
+from llmgw_jupyter.server.mcp_tool_lists import ToolListWatch
 
 log = logging.getLogger(__name__)
 
@@ -98,12 +113,20 @@ CALLER_SCOPE_KEY = "llmgw.caller"
 LOCAL_HOSTS = ("127.0.0.1:*", "localhost:*", "[::1]:*")
 LOCAL_ORIGINS = ("http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*")
 
+ERROR_META_KEY = "llmgw/error"
+"""``_meta`` key of an ``isError`` result: the error as an object (category, message, field,
+rule, retry_after_seconds, ...)."""
+
+BATCH_ERA_VERSION = "2025-03-26"
+"""The one revision with JSON-RPC batches: not agreed to (see the module docstring)."""
+
 ProgressFn = Callable[[float, float | None, str | None], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _SESSION_HEADER = b"mcp-session-id"
 _VERSION_HEADER = b"mcp-protocol-version"
 _HANDSHAKE = frozenset(v.encode() for v in HANDSHAKE_PROTOCOL_VERSIONS)
+_MAX_SHOWN = 64
 BODY_LIMIT = "max_mcp_body_bytes"
 
 
@@ -123,7 +146,12 @@ class ToolSpec(Protocol):
 
 
 class ToolResult(Protocol):
-    """The outcome of one call; denials and tool failures are results with ``is_error``."""
+    """The outcome of one call; denials and tool failures are results with ``is_error``.
+
+    An error's ``structured`` is ``{"error": {"category", "message", "field"}, ...}`` (denials
+    add ``decision``, ``reason``, ``rule``, ``retry_after_seconds``); the real result also has
+    ``error`` (the category), read with ``getattr`` so simpler results fit too.
+    """
 
     @property
     def is_error(self) -> bool: ...
@@ -135,7 +163,8 @@ class ToolResult(Protocol):
 
 class Gateway(Protocol):
     """What the endpoint needs from ``llmgw_jupyter.gateway.Gateway`` (``list_tools`` may be
-    sync or async)."""
+    sync or async). Optional, found with ``getattr``: ``policy_for(caller)`` (whose identity
+    changes when the caller's policy does) and ``add_tools_changed_listener(callback)``."""
 
     def list_tools(self, caller: Any) -> Sequence[ToolSpec] | Awaitable[Sequence[ToolSpec]]: ...
 
@@ -146,6 +175,23 @@ class Gateway(Protocol):
         caller: Any,
         progress: ProgressFn | None = None,
     ) -> ToolResult: ...
+
+
+class ToolsChangingServer(Server[Any]):
+    """The low-level ``Server`` declaring ``tools.listChanged`` by default (the SDK's manager asks
+    ``create_initialization_options()`` with no arguments for the ``initialize`` result)."""
+
+    def create_initialization_options(
+        self,
+        notification_options: NotificationOptions | None = None,
+        experimental_capabilities: dict[str, dict[str, Any]] | None = None,
+        extensions: dict[str, dict[str, Any]] | None = None,
+    ) -> InitializationOptions:
+        return super().create_initialization_options(
+            notification_options or NotificationOptions(tools_changed=True),
+            experimental_capabilities,
+            extensions,
+        )
 
 
 class MCPEndpoint:
@@ -161,6 +207,7 @@ class MCPEndpoint:
         sessions: SessionLedger | None = None,
         max_body_bytes: int = DEFAULT_MAX_REQUEST_BODY_SIZE,
         setting_of: Callable[[str], str] = str,
+        tool_lists: ToolListWatch | None = None,
     ) -> None:
         self.server = server
         self.session_manager = manager
@@ -172,17 +219,20 @@ class MCPEndpoint:
         self.sessions = sessions  # None when stateless: no sessions to count
         self.max_body_bytes = max_body_bytes
         self._setting_of = setting_of
+        self.tool_lists = tool_lists  # who is told of tool list changes
+        self._reaper_wake = asyncio.Event()
+        self._reaper_has_deadline = False
 
     @property
     def running(self) -> bool:
         return self._ready.is_set() and self._task is not None and not self._task.done()
 
     async def run(self) -> None:
-        """Enter the session manager and stay in it until cancelled."""
+        """Enter the session manager and stay in it (ending idle sessions) until cancelled."""
         async with self.session_manager.run():
             self._ready.set()
             try:
-                await asyncio.Event().wait()
+                await self._end_idle_sessions()
             finally:
                 self._ready.clear()
 
@@ -190,6 +240,8 @@ class MCPEndpoint:
         """Start ``run()`` in a long-lived task and return once requests can be served."""
         if self._task is not None:
             raise RuntimeError("MCP endpoint already started (the SDK manager runs once)")
+        if self.tool_lists is not None:
+            self.tool_lists.start(asyncio.get_running_loop())
         self._task = asyncio.create_task(self.run(), name="llmgw-mcp-session-manager")
         ready = asyncio.create_task(self._ready.wait())
         await asyncio.wait({self._task, ready}, return_when=asyncio.FIRST_COMPLETED)
@@ -199,6 +251,8 @@ class MCPEndpoint:
 
     async def stop(self) -> None:
         """Cancel the manager task: open sessions and streams end, in-flight calls are cancelled."""
+        if self.tool_lists is not None:
+            await self.tool_lists.stop()
         task, self._task = self._task, None
         if task is None or task.done():
             return
@@ -240,16 +294,26 @@ class MCPEndpoint:
         if body is None:
             await self.body_too_large()(scope, receive, send)
             return
+        handshake = _handshake_era(scope)
+        if handshake and scope.get("method") == "GET" and _header(scope, b"last-event-id"):
+            await cannot_resume()(scope, receive, send)
+            return
+        message = _json_object(body) if scope.get("method") == "POST" else None
+        version = _stream_version(scope, message)
+        if message is not None and message.get("method") == "initialize":
+            body, message = _no_batch_era(body, message)
         receive = _replay_body(body, receive)
         caller = scope[CALLER_SCOPE_KEY]
         key = self._caller_key(caller)
         scope["user"] = _user(key)
-        if self.sessions is None or not _handshake_era(scope):
-            await self._serve(scope, receive, send, caller)
+        if handshake:  # the 2026 path's streams are the SDK's own
+            send = stream_send(send, version=version, request_id=_request_id(message))
+        if self.sessions is None or not handshake:
+            await self.session_manager.handle_request(scope, receive, send)
             return
         session_header = _header(scope, _SESSION_HEADER)
         if session_header is None:
-            await self._open_session(scope, receive, send, caller, key)
+            await self._open_session(scope, receive, send, key)
             return
         status: int | None = None
 
@@ -261,13 +325,36 @@ class MCPEndpoint:
 
         self.sessions.begin(session_header)
         try:
-            await self._serve(scope, receive, watch, caller)
+            if not await self._quick(scope, message, watch, caller, key, session_header):
+                await self.session_manager.handle_request(scope, receive, watch)
         finally:
             self.sessions.end(session_header, key, str(scope.get("method")), status)
+            self._sessions_changed()
 
-    async def _open_session(
-        self, scope: Scope, receive: Receive, send: Send, caller: Any, key: str
-    ) -> None:
+    async def _quick(
+        self,
+        scope: Scope,
+        message: dict[str, Any] | None,
+        send: Send,
+        caller: Any,
+        key: str,
+        session_id: str,
+    ) -> bool:
+        """Serve ``message`` on the quick path if it qualifies; True if it was answered."""
+        if self.quick is None or message is None:
+            return False
+        if message.get("method") == "notifications/cancelled":
+            params = message.get("params")
+            owned = self.sessions is not None and self.sessions.owner_of(session_id) == key
+            if owned and isinstance(params, dict):
+                self.quick.cancel(session_id, params.get("requestId"))
+            return False  # the SDK acknowledges it (202) as for its own requests
+        if self.quick.session_of(scope, message, key) != session_id:
+            return False
+        await self.quick.serve(scope, message, send, caller, key, session_id)
+        return True
+
+    async def _open_session(self, scope: Scope, receive: Receive, send: Send, key: str) -> None:
         """A request that may open a session: within the caller's cap, and recorded if it does."""
         assert self.sessions is not None
         refused = self.sessions.reserve(key)
@@ -284,9 +371,10 @@ class MCPEndpoint:
             await send(message)
 
         try:
-            await self._serve(scope, receive, watch, caller)
+            await self.session_manager.handle_request(scope, receive, watch)
         finally:
             self.sessions.opened(key, opened, (_header(scope, b"host") or "").encode("latin-1"))
+            self._sessions_changed()
 
     def _session_limit(self, refused: SessionRefusal) -> ASGIApp:
         return limit_response(
@@ -298,14 +386,7 @@ class MCPEndpoint:
             refused.maximum,
         )
 
-    async def _serve(self, scope: Scope, receive: Receive, send: Send, caller: Any) -> None:
-        if self.quick is not None:  # a call that streams nothing: answered as plain JSON
-            replay = await self.quick.serve(scope, receive, send, caller)
-            if replay is None:
-                return
-            receive = replay
-        await self.session_manager.handle_request(scope, receive, send)
-
+    # -- ending sessions ----------------------------------------------------------------------
     async def close_sessions(self, key: str) -> int:
         """End every open session of the caller ``key`` (a revoked grant); returns how many.
 
@@ -317,39 +398,66 @@ class MCPEndpoint:
         closed = 0
         for session_id, host in self.sessions.sessions_of(key):
             self.sessions.forget(session_id)
-            if not self.running:
-                continue
-            scope: Scope = {
-                "type": "http",
-                "asgi": {"version": "3.0", "spec_version": "2.3"},
-                "http_version": "1.1",
-                "method": "DELETE",
-                "scheme": "http",
-                "path": "/",
-                "raw_path": b"/",
-                "root_path": "",
-                "query_string": b"",
-                "headers": [(b"host", host), (_SESSION_HEADER, session_id.encode("latin-1"))],
-                "client": None,
-                "server": None,
-                "state": {},
-                "user": _user(key),
-            }
-            status: int | None = None
-
-            async def record(message: Message) -> None:
-                nonlocal status
-                if message["type"] == "http.response.start":
-                    status = int(message["status"])
-
-            try:
-                await self.session_manager.handle_request(scope, _empty_request(), record)
-            except Exception:
-                log.exception("llmgw: closing MCP session %s of %s failed", session_id, key)
-                continue
-            if status is not None and status < 300:
+            if await self._delete_session(session_id, key, host):
                 closed += 1
         return closed
+
+    def _sessions_changed(self) -> None:
+        """A session opened or a request ended: wake the idle reaper if it waits for no
+        deadline (deadlines only move later otherwise, so its timer stays right)."""
+        if not self._reaper_has_deadline:
+            self._reaper_wake.set()
+
+    async def _end_idle_sessions(self) -> None:
+        """End each session once the ledger says it idled out (the SDK's idle timeout is off)."""
+        ledger = self.sessions
+        if ledger is None or ledger.idle_timeout is None:
+            await asyncio.Event().wait()
+            return
+        while True:
+            self._reaper_wake.clear()
+            for session_id, key, host in ledger.take_expired():
+                log.info("llmgw: MCP session %s of %s idled out", session_id, key)
+                await self._delete_session(session_id, key, host)
+            deadline = ledger.next_expiry()
+            self._reaper_has_deadline = deadline is not None
+            timeout = None if deadline is None else max(0.0, deadline - ledger.clock()) + 0.01
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._reaper_wake.wait(), timeout)
+
+    async def _delete_session(self, session_id: str, key: str, host: bytes) -> bool:
+        """End one session in the SDK as its client would, with a ``DELETE``; True if it ended."""
+        if not self.running:
+            return False
+        scope: Scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": "1.1",
+            "method": "DELETE",
+            "scheme": "http",
+            "path": "/",
+            "raw_path": b"/",
+            "root_path": "",
+            "query_string": b"",
+            "headers": [(b"host", host), (_SESSION_HEADER, session_id.encode("latin-1"))],
+            "client": None,
+            "server": None,
+            "state": {},
+            "user": _user(key),
+        }
+        status: int | None = None
+
+        async def record(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+
+        try:
+            await self.session_manager.handle_request(scope, _empty_request(), record)
+        except Exception:
+            log.exception("llmgw: closing MCP session %s of %s failed", session_id, key)
+            return False
+        return status is not None and status < 300
 
 
 def unauthenticated() -> ASGIApp:
@@ -400,6 +508,50 @@ def _handshake_era(scope: Scope) -> bool:
     """Requests the SDK serves statefully (the modern 2026 path opens no session)."""
     version = _header(scope, _VERSION_HEADER)
     return version is None or version.encode("latin-1") in _HANDSHAKE
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    """The JSON-RPC message object a POST carries, or None (a batch, bad JSON: the SDK says)."""
+    if not body.lstrip().startswith(b"{"):
+        return None
+    try:
+        message = json.loads(body)
+    except ValueError:
+        return None
+    return message if isinstance(message, dict) else None
+
+
+def _request_id(message: Mapping[str, Any] | None) -> Any:
+    """The id of the JSON-RPC request ``message`` (None for notifications and responses)."""
+    if message is None or not isinstance(message.get("method"), str):
+        return None
+    return message.get("id")
+
+
+def _stream_version(scope: Scope, message: Mapping[str, Any] | None) -> str:
+    """The revision the client speaks: its header, or what its ``initialize`` asks for."""
+    version = _header(scope, _VERSION_HEADER)
+    if version is not None:
+        return version
+    if message is not None and message.get("method") == "initialize":
+        params = message.get("params")
+        if isinstance(params, dict) and isinstance(params.get("protocolVersion"), str):
+            return str(params["protocolVersion"])
+    return types.DEFAULT_NEGOTIATED_VERSION
+
+
+def _no_batch_era(body: bytes, message: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+    """An ``initialize`` asking for 2025-03-26 asks for the newest handshake revision instead.
+
+    The spec: a server that does not support the requested version answers with another one it
+    supports, the latest; the client then decides. Changing the request is how the SDK's own
+    negotiation (which agrees to every handshake revision) gives that answer.
+    """
+    params = message.get("params")
+    if not isinstance(params, dict) or params.get("protocolVersion") != BATCH_ERA_VERSION:
+        return body, message
+    message = {**message, "params": {**params, "protocolVersion": LATEST_HANDSHAKE_VERSION}}
+    return json.dumps(message).encode("utf-8"), message
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes | None:
@@ -477,54 +629,12 @@ def build_mcp_app(
 
     Sessions: ``max_sessions`` is the room of callers that are not grants (``is_grant`` on the
     caller key); each grant may hold ``max_sessions_per_grant`` sessions and all grants together
-    ``max_grant_sessions``, on top of that room, so grants never crowd the owner out.
+    ``max_grant_sessions``, on top of that room, so grants never crowd the owner out. A session
+    with no request in flight for ``session_idle_timeout`` seconds ends.
     ``setting_of`` turns a limit's name into how its value is changed, for refusal messages.
     """
-
-    async def list_tools(
-        ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
-    ) -> types.ListToolsResult:
-        specs = await _tools_for(gateway, _caller_of(ctx))
-        return types.ListToolsResult(tools=[_to_tool(spec) for spec in specs])
-
-    async def call_tool(
-        ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
-    ) -> types.CallToolResult:
-        caller = _caller_of(ctx)
-        # Every call reaches the gateway, listed or not: it refuses unknown and hidden tools
-        # itself ([POLICY DENIED] for hidden ones) and audits the attempt.
-        progress: ProgressFn | None = None
-        if progress_token_from_params(ctx.params) is not None:
-            progress = ctx.session.report_progress
-        try:
-            result = await gateway.call(params.name, params.arguments or {}, caller, progress)
-        except GatewayError as exc:
-            return _error_result(exc.message, {"error": exc.to_dict()})
-        return _to_call_result(result)
-
-    async def quick_call(name: str, arguments: dict[str, Any], caller: Any) -> dict[str, Any]:
-        try:
-            result = await gateway.call(name, arguments, caller, None)
-        except GatewayError as exc:
-            return _error_result(exc.message, {"error": exc.to_dict()}).model_dump(
-                by_alias=True, exclude_none=True, mode="json"
-            )
-        return wire_call_result(result)
-
-    server: Server[Any] = Server(
-        name,
-        version=version,
-        instructions=instructions,
-        on_list_tools=list_tools,
-        on_call_tool=call_tool,
-    )
-    security = TransportSecuritySettings(
-        enable_dns_rebinding_protection=dns_rebinding_protection,
-        allowed_hosts=list(allowed_hosts),
-        allowed_origins=list(allowed_origins),
-    )
-    ledger = None
-    sdk_max_sessions = max_sessions
+    policy_of: Callable[[Any], object] = getattr(gateway, "policy_for", lambda caller: None)
+    ledger: SessionLedger | None = None
     if not stateless:
         ledger = SessionLedger(
             per_grant=max_sessions_per_grant,
@@ -532,16 +642,102 @@ def build_mcp_app(
             idle_timeout=session_idle_timeout,
             is_grant=is_grant,
         )
-        if max_sessions is not None:
-            # The grants' sessions come on top of the owner's room; uncapped grants: no SDK cap.
-            grants = max_grant_sessions
-            sdk_max_sessions = None if grants is None else max_sessions + grants
+
+    async def names_for(caller: Any) -> list[str]:
+        return [spec.name for spec in await _tools_for(gateway, caller)]
+
+    alive: Callable[[str], bool] = ledger.__contains__ if ledger is not None else bool
+    tool_lists = ToolListWatch(names_for, policy_of, alive)
+    add_listener = getattr(gateway, "add_tools_changed_listener", None)
+    if callable(add_listener):
+        add_listener(tool_lists.changed)
+
+    async def list_tools(
+        ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
+        if params is not None and params.cursor is not None:
+            shown = json.dumps(params.cursor[:_MAX_SHOWN])
+            raise MCPError(
+                code=types.INVALID_PARAMS,
+                message=f"cursor: {shown} is not a cursor this server gave out (tools/list has "
+                "one page: call it without a cursor)",
+                data={"category": "invalid_input", "field": "cursor"},
+            )
+        caller = _caller_of(ctx)
+        policy = policy_of(caller)
+        specs = await _tools_for(gateway, caller)
+        session_id = _header(getattr(ctx.request, "scope", {}), _SESSION_HEADER)
+        if ledger is not None and session_id is not None:
+            names = [spec.name for spec in specs]
+            tool_lists.seen(session_id, caller_key(caller), caller, ctx.session, names, policy)
+        return types.ListToolsResult(tools=[_to_tool(spec) for spec in specs])
+
+    async def run_call(
+        tool: str, arguments: dict[str, Any], caller: Any, key: str, progress: ProgressFn | None
+    ) -> types.CallToolResult:
+        # Every call reaches the gateway, listed or not: it refuses unknown and hidden tools
+        # itself ([POLICY DENIED] for hidden ones), audits and rate-limits the attempt.
+        try:
+            result = await gateway.call(tool, arguments, caller, progress)
+        except GatewayError as exc:
+            return error_result("", exc.to_dict())
+        finally:
+            tool_lists.after_call(key, caller)
+        if _unknown_tool(result):
+            error = _error_of(result)
+            raise MCPError(
+                code=types.INVALID_PARAMS,
+                message=str(error.get("message") or "unknown tool"),
+                data={"category": error.get("category"), "field": "tool"},
+            )
+        return call_result(result)
+
+    async def call_tool(
+        ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
+    ) -> types.CallToolResult:
+        caller = _caller_of(ctx)
+        progress: ProgressFn | None = None
+        if progress_token_from_params(ctx.params) is not None:
+            progress = ctx.session.report_progress
+        key = caller_key(caller)
+        return await run_call(params.name, dict(params.arguments or {}), caller, key, progress)
+
+    async def listen(
+        ctx: ServerRequestContext[Any, Any], params: types.SubscriptionsListenRequestParams
+    ) -> types.SubscriptionsListenResult:
+        caller = _caller_of(ctx)
+        return await tool_lists.listen(ctx, params, caller_key(caller), caller)
+
+    async def quick_call(
+        tool: str, arguments: dict[str, Any], caller: Any, key: str
+    ) -> types.CallToolResult:
+        return await run_call(tool, arguments, caller, key, None)
+
+    server = ToolsChangingServer(
+        name,
+        version=version,
+        instructions=instructions,
+        on_list_tools=list_tools,
+        on_call_tool=call_tool,
+        on_subscriptions_listen=listen,
+    )
+    security = TransportSecuritySettings(
+        enable_dns_rebinding_protection=dns_rebinding_protection,
+        allowed_hosts=list(allowed_hosts),
+        allowed_origins=list(allowed_origins),
+    )
+    sdk_max_sessions = max_sessions
+    if ledger is not None and max_sessions is not None:
+        # The grants' sessions come on top of the owner's room; uncapped grants: no SDK cap.
+        grants = max_grant_sessions
+        sdk_max_sessions = None if grants is None else max_sessions + grants
     manager = StreamableHTTPSessionManager(
         app=server,
         json_response=json_response,
         stateless=stateless,
         security_settings=security,
-        session_idle_timeout=session_idle_timeout,
+        # The ledger ends idle sessions (quick-path requests never reach the SDK's transport).
+        session_idle_timeout=None if ledger is not None else session_idle_timeout,
         max_request_body_size=max_request_body_size,
         max_sessions=sdk_max_sessions,
     )
@@ -553,9 +749,10 @@ def build_mcp_app(
         sessions=ledger,
         max_body_bytes=max_request_body_size,
         setting_of=setting_of,
+        tool_lists=tool_lists,
     )
-    if quick_tools is not None:
-        endpoint.quick = QuickCalls(manager, quick_call, quick_tools)
+    if quick_tools is not None and ledger is not None:
+        endpoint.quick = QuickCalls(quick_call, quick_tools, ledger.owner_of)
     return endpoint
 
 
@@ -588,31 +785,57 @@ def _to_tool(spec: ToolSpec) -> types.Tool:
     )
 
 
-def _to_call_result(result: ToolResult) -> types.CallToolResult:
+def call_result(result: ToolResult) -> types.CallToolResult:
+    """A gateway result as MCP: success with its structured content, errors as text + ``_meta``."""
+    if result.is_error:
+        return error_result(result.text, result.structured or {})
     text = result.text
     if not text and result.structured is not None:
         text = json.dumps(result.structured)  # spec: structured content also goes out as text
     return types.CallToolResult(
-        content=[types.TextContent(text=text)],
-        structured_content=result.structured,
-        is_error=result.is_error,
+        content=[types.TextContent(text=text)], structured_content=result.structured
     )
 
 
-def wire_call_result(result: ToolResult) -> dict[str, Any]:
-    """``_to_call_result(result)`` in its JSON wire form, built directly (the quick path's hot
-    spot; a test keeps the two equal)."""
-    text = result.text
-    if not text and result.structured is not None:
-        text = json.dumps(result.structured)
-    wire: dict[str, Any] = {"content": [{"type": "text", "text": text}]}
-    if result.structured is not None:
-        wire["structuredContent"] = result.structured
-    wire["isError"] = result.is_error
-    return wire
+def error_result(text: str, structured: Mapping[str, Any]) -> types.CallToolResult:
+    """An ``isError`` result every client can read: no ``structuredContent`` (it would have to
+    match the success ``outputSchema``), the facts in the text and in ``_meta``.
 
-
-def _error_result(message: str, structured: dict[str, Any] | None = None) -> types.CallToolResult:
+    ``structured`` is ``{"error": {...}, ...}`` as the gateway gives it, or a bare error object.
+    """
+    details = _error_details(structured)
+    category = details.get("category")
+    first = text or f"{category or 'error'}: {details.get('message', '')}"
+    parts = [first]
+    for name in ("category", "field", "rule", "retry_after_seconds"):
+        value = details.get(name)
+        said = f"{name}: {value}" in first or (name == "category" and first.startswith(f"{value}:"))
+        if value is not None and not said:
+            parts.append(f"{name}: {value}")
     return types.CallToolResult(
-        content=[types.TextContent(text=message)], structured_content=structured, is_error=True
+        content=[types.TextContent(text="; ".join(parts))],
+        is_error=True,
+        _meta={ERROR_META_KEY: details},
     )
+
+
+def _error_details(structured: Mapping[str, Any]) -> dict[str, Any]:
+    error = structured.get("error")
+    if not isinstance(error, Mapping):
+        return dict(structured)
+    rest = {k: v for k, v in structured.items() if k != "error"}
+    return {**rest, **error}
+
+
+def _error_of(result: ToolResult) -> Mapping[str, Any]:
+    error = (result.structured or {}).get("error")
+    return error if isinstance(error, Mapping) else {}
+
+
+def _unknown_tool(result: ToolResult) -> bool:
+    """The gateway's answer to a tool name it does not know (``not_found`` on ``tool``)."""
+    if not result.is_error:
+        return False
+    error = _error_of(result)
+    category = getattr(result, "error", None) or error.get("category")
+    return category == "not_found" and error.get("field") == "tool"

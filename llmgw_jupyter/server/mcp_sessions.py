@@ -8,9 +8,11 @@ and response on their way through, so it keeps its own ledger from public facts 
 - a request without ``Mcp-Session-Id`` (handshake era) that is answered below 400 with an
   ``Mcp-Session-Id`` header opened that session;
 - a ``DELETE`` answered below 300 closed it; a 404 to the same caller says it no longer exists;
-- the SDK ends a session after ``session_idle_timeout`` seconds without a request in flight; the
-  ledger forgets it by the same rule, counted from when the last request through the endpoint
-  ended (never earlier than the SDK, so a grant's count is never too low).
+- a session with no request in flight (an open GET stream counts) for ``idle_timeout`` seconds,
+  counted from when its last request through the endpoint ended, has expired: it no longer
+  counts, and ``take_expired`` hands it to the endpoint, which ends it in the SDK with a
+  ``DELETE``. The ledger owns the idle rule (the SDK's own idle timeout is off) because requests
+  the quick path answers never reach the SDK's transport, yet keep the session alive.
 
 Openings are reserved before the SDK sees them, so concurrent openings cannot overshoot a cap.
 """
@@ -56,14 +58,13 @@ class SessionLedger:
         self.all_grants = all_grants
         self.idle_timeout = idle_timeout
         self._is_grant = is_grant
-        self._clock = clock
+        self.clock = clock
         self._sessions: dict[str, _Session] = {}
         self._opening: Counter[str] = Counter()
 
     # -- admission --------------------------------------------------------------------------
     def reserve(self, caller: str) -> SessionRefusal | None:
         """Hold a slot for one opening request of ``caller``, or say which limit refuses it."""
-        self._forget_expired()  # every caller's, so sessions that idled out leave no trace
         if self._is_grant(caller):
             mine = self.count(caller)
             if self.per_grant is not None and mine >= self.per_grant:
@@ -90,7 +91,7 @@ class SessionLedger:
         if self._opening[caller] <= 0:
             del self._opening[caller]
         if session_id is not None:
-            self._sessions[session_id] = _Session(caller, host, idle_since=self._clock())
+            self._sessions[session_id] = _Session(caller, host, idle_since=self.clock())
 
     # -- requests on a session ----------------------------------------------------------------
     def begin(self, session_id: str) -> None:
@@ -103,7 +104,7 @@ class SessionLedger:
         if session is None:
             return
         session.in_flight = max(0, session.in_flight - 1)
-        session.idle_since = self._clock()
+        session.idle_since = self.clock()
         if session.caller != caller:
             return  # the SDK refused another caller with 404: the session itself lives on
         if status == 404 or (method == "DELETE" and status is not None and status < 300):
@@ -113,6 +114,16 @@ class SessionLedger:
     def count(self, caller: str) -> int:
         return self._counts()[caller]
 
+    def owner_of(self, session_id: str) -> str | None:
+        """The caller key that opened ``session_id`` if it is open and has not expired."""
+        session = self._sessions.get(session_id)
+        if session is None or self._expired(session, self.clock()):
+            return None
+        return session.caller
+
+    def __contains__(self, session_id: object) -> bool:
+        return session_id in self._sessions
+
     def sessions_of(self, caller: str) -> list[tuple[str, bytes]]:
         """``(session id, Host header)`` of each session ``caller`` opened."""
         return [(sid, s.host) for sid, s in self._sessions.items() if s.caller == caller]
@@ -120,17 +131,31 @@ class SessionLedger:
     def forget(self, session_id: str) -> None:
         self._sessions.pop(session_id, None)
 
+    # -- expiry -------------------------------------------------------------------------------
+    def next_expiry(self) -> float | None:
+        """When (on ``clock``) the next idle session expires, or None while none can."""
+        if self.idle_timeout is None:
+            return None
+        idle = [s.idle_since for s in self._sessions.values() if s.in_flight == 0]
+        return min(idle) + self.idle_timeout if idle else None
+
+    def take_expired(self) -> list[tuple[str, str, bytes]]:
+        """Forget the sessions that idled out; ``(session id, caller, Host)`` of each, to end."""
+        now = self.clock()
+        expired = [(sid, s) for sid, s in self._sessions.items() if self._expired(s, now)]
+        for sid, _ in expired:
+            del self._sessions[sid]
+        return [(sid, s.caller, s.host) for sid, s in expired]
+
+    def _expired(self, session: _Session, now: float) -> bool:
+        return (
+            self.idle_timeout is not None
+            and session.in_flight == 0
+            and session.idle_since < now - self.idle_timeout
+        )
+
     def _counts(self) -> Counter[str]:
-        counts = Counter(session.caller for session in self._sessions.values())
+        now = self.clock()
+        counts = Counter(s.caller for s in self._sessions.values() if not self._expired(s, now))
         counts.update(self._opening)
         return counts
-
-    def _forget_expired(self) -> None:
-        if self.idle_timeout is None:
-            return
-        cutoff = self._clock() - self.idle_timeout
-        expired = [
-            sid for sid, s in self._sessions.items() if s.in_flight == 0 and s.idle_since < cutoff
-        ]
-        for sid in expired:
-            del self._sessions[sid]

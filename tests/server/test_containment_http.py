@@ -476,8 +476,9 @@ async def test_numbers_out_of_range_are_invalid_input_naming_the_field(
         ]:
             result = await agent.call_tool(tool, arguments)
             assert result.is_error is True, (tool, result)
-            assert result.structured_content is not None, (tool, result.content)
-            error = result.structured_content["error"]
+            assert result.structured_content is None, (tool, result.content)  # issue 10
+            assert result.meta is not None, (tool, result.content)
+            error = result.meta["llmgw/error"]
             assert error["category"] == "invalid_input", (tool, error)
             assert error["field"] == field, (tool, error)
             assert isinstance(result.content[0], types.TextContent)

@@ -203,20 +203,25 @@ async def test_initialize_list_and_call(served: Served) -> None:
 
 
 async def test_error_results(served: Served) -> None:
+    """Errors are text every client reads (no structuredContent to break an output schema);
+    the error object rides in ``_meta``."""
     async with mcp_session(served.url, "tok-alice") as session:
         denied = await session.call_tool("deny", {})
         assert denied.is_error is True
         assert isinstance(denied.content[0], types.TextContent)
-        assert denied.content[0].text == "denied: not allowed for you"
-        assert denied.structured_content == {
-            "error": {"category": "policy_denied", "message": "not allowed for you"}
+        assert denied.content[0].text == "denied: not allowed for you; category: policy_denied"
+        assert denied.structured_content is None
+        assert denied.meta == {
+            "llmgw/error": {"category": "policy_denied", "message": "not allowed for you"}
         }
 
         broken = await session.call_tool("broken", {})
         assert broken.is_error is True
-        assert broken.structured_content == {
-            "error": {"category": "invalid_input", "message": "text: required", "field": "text"}
-        }
+        assert broken.structured_content is None
+        assert isinstance(broken.content[0], types.TextContent)
+        assert broken.content[0].text == "invalid_input: text: required; field: text"
+        error = {"category": "invalid_input", "message": "text: required", "field": "text"}
+        assert broken.meta == {"llmgw/error": error}
 
         unknown = await session.call_tool("no_such_tool", {})
         assert unknown.is_error is True

@@ -264,9 +264,10 @@ async def test_a_grant_is_held_to_its_policy(
             structured(await agent.call_tool("llm_job_status", {"job_id": job_id}))
         limited = await agent.call_tool("llm_job_status", {"job_id": job_id})
         assert limited.is_error is True and text(limited).startswith("[POLICY DENIED]")
-        assert limited.structured_content is not None
-        assert limited.structured_content["error"]["category"] == "rate_limited"
-        assert 0 < limited.structured_content["retry_after_seconds"] <= 60
+        assert limited.structured_content is None  # issue 10: errors are text plus _meta
+        assert limited.meta is not None
+        assert limited.meta["llmgw/error"]["category"] == "rate_limited"
+        assert 0 < limited.meta["llmgw/error"]["retry_after_seconds"] <= 60
 
     records = (await rest.get("audit", params={"caller": "grant:ci-bot"})).json()["records"]
     decisions = {(r["tool"], r["decision"]) for r in records}

@@ -7,20 +7,13 @@ type, ids, session headers) is what is checked.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import AsyncIterator
 from typing import Any
 
-import anyio
 import httpx
 import pytest
 from jupyter_fixtures import *  # noqa: F403 - pytest-jupyter fixtures, see the module
 from jupyter_fixtures import Served
-from mcp_types.methods import serialize_server_result
-from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
-
-from llmgw_jupyter.gateway import ToolResult
-from llmgw_jupyter.server.mcp_endpoint import _to_call_result, wire_call_result
 
 WAIT = 30.0
 ACCEPT = {"Accept": "application/json, text/event-stream"}
@@ -98,7 +91,28 @@ async def test_a_call_that_streams_nothing_is_one_json_answer(owner: Agent) -> N
     refused = await owner.call("llm_job_status", {"job_id": "nope"})
     assert refused.headers["content-type"] == "application/json"
     assert refused.json()["result"]["isError"] is True
-    assert refused.json()["result"]["structuredContent"]["error"]["category"] == "not_found"
+    assert "structuredContent" not in refused.json()["result"]
+    assert refused.json()["result"]["_meta"]["llmgw/error"]["category"] == "not_found"
+
+
+@pytest.mark.parametrize(
+    ("tool", "arguments"),
+    [
+        ("llm_job_list", {}),
+        ("llm_job_status", {"job_id": "nope"}),
+        ("llm_job_list", {"limit": -1}),
+    ],
+)
+async def test_a_quick_answer_is_what_the_sdk_answers(
+    owner: Agent, tool: str, arguments: dict[str, Any]
+) -> None:
+    """The same call through the SDK (a progress token keeps it there) answers the same result:
+    the quick path shapes results with the SDK's own per-version serializer."""
+    quick = await owner.call(tool, arguments)
+    assert quick.headers["content-type"] == "application/json"
+    streamed = await owner.call(tool, arguments, _meta={"progressToken": "p"})
+    assert streamed.headers["content-type"].startswith("text/event-stream")
+    assert quick.json() == answer(streamed)
 
 
 async def test_progress_and_waiting_tools_keep_the_sdk_stream(owner: Agent) -> None:
@@ -154,30 +168,17 @@ async def test_foreign_unknown_and_closed_sessions_are_left_to_the_sdk(
     assert after.status_code == 404
 
 
-async def test_a_quick_call_keeps_the_session_alive(owner: Agent, llmgw: Served) -> None:
-    assert llmgw.service.mcp is not None
-    transport = llmgw.service.mcp.session_manager._server_instances[owner.session]
-    assert transport.idle_scope is not None
-    before = anyio.current_time()
+async def test_a_session_used_only_by_quick_calls_stays_open(owner: Agent, llmgw: Served) -> None:
+    """Quick calls never reach the SDK's transport, so the ledger owns the idle rule: a call in
+    flight holds the session, and the session ends (in the SDK too) only once idle."""
+    endpoint = llmgw.service.mcp
+    assert endpoint is not None and endpoint.sessions is not None
+    ledger = endpoint.sessions
+    assert endpoint.session_manager.session_idle_timeout is None  # the SDK's expiry is off
+    assert ledger.owner_of(owner.session) == "owner"
     resp = await owner.call("llm_job_list", {})
     assert resp.headers["content-type"] == "application/json"
-    assert transport._requests_in_flight == 0
-    deadline = transport.idle_scope.deadline
-    assert math.isfinite(deadline) and deadline >= before + transport._idle_timeout
+    expiry = ledger.next_expiry()
+    assert expiry is not None and ledger.idle_timeout is not None
+    assert expiry >= ledger.clock() + ledger.idle_timeout - 1.0
     assert (await owner.call("llm_session_list", {})).status_code == 200
-
-
-@pytest.mark.parametrize(
-    "result",
-    [
-        ToolResult(False, '{"a":1}', {"a": 1}),
-        ToolResult(False, "", {"a": [1, "é"]}),
-        ToolResult(True, "[POLICY DENIED] no", {"error": {"category": "policy_denied"}}, "x"),
-        ToolResult(True, "plain", None),
-    ],
-)
-def test_the_quick_wire_form_is_what_the_sdk_sends(result: ToolResult) -> None:
-    """The SDK dumps the model and sieves it per protocol version; the quick path must agree."""
-    model = _to_call_result(result).model_dump(by_alias=True, exclude_none=True, mode="json")
-    for version in HANDSHAKE_PROTOCOL_VERSIONS:
-        assert wire_call_result(result) == serialize_server_result("tools/call", version, model)
