@@ -306,27 +306,31 @@ class MCPEndpoint:
         caller = scope[CALLER_SCOPE_KEY]
         key = self._caller_key(caller)
         scope["user"] = _user(key)
+        sdk_send = send
         if handshake:  # the 2026 path's streams are the SDK's own
-            send = stream_send(send, version=version, request_id=_request_id(message))
+            sdk_send = stream_send(send, version=version, request_id=_request_id(message))
         if self.sessions is None or not handshake:
-            await self.session_manager.handle_request(scope, receive, send)
+            await self.session_manager.handle_request(scope, receive, sdk_send)
             return
         session_header = _header(scope, _SESSION_HEADER)
         if session_header is None:
-            await self._open_session(scope, receive, send, key)
+            await self._open_session(scope, receive, sdk_send, key)
             return
         status: int | None = None
 
-        async def watch(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
+        def watching(send: Send) -> Send:
+            async def watch(message: Message) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = int(message["status"])
+                await send(message)
+
+            return watch
 
         self.sessions.begin(session_header)
         try:
-            if not await self._quick(scope, message, watch, caller, key, session_header):
-                await self.session_manager.handle_request(scope, receive, watch)
+            if not await self._quick(scope, message, watching(send), caller, key, session_header):
+                await self.session_manager.handle_request(scope, receive, watching(sdk_send))
         finally:
             self.sessions.end(session_header, key, str(scope.get("method")), status)
             self._sessions_changed()
