@@ -22,4 +22,11 @@ echo "== ruff" && ruff check llmgw_jupyter tests benchmarks
 echo "== mypy" && mypy
 echo "== labextension lint and unit tests"
 (cd labextension && jlpm install --immutable >/dev/null && jlpm lint:check && jlpm test)
+# -- third-party MCP clients (tests/server/test_mcp_third_party_clients.py) -----------------------
+# The official TypeScript SDK, pinned with its lock file; installed once.
+if [ ! -d tests/clients/node_modules/@modelcontextprotocol/sdk ]; then
+  echo "== npm ci tests/clients" && npm ci --no-audit --no-fund --prefix tests/clients >/dev/null
+fi
+# ---------------------------------------------------------------------------------------------------
+
 echo "== pytest" && pytest -p no:cacheprovider --junitxml=test-output/junit.xml "$@"
