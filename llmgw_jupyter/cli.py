@@ -84,7 +84,7 @@ def _mock_model(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with MockResponsesServer(port=args.port) as server:
-        home = write_codex_home(Path(args.codex_home), server.base_url)
+        home = write_codex_home(Path(args.codex_home).expanduser().resolve(), server.base_url)
         print(f"CODEX_HOME={home}", flush=True)
         print(f"offline echo model at {server.base_url}: answers repeat the prompt", flush=True)
         with contextlib.suppress(KeyboardInterrupt):

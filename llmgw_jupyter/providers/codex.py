@@ -279,7 +279,8 @@ class CodexProvider:
         allowed_config_keys: frozenset[str] | None = None,
     ) -> None:
         self._explicit = executable
-        self.codex_home = codex_home
+        # Jobs run in their own working dirs: a relative home would point somewhere else there.
+        self.codex_home = str(Path(codex_home).expanduser().resolve()) if codex_home else None
         self.env = dict(env or {})
         self.allowed_config_keys = (
             DEFAULT_ALLOWED_CONFIG_KEYS if allowed_config_keys is None else allowed_config_keys

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
@@ -150,6 +151,12 @@ class LLMGatewayApp(ExtensionApp):
     @default("codex_path")
     def _default_codex_path(self) -> str | None:
         return os.environ.get(CODEX_PATH_ENV) or None
+
+    @validate("codex_home", "data_dir", "owner_policy", "grant_policy_dir")
+    def _absolute_path(self, proposal: Any) -> str | None:
+        """Jobs run in their own working dirs: a relative path would mean something else there."""
+        value = proposal["value"]
+        return str(Path(value).expanduser().resolve()) if value else value
 
     @validate("isolation")
     def _check_isolation(self, proposal: Any) -> str:

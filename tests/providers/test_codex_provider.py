@@ -435,3 +435,15 @@ def test_codex_args_schema_documents_every_field() -> None:
     schema = CodexArgs.model_json_schema()
     assert schema["required"] == ["prompt"]
     assert all("description" in spec for spec in schema["properties"].values())
+
+
+def test_a_relative_codex_home_is_made_absolute_before_jobs_run_elsewhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The main command once handed over ``.llmgw-demo/codex-home``; jobs ran in notebooks/."""
+    monkeypatch.chdir(tmp_path)
+    provider = CodexProvider(str(executable(tmp_path / "bin" / "codex")), codex_home="demo/home")
+    (tmp_path / "work").mkdir()
+    args = provider.validate("exec", {"prompt": "hi", "working_dir": str(tmp_path / "work")})
+    command = provider.build_command("exec", args, tmp_path, owner(tmp_path))
+    assert command.env["CODEX_HOME"] == str(tmp_path / "demo" / "home")
