@@ -50,6 +50,7 @@ _TERMINAL = frozenset(status.value for status in TERMINAL_STATUSES)
 AUDIT_RETENTION_SECONDS = 90 * 86400.0
 REVOCATION_CHECK_SECONDS = 2.0
 REFUSAL_AUDIT_WINDOW_SECONDS = 60.0
+GRANT_CACHE_SIZE = 1024
 GRANT_REVOKED_CANCEL_REASON = "grant_revoked"
 MAX_SHOWN_TOOL_NAME = 64
 _LIVE_STATUSES = [status.value for status in ACTIVE_STATUSES]
@@ -120,7 +121,9 @@ class Gateway:
         self.clock = clock
         self._store: PolicyStore | None = None
         self._engine: PolicyEngine | None = None
-        self._grant_policies: dict[str, tuple[str, Policy | None]] = {}
+        self._grant_policies: dict[str, tuple[GrantRecord, str, Policy | None]] = {}
+        self._grant_cache: dict[str, GrantRecord | None] = {}
+        self._grant_stamp: tuple[int, int] | None = None
         self._approval_waiters: dict[str, asyncio.Future[str]] = {}
         self._approvals_changed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -191,7 +194,7 @@ class Gateway:
         """The owner's policy file, or the grant's own policy; no policy refuses everything."""
         if caller.is_owner:
             return self.owner_policy.policy
-        grant = self.store.get_grant(caller.name)
+        grant = self._grant(caller.name)
         if grant is None or not grant.active:
             return None
         from_file = self._grant_policy_file(caller.name)
@@ -199,17 +202,41 @@ class Gateway:
             return from_file if isinstance(from_file, Policy) else None
         if grant.policy is None:
             return None
-        text = json.dumps(grant.policy, sort_keys=True)
         cached = self._grant_policies.get(caller.name)
-        if cached is not None and cached[0] == text:
-            return cached[1]
+        if cached is not None and cached[0] is grant:  # the same cached record: same policy
+            return cached[2]
+        text = json.dumps(grant.policy, sort_keys=True)
+        if cached is not None and cached[1] == text:  # re-read, unchanged: the same object
+            self._grant_policies[caller.name] = (grant, text, cached[2])
+            return cached[2]
         try:
             policy: Policy | None = load_policy(grant.policy, f"grant {caller.name}")
         except Exception:  # a stored policy that no longer validates fails closed
             log.exception("policy of grant %s does not validate; refusing its calls", caller.name)
             policy = None
-        self._grant_policies[caller.name] = (text, policy)
+        self._grant_policies[caller.name] = (grant, text, policy)
         return policy
+
+    def _grant(self, name: str) -> GrantRecord | None:
+        """The grant's record, cached: every call of a grant needs it two or three times.
+
+        The cache is emptied on any grant write through this process's store (its
+        ``grants_generation``) and when another process (the ``llmgw grant`` CLI) has committed
+        to the store (SQLite's data_version)."""
+        stamp = (self.store.db.data_version(), self.store.grants_generation)
+        if stamp != self._grant_stamp:
+            self._grant_stamp = stamp
+            self._grant_cache.clear()
+        if name in self._grant_cache:
+            return self._grant_cache[name]
+        grant = self.store.get_grant(name)
+        if len(self._grant_cache) >= GRANT_CACHE_SIZE:
+            self._grant_cache.clear()
+        self._grant_cache[name] = grant
+        return grant
+
+    def _forget_grants(self) -> None:
+        self._grant_cache.clear()
 
     def _grant_policy_file(self, name: str) -> Policy | bool | None:
         """``<grant_policy_dir>/<name>.json`` wins over the stored policy and is hot-reloaded.
@@ -373,9 +400,17 @@ class Gateway:
             log.exception("tool %s failed", tool_name)
             self._audit_refusal(caller, tool_name, "error", decision.rule, repr(error), args)
             return ToolResult.failure("internal", f"internal error in {tool_name}: {error}")
-        outcome = "approval_pending" if approval is not None else "allow"
-        approval_id = approval.id if approval is not None else None
-        self._audit(caller, tool_name, outcome, decision.rule, decision.reason, args, approval_id)
+        if approval is not None:
+            self._audit(
+                caller, tool_name, "approval_pending", decision.rule, decision.reason, args,
+                approval.id,
+            )  # fmt: skip
+        elif tool.annotations.read_only:
+            # Reads (status, watch, result, lists) are recorded once per window and caller,
+            # then counted: an agent polling a job would otherwise write a row per poll.
+            self._audit_refusal(caller, tool_name, "allow", decision.rule, decision.reason, args)
+        else:
+            self._audit(caller, tool_name, "allow", decision.rule, decision.reason, args)
         return ToolResult.success(output)
 
     # -- approvals --------------------------------------------------------------------------
@@ -542,13 +577,21 @@ class Gateway:
 
     # -- grants -----------------------------------------------------------------------------
     def create_grant(self, name: str, policy: Mapping[str, Any] | None) -> tuple[GrantRecord, str]:
-        return grants.create_grant(self.store, name, policy)
+        self._forget_grants()
+        try:
+            return grants.create_grant(self.store, name, policy)
+        finally:
+            self._forget_grants()
 
     def revoke_grant(self, name: str) -> asyncio.Task[list[str]] | None:
         """Revoke a grant: its token stops working at once, its in-flight calls are stopped at
         once, and its jobs, approvals and listeners are dealt with by the returned task (await
         it to know that is done; None when called outside the gateway's event loop)."""
-        grants.revoke_grant(self.store, name)
+        self._forget_grants()
+        try:
+            grants.revoke_grant(self.store, name)
+        finally:
+            self._forget_grants()
         self._grant_policies.pop(name, None)
         self._stop_in_flight(name)
         try:
@@ -645,7 +688,7 @@ class Gateway:
             event.set()
 
     def _grant_active(self, name: str) -> bool:
-        grant = self.store.get_grant(name)
+        grant = self._grant(name)
         return grant is not None and grant.active
 
     async def _watch_revocations(self) -> None:
@@ -676,8 +719,9 @@ class Gateway:
         args: Mapping[str, Any],
         run_tool: str | None = None,
     ) -> None:
-        """Audit a refused or failed call, once per window for the same caller, tool, decision
-        and rule; the repeats are counted and written as one record when the window closes.
+        """Audit a refused or failed call (or a successful read), once per window for the same
+        caller, tool, decision and rule; the repeats are counted and written as one record when
+        the window closes.
         ``run_tool`` groups tools (unknown tool names are one group: their names vary)."""
         now = self.clock()
         key = (caller.key, tool if run_tool is None else run_tool, decision, rule)
@@ -712,8 +756,9 @@ class Gateway:
             run.tool,
             decision,
             rule=rule,
-            message=f"repeated {run.repeats} more times until {until} (identical refusals "
-            f"within {self.refusal_audit_window_seconds:g} s are recorded once, then counted)",
+            message=f"repeated {run.repeats} more times until {until} (identical refusals and "
+            f"reads within {self.refusal_audit_window_seconds:g} s are recorded once, then "
+            "counted)",
             args={},
             ts=run.last,
         )

@@ -146,3 +146,22 @@ async def test_an_unknown_tool_name_is_bounded_in_the_answer_and_the_audit(
     assert len(result.text) < 200
     (record,) = serving.gateway.store.query_audit(caller="owner")
     assert record.tool == "x" * 64 + "..."
+
+
+async def test_a_polling_agent_writes_one_audit_row_per_window_not_one_per_poll(
+    serving: Harness, clock: Clock
+) -> None:
+    agent = serving.grant("poller", {"version": "1", "default": "allow"})
+    job = await serving.run("poll me", caller=agent)
+    store = serving.gateway.store
+    before = len(store.query_audit(caller=agent.key))
+    for _ in range(30):
+        result = await serving.call("llm_job_status", {"job_id": job["job"]["id"]}, agent)
+        assert not result.is_error
+    reads = [r for r in store.query_audit(caller=agent.key) if r.tool == "llm_job_status"]
+    assert len(store.query_audit(caller=agent.key)) == before + 1 and len(reads) == 1
+    clock.now += 61
+    serving.gateway.flush_audit()
+    reads = [r for r in store.query_audit(caller=agent.key) if r.tool == "llm_job_status"]
+    assert [r.decision for r in reads] == ["allow", "allow"]
+    assert any(r.message.startswith("repeated 29 more times") for r in reads)

@@ -96,6 +96,12 @@ class Database:
             row: sqlite3.Row | None = self._conn.execute(sql, params).fetchone()
             return row
 
+    def data_version(self) -> int:
+        """Changes when another connection (another process) commits: a cheap staleness stamp
+        for caches of rows this process does not write itself."""
+        with self._lock:
+            return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()

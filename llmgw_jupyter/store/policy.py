@@ -203,6 +203,9 @@ class PolicyStore:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        # Bumped by every grant write made through this store: with the database's
+        # data_version (other processes' writes) it tells caches of grant rows they are stale.
+        self.grants_generation = 0
         # Largest window already recorded per counter key, to skip a redundant upsert per call.
         self._known_windows: dict[str, float] = {}
 
@@ -474,6 +477,7 @@ class PolicyStore:
         now: float | None = None,
     ) -> GrantRecord:
         """A new grant; names are never reused (a revoked name still owns its jobs)."""
+        self.grants_generation += 1
         with self.db.transaction(immediate=True) as conn:
             if conn.execute("SELECT 1 FROM grants WHERE name = ?", (name,)).fetchone():
                 raise GatewayError(
@@ -503,6 +507,7 @@ class PolicyStore:
 
     def revoke_grant(self, name: str, now: float | None = None) -> bool:
         """True when an active grant was revoked."""
+        self.grants_generation += 1
         cursor = self.db.execute(
             "UPDATE grants SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
             (time.time() if now is None else now, name),
@@ -521,6 +526,7 @@ class PolicyStore:
         return [row["name"] for row in rows]
 
     def set_grant_policy(self, name: str, policy: Mapping[str, Any] | None) -> bool:
+        self.grants_generation += 1
         cursor = self.db.execute(
             "UPDATE grants SET policy_json = ? WHERE name = ?",
             (None if policy is None else canonical_json(dict(policy)), name),
