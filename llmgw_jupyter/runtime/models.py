@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 from dataclasses import dataclass, field
@@ -46,6 +47,12 @@ JOB_KINDS = ("exec", "resume", "fork")
 def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
+    return _iso(ts)
+
+
+@functools.lru_cache(maxsize=8192)
+def _iso(ts: float) -> str:
+    """Job views format the same few timestamps on every poll."""
     return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="milliseconds")
 
 

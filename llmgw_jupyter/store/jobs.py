@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sqlite3
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -47,9 +49,13 @@ class IdempotencyConflict(Exception):
         self.existing = existing
 
 
+EVENT_CACHE_SIZE = 20_000
+
+
 class JobStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._events: OrderedDict[tuple[str, int], JobEvent] = OrderedDict()
 
     # -- jobs -----------------------------------------------------------------------------
     def insert_job(self, values: dict[str, Any], first_event: EventRow) -> JobRecord:
@@ -207,7 +213,19 @@ class JobStore:
             "SELECT * FROM job_events WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
             (job_id, after_seq, limit),
         )
-        return [JobEvent.from_row(r) for r in rows]
+        return [self._event(row) for row in rows]
+
+    def _event(self, row: sqlite3.Row) -> JobEvent:
+        """Events never change once stored: parse each one once (watchers poll the same ones)."""
+        key = (row["job_id"], row["seq"])
+        event = self._events.get(key)
+        if event is None:
+            event = self._events[key] = JobEvent.from_row(row)
+            if len(self._events) > EVENT_CACHE_SIZE:
+                self._events.popitem(last=False)
+        else:
+            self._events.move_to_end(key)
+        return event
 
     # -- sessions -------------------------------------------------------------------------
     def record_session(
