@@ -23,6 +23,7 @@ __all__ = [
     "MAX_RENDER_CHARS",
     "SAFE_URL_SCHEMES",
     "clip",
+    "escape_markdown",
     "escape_text",
     "is_safe_url",
     "markdown_to_html",
@@ -44,6 +45,26 @@ _SCHEME = re.compile(r"^([a-z][a-z0-9+.\-]*):", re.IGNORECASE)
 def escape_text(text: object) -> str:
     """Any value as HTML text (quotes too, so it is safe inside attribute values)."""
     return html.escape(str(text), quote=True)
+
+
+_MARKDOWN_SPECIAL = re.compile(r"([!-/:-@\[-`{-~])")
+
+
+def escape_markdown(text: object, *, limit: int = MAX_RENDER_CHARS) -> str:
+    """Any value as Markdown that renders as that literal text: no markup, links or HTML.
+
+    Every ASCII punctuation character is backslash-escaped (CommonMark allows it for all of
+    them), leading spaces cannot start a code block and each newline is a hard line break.
+    """
+    source, note = clip(str(text), limit)
+    lines = []
+    for line in source.splitlines():
+        escaped = _MARKDOWN_SPECIAL.sub(r"\\\1", line)
+        stripped = escaped.lstrip(" \t")
+        lines.append("&nbsp;" * (len(escaped) - len(stripped)) + stripped or "&nbsp;")
+    if note is not None:
+        lines.append("*" + _MARKDOWN_SPECIAL.sub(r"\\\1", note) + "*")
+    return "\\\n".join(lines)
 
 
 def clip(text: str, limit: int = MAX_RENDER_CHARS) -> tuple[str, str | None]:
@@ -71,7 +92,11 @@ class _SafeMarkdown(MarkdownIt):
     """CommonMark (plus tables and strikethrough) with raw HTML off and allow-listed links."""
 
     def __init__(self) -> None:
-        super().__init__("commonmark", {"html": False, "linkify": False, "typographer": False})
+        # breaks: a single newline is a line break, as the prompt's author (and the echo model,
+        # which repeats it) meant it; chat answers are written that way too.
+        super().__init__(
+            "commonmark", {"html": False, "linkify": False, "typographer": False, "breaks": True}
+        )
         self.enable(["table", "strikethrough"])
         self.add_render_rule("link_open", _render_link_open)
         self.add_render_rule("image", _render_image)

@@ -13,10 +13,12 @@ from html.parser import HTMLParser
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from markdown_it import MarkdownIt
 
 from llmgw_jupyter.render import (
     MAX_RENDER_CHARS,
     clip,
+    escape_markdown,
     escape_text,
     is_safe_url,
     markdown_to_html,
@@ -222,3 +224,33 @@ FRAGMENTS = [
 @given(st.lists(st.sampled_from(FRAGMENTS) | st.text(max_size=5), max_size=40).map("".join))
 def test_any_input_renders_inert(text: str) -> None:
     assert_inert(markdown_to_html(text))
+
+
+def test_single_newlines_stay_line_breaks() -> None:
+    """The echo model repeats the prompt: its lines must not run together."""
+    parsed = assert_inert(markdown_to_html("first line\nsecond line"))
+    assert [e.tag for e in parsed.elements] == ["p", "br"]
+
+
+# A Markdown renderer that lets raw HTML through (as trusted notebook outputs are rendered)
+# and links words: escaped text must stay text even there.
+PERMISSIVE = MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(FRAGMENTS) | st.text(max_size=5), max_size=40).map("".join))
+def test_escaped_markdown_is_the_literal_text_in_any_renderer(text: str) -> None:
+    parsed = parse(PERMISSIVE.render(escape_markdown(text)))
+    assert {e.tag for e in parsed.elements} <= {"p", "br", "em"}, parsed.elements
+    shown = parsed.text.replace("\xa0", " ").replace("\n", "")
+    expected = "".join(line if line.strip(" \t") else " " for line in text.splitlines())
+    assert shown.split() == expected.split() or not expected.strip()
+
+
+def test_escaped_markdown_keeps_lines_and_clips() -> None:
+    markup = PERMISSIVE.render(escape_markdown("# not a title\n<b>not bold</b>\n[x](javascript:y)"))
+    parsed = parse(markup)
+    assert [e.tag for e in parsed.elements] == ["p", "br", "br"]
+    assert "# not a title" in parsed.text and "<b>not bold</b>" in parsed.text
+    clipped = escape_markdown("y" * 30, limit=10)
+    assert clipped.count("y") == 10 and "30 characters in all" in clipped
