@@ -67,6 +67,8 @@ export interface ISummary {
   counts: { [status: string]: number };
   pending_approvals: number;
   mcp_url?: string;
+  /** The model jobs use: the bundled local echo model or another one. */
+  model?: { local_echo: boolean; label: string } | null;
 }
 
 /** A pending (or decided) approval. */

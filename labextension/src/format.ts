@@ -1,7 +1,7 @@
 /**
  * Pure formatting helpers shared by the widgets (and unit tested).
  */
-import { IJobView, ISummary, IUsage } from './api';
+import { IApproval, IJobView, isTerminal, ISummary, IUsage } from './api';
 import { ConnectionState } from './model';
 
 /** What the status bar shows. */
@@ -173,4 +173,157 @@ export function jobPrompt(job: IJobView): string {
     return prompt;
   }
   return job.prompt_preview ?? '';
+}
+
+/** What the status bar says about the model jobs use ('' when nothing to say). */
+export function modelView(summary: ISummary | null): {
+  text: string;
+  title: string;
+} {
+  const model = summary?.model;
+  if (!model || !model.local_echo) {
+    return { text: '', title: '' };
+  }
+  return {
+    text: 'local echo model',
+    title:
+      'Codex jobs use the bundled local echo model: answers repeat the prompt. ' +
+      'Give Codex credentials (and restart) to use a real model.'
+  };
+}
+
+/** "12s ago", "3 min ago", "2 h ago", "4 d ago" from a past timestamp. */
+export function formatAge(
+  iso: string | null | undefined,
+  now: number = Date.now()
+): string {
+  const t = Date.parse(iso ?? '');
+  if (isNaN(t)) {
+    return '';
+  }
+  const seconds = Math.max(0, Math.floor((now - t) / 1000));
+  if (seconds < 60) {
+    return `${seconds}s ago`;
+  }
+  const minutes = Math.floor(seconds / 60);
+  if (minutes < 60) {
+    return `${minutes} min ago`;
+  }
+  const hours = Math.floor(minutes / 60);
+  if (hours < 48) {
+    return `${hours} h ago`;
+  }
+  return `${Math.floor(hours / 24)} d ago`;
+}
+
+/** "in 9 min", "in 40s", "in 2 h" (or "expired") until a future timestamp. */
+export function formatExpiry(
+  iso: string | null | undefined,
+  now: number = Date.now()
+): string {
+  const t = Date.parse(iso ?? '');
+  if (isNaN(t)) {
+    return '';
+  }
+  const seconds = Math.floor((t - now) / 1000);
+  if (seconds <= 0) {
+    return 'expired';
+  }
+  if (seconds < 60) {
+    return `in ${seconds}s`;
+  }
+  const minutes = Math.round(seconds / 60);
+  if (minutes < 60) {
+    return `in ${minutes} min`;
+  }
+  return `in ${Math.round(minutes / 60)} h`;
+}
+
+/** The exact local date and time of a timestamp, for tooltips ('' when invalid). */
+export function formatLocal(iso: string | null | undefined): string {
+  const t = Date.parse(iso ?? '');
+  if (isNaN(t)) {
+    return '';
+  }
+  return new Date(t).toLocaleString();
+}
+
+/**
+ * Tooltip of a job's age: when it was created and how long it ran (or has
+ * been running).
+ */
+export function ageTitle(job: IJobView, now: number = Date.now()): string {
+  const created = formatLocal(job.created_at);
+  const duration = jobElapsed(job, now);
+  const parts: string[] = [];
+  if (created) {
+    parts.push(`created ${created}`);
+  }
+  if (duration) {
+    const verb = isTerminal(job.status)
+      ? 'ran for'
+      : job.status === 'running'
+        ? 'running for'
+        : 'waiting for';
+    parts.push(`${verb} ${duration}`);
+  }
+  return parts.join('; ');
+}
+
+/**
+ * The state a job is shown in: what happened, not only the runtime status.
+ * A job cancelled because its approval was denied is "denied", and so on.
+ */
+export function jobState(job: Pick<IJobView, 'status' | 'cancel_reason'>): {
+  state: string;
+  label: string;
+} {
+  if (job.status === 'cancelled') {
+    switch (job.cancel_reason) {
+      case 'approval_denied':
+        return { state: 'denied', label: 'denied' };
+      case 'approval_expired':
+        return { state: 'approval_expired', label: 'approval expired' };
+      case 'grant_revoked':
+        return { state: 'grant_revoked', label: 'grant revoked' };
+      default:
+        return { state: 'cancelled', label: 'cancelled' };
+    }
+  }
+  return { state: job.status, label: statusLabel(job.status) };
+}
+
+/**
+ * Why a job ended without an answer, in words: "denied by owner: too
+ * expensive", "the approval expired", "cancelled: gateway shutdown".
+ * `decision` is the job's approval record when known.
+ */
+export function outcomeText(
+  job: Pick<IJobView, 'status' | 'cancel_reason'>,
+  decision: IApproval | null | undefined
+): string {
+  if (job.status !== 'cancelled') {
+    return '';
+  }
+  const { state } = jobState(job);
+  if (state === 'denied') {
+    let text = 'denied';
+    if (decision?.decided_by) {
+      text += ` by ${callerLabel(decision.decided_by)}`;
+    }
+    if (decision?.decided_at) {
+      text += ` at ${formatTime(decision.decided_at)}`;
+    }
+    return decision?.reason ? `${text}: ${decision.reason}` : text;
+  }
+  if (state === 'approval_expired') {
+    return 'the approval request expired before anyone decided';
+  }
+  if (state === 'grant_revoked') {
+    return "cancelled: the caller's grant was revoked";
+  }
+  const reason = job.cancel_reason;
+  return reason && reason !== 'cancelled'
+    ? `cancelled: ${reason}`
+    : 'cancelled';
 }

@@ -23,11 +23,14 @@ import { CommandIDs, PALETTE_CATEGORY } from './commands';
 import { askPrompt, pickItem } from './dialogs';
 import { callerLabel, jobPrompt, shortId, statusLabel } from './format';
 import { GatewayModel } from './model';
+import { JOB_RENDERER_RANK } from './bundle';
+import { jobRendererFactory } from './output';
 import { GatewayPanel } from './panel';
 import { GatewayStatusItem } from './statusbar';
 
 export { GatewayModel } from './model';
 export * from './api';
+export { JOB_MIME_TYPE, parseJobBundle } from './bundle';
 
 const PLUGIN_ID = 'llmgw-jupyter:plugin';
 
@@ -140,6 +143,15 @@ const plugin: JupyterFrontEndPlugin<void> = {
       serverSettings: app.serviceManager.serverSettings,
       pollInterval: settings.pollInterval
     });
+
+    if (rendermime) {
+      // Notebook outputs of jobs: a live view that needs no kernel. Added
+      // here, before any notebook opens (each clones this registry).
+      rendermime.addFactory(
+        jobRendererFactory({ model, commands, rendermime }),
+        JOB_RENDERER_RANK
+      );
+    }
 
     const panel = new GatewayPanel({ model, commands, rendermime });
     panel.title.icon = gatewayIcon;

@@ -100,6 +100,11 @@ export class GatewayModel implements IDisposable {
     return this._jobEventsChanged;
   }
 
+  /** Emitted with every new view of any job (list, stream, fetch). */
+  get jobChanged(): ISignal<this, IJobView> {
+    return this._jobChanged;
+  }
+
   /** Emitted when the jobs filter changes. */
   get filterChanged(): ISignal<this, IJobFilter> {
     return this._filterChanged;
@@ -276,8 +281,29 @@ export class GatewayModel implements IDisposable {
   /** A job by id from the list or the watched jobs. */
   getJob(jobId: string): IJobView | undefined {
     return (
-      this._jobs.find(job => job.id === jobId) ?? this._watchedJobs.get(jobId)
+      this._jobs.find(job => job.id === jobId) ??
+      this._watchedJobs.get(jobId) ??
+      this._pinnedJobs.get(jobId)
     );
+  }
+
+  /**
+   * Keep a job's latest view at hand (a notebook output shows it) even when
+   * it is not in the list; without its events. Counted like `watchJob`.
+   */
+  pinJob(jobId: string): void {
+    this._pinned.set(jobId, (this._pinned.get(jobId) ?? 0) + 1);
+  }
+
+  /** Undo one `pinJob`. */
+  unpinJob(jobId: string): void {
+    const holders = (this._pinned.get(jobId) ?? 0) - 1;
+    if (holders > 0) {
+      this._pinned.set(jobId, holders);
+      return;
+    }
+    this._pinned.delete(jobId);
+    this._pinnedJobs.delete(jobId);
   }
 
   /** Events loaded so far for a watched job. */
@@ -290,9 +316,12 @@ export class GatewayModel implements IDisposable {
     return this._watched.has(jobId);
   }
 
-  /** Follow a job's events (e.g. when its row is expanded). */
+  /**
+   * Follow a job's events (a panel row is expanded, a notebook output shows
+   * it). Every call needs its own `unwatchJob`: followers are counted.
+   */
   async watchJob(jobId: string): Promise<void> {
-    this._watched.add(jobId);
+    this._watched.set(jobId, (this._watched.get(jobId) ?? 0) + 1);
     if (!this._events.has(jobId)) {
       this._events.set(jobId, []);
     }
@@ -303,11 +332,62 @@ export class GatewayModel implements IDisposable {
     await this.fetchEvents(jobId);
   }
 
-  /** Stop following a job's events and forget them. */
+  /** Stop following a job's events; forget them when nobody follows it. */
   unwatchJob(jobId: string): void {
+    const followers = (this._watched.get(jobId) ?? 0) - 1;
+    if (followers > 0) {
+      this._watched.set(jobId, followers);
+      return;
+    }
     this._watched.delete(jobId);
     this._watchedJobs.delete(jobId);
     this._events.delete(jobId);
+  }
+
+  /**
+   * The full view of one job from the server (GET jobs/{id}); rejects with
+   * a GatewayRequestError (status 404 for a job the server does not know).
+   */
+  async fetchJob(jobId: string): Promise<IJobView> {
+    const job = await requestAPI<IJobView>(
+      this._serverSettings,
+      `jobs/${encodeURIComponent(jobId)}`
+    );
+    if (!job || typeof job !== 'object' || job.id !== jobId) {
+      throw new GatewayRequestError(`job ${jobId}: unexpected answer`);
+    }
+    this._upsertJob(job);
+    return this.getJob(jobId) ?? job;
+  }
+
+  /**
+   * The approval record of a job that was denied or whose approval expired
+   * (who decided, when and why); null when there is none. Cached per job:
+   * a decision does not change.
+   */
+  decisionFor(jobId: string): Promise<IApproval | null> {
+    let known = this._decisions.get(jobId);
+    if (!known) {
+      known = requestAPI<{ approvals: IApproval[] }>(
+        this._serverSettings,
+        'approvals',
+        {},
+        { status: 'all', limit: 1000 }
+      ).then(
+        answer =>
+          (answer.approvals ?? []).find(
+            a => a.job_id === jobId && a.status !== 'pending'
+          ) ?? null
+      );
+      known.catch(() => this._decisions.delete(jobId));
+      this._decisions.set(jobId, known);
+    }
+    return known;
+  }
+
+  /** The pending approval a job waits for, if it is in the list. */
+  pendingApprovalFor(jobId: string): IApproval | undefined {
+    return this._approvals.find(approval => approval.job_id === jobId);
   }
 
   /**
@@ -535,14 +615,32 @@ export class GatewayModel implements IDisposable {
 
   /** After a refresh: fetch events of watched jobs that moved on. */
   private _catchUpWatched(): void {
-    for (const jobId of this._watched) {
+    const listed = new Set(this._jobs.map(job => job.id));
+    for (const jobId of this._watched.keys()) {
       const job = this.getJob(jobId);
       if (!job) {
         continue;
       }
       const serverLast = job.last_seq ?? 0;
-      if (serverLast > this._lastSeq(jobId)) {
+      // A followed job outside the list (filtered out, or too old) has no
+      // fresh view from the refresh: its events answer bring one.
+      const stale = !listed.has(jobId) && !isTerminal(job.status);
+      if (stale || serverLast > this._lastSeq(jobId)) {
         void this.fetchEvents(jobId).catch(() => undefined);
+      }
+    }
+    if (this._streamConnected) {
+      return;
+    }
+    for (const jobId of this._pinned.keys()) {
+      const job = this._pinnedJobs.get(jobId);
+      if (
+        job &&
+        !this._watched.has(jobId) &&
+        !listed.has(jobId) &&
+        !isTerminal(job.status)
+      ) {
+        void this.fetchJob(jobId).catch(() => undefined);
       }
     }
   }
@@ -551,7 +649,8 @@ export class GatewayModel implements IDisposable {
     const normalized: ISummary = {
       counts: summary?.counts ?? {},
       pending_approvals: summary?.pending_approvals ?? 0,
-      mcp_url: summary?.mcp_url
+      mcp_url: summary?.mcp_url,
+      model: summary?.model ?? null
     };
     for (const status of Object.keys(normalized.counts)) {
       this._statuses.add(status);
@@ -634,11 +733,18 @@ export class GatewayModel implements IDisposable {
 
   private _upsertJob(job: IJobView): void {
     this._noteJob(job);
+    this._jobChanged.emit(job);
     this._touched.set(job.id, { seq: ++this._mutations, job });
     if (this._watched.has(job.id)) {
       const known = this._watchedJobs.get(job.id);
       if (!known || !isNewer(known, job)) {
         this._watchedJobs.set(job.id, job);
+      }
+    }
+    if (this._pinned.has(job.id)) {
+      const known = this._pinnedJobs.get(job.id);
+      if (!known || !isNewer(known, job)) {
+        this._pinnedJobs.set(job.id, job);
       }
     }
     const index = this._jobs.findIndex(j => j.id === job.id);
@@ -658,7 +764,7 @@ export class GatewayModel implements IDisposable {
       next = this._jobs.filter((_, i) => i !== index);
       this._totalJobs = Math.max(0, this._totalJobs - 1);
     } else {
-      if (this._watched.has(job.id)) {
+      if (this._watched.has(job.id) || this._pinned.has(job.id)) {
         // Not in the list but followed: still tell the views.
         this._jobsChanged.emit(this._jobs);
       }
@@ -912,8 +1018,11 @@ export class GatewayModel implements IDisposable {
   private _callers = new Set<string>(['owner']);
   private _knownStatus = new Map<string, string>();
   private _statuses = new Set<string>();
-  private _watched = new Set<string>();
+  private _watched = new Map<string, number>();
+  private _decisions = new Map<string, Promise<IApproval | null>>();
   private _watchedJobs = new Map<string, IJobView>();
+  private _pinned = new Map<string, number>();
+  private _pinnedJobs = new Map<string, IJobView>();
   private _events = new Map<string, IJobEvent[]>();
   private _eventFetches = new Map<string, Promise<void>>();
   private _eventFetchAgain = new Set<string>();
@@ -925,6 +1034,7 @@ export class GatewayModel implements IDisposable {
   private _connectionChanged = new Signal<this, ConnectionState>(this);
   private _jobEventsChanged = new Signal<this, IJobEventsChange>(this);
   private _filterChanged = new Signal<this, IJobFilter>(this);
+  private _jobChanged = new Signal<this, IJobView>(this);
 }
 
 type IPollFrequency = {

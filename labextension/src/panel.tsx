@@ -2,17 +2,10 @@
  * The jobs panel of the left side bar: pending approvals, filters and the
  * jobs list with live events, answers and actions.
  */
-import { Sanitizer } from '@jupyterlab/apputils';
-import { IRenderMimeRegistry, MimeModel } from '@jupyterlab/rendermime';
-import { ReactWidget } from '@jupyterlab/ui-components';
+import { IRenderMimeRegistry } from '@jupyterlab/rendermime';
+import { HTMLSelect, ReactWidget } from '@jupyterlab/ui-components';
 import { CommandRegistry } from '@lumino/commands';
-import React, {
-  useCallback,
-  useEffect,
-  useMemo,
-  useRef,
-  useState
-} from 'react';
+import React, { useCallback, useEffect, useRef, useState } from 'react';
 
 import {
   CANCELLABLE_STATUSES,
@@ -24,16 +17,24 @@ import {
 } from './api';
 import { CommandIDs } from './commands';
 import {
+  ApprovalCard,
+  JobAge,
+  Markdown,
+  SmallButton,
+  StateBadge,
+  useDecision
+} from './components';
+import {
   callerLabel,
   formatTime,
   formatUsage,
-  jobElapsed,
+  jobState,
+  outcomeText,
   shortId,
   statusLabel
 } from './format';
 import { useNow, useSignalValue } from './hooks';
 import { GatewayModel } from './model';
-import { NO_TYPESETTING, UntrustedSanitizer } from './untrusted';
 
 interface IPanelProps {
   model: GatewayModel;
@@ -51,60 +52,6 @@ function run(
     () => undefined,
     () => undefined
   );
-}
-
-/**
- * Untrusted Markdown (an agent's answer) rendered with a clone of the
- * application's rendermime registry that has a strict sanitizer of its own
- * and no TeX typesetting: see untrusted.ts.
- */
-function Markdown(props: {
-  source: string;
-  rendermime: IRenderMimeRegistry | null;
-}): JSX.Element {
-  const { source } = props;
-  const rendermime = useMemo(
-    () =>
-      props.rendermime?.clone({
-        sanitizer: new UntrustedSanitizer(new Sanitizer()),
-        latexTypesetter: NO_TYPESETTING
-      }) ?? null,
-    [props.rendermime]
-  );
-  const host = useRef<HTMLDivElement>(null);
-  const [failed, setFailed] = useState(false);
-  useEffect(() => {
-    const node = host.current;
-    if (!node || !rendermime) {
-      return;
-    }
-    let disposed = false;
-    const renderer = rendermime.createRenderer('text/markdown');
-    const model = new MimeModel({
-      data: { 'text/markdown': source },
-      trusted: false
-    });
-    renderer
-      .renderModel(model)
-      .then(() => {
-        if (!disposed) {
-          node.replaceChildren(renderer.node);
-        }
-      })
-      .catch(() => {
-        if (!disposed) {
-          setFailed(true);
-        }
-      });
-    return () => {
-      disposed = true;
-      renderer.dispose();
-    };
-  }, [source, rendermime]);
-  if (!rendermime || failed) {
-    return <pre className="llmgw-markdown-fallback">{source}</pre>;
-  }
-  return <div className="llmgw-markdown" ref={host} />;
 }
 
 function ConnectionBadge(props: { model: GatewayModel }): JSX.Element {
@@ -131,71 +78,6 @@ function ConnectionBadge(props: { model: GatewayModel }): JSX.Element {
   );
 }
 
-function ApprovalItem(props: {
-  approval: IApproval;
-  commands: CommandRegistry;
-}): JSX.Element {
-  const { approval, commands } = props;
-  const [busy, setBusy] = useState(false);
-  const decide = (command: string) => {
-    setBusy(true);
-    void run(commands, command, { approvalId: approval.id }).finally(() =>
-      setBusy(false)
-    );
-  };
-  let args: string;
-  try {
-    args = JSON.stringify(approval.arguments, null, 2);
-  } catch {
-    args = String(approval.arguments);
-  }
-  return (
-    <li
-      className="llmgw-approval"
-      data-testid="llmgw-approval"
-      data-approval-id={approval.id}
-    >
-      <div className="llmgw-approval-head">
-        <span className="llmgw-approval-tool" title="tool">
-          {approval.tool}
-        </span>
-        <span className="llmgw-approval-caller" title={approval.caller}>
-          {callerLabel(approval.caller)}
-        </span>
-        {approval.expires_at ? (
-          <span className="llmgw-approval-expires">
-            expires {formatTime(approval.expires_at)}
-          </span>
-        ) : null}
-      </div>
-      {approval.reason ? (
-        <div className="llmgw-approval-reason">{approval.reason}</div>
-      ) : null}
-      <pre className="llmgw-approval-args" data-testid="llmgw-approval-args">
-        {args}
-      </pre>
-      <div className="llmgw-actions">
-        <button
-          className="jp-mod-styled jp-mod-accept llmgw-approve"
-          data-testid="llmgw-approve"
-          disabled={busy}
-          onClick={() => decide(CommandIDs.approve)}
-        >
-          Approve
-        </button>
-        <button
-          className="jp-mod-styled jp-mod-warn llmgw-deny"
-          data-testid="llmgw-deny"
-          disabled={busy}
-          onClick={() => decide(CommandIDs.deny)}
-        >
-          Deny
-        </button>
-      </div>
-    </li>
-  );
-}
-
 function Approvals(props: {
   model: GatewayModel;
   commands: CommandRegistry;
@@ -205,6 +87,7 @@ function Approvals(props: {
     [model.approvalsChanged],
     () => model.approvals
   );
+  const now = useNow(approvals.length > 0, 15000);
   return (
     <section
       className="llmgw-approvals"
@@ -218,11 +101,16 @@ function Approvals(props: {
         <div className="llmgw-empty">Nothing waits for your approval.</div>
       ) : (
         <ul className="llmgw-approval-list">
-          {approvals.map(approval => (
-            <ApprovalItem
+          {approvals.map((approval: IApproval) => (
+            <ApprovalCard
               key={approval.id}
               approval={approval}
-              commands={commands}
+              now={now}
+              onDecide={approve =>
+                run(commands, approve ? CommandIDs.approve : CommandIDs.deny, {
+                  approvalId: approval.id
+                })
+              }
             />
           ))}
         </ul>
@@ -270,22 +158,24 @@ function FilterSelect(props: {
   describe: (option: string) => string;
   onChange: (value: string) => void;
 }): JSX.Element {
+  const id = `llmgw-filter-${props.name}`;
   return (
-    <label>
-      {props.label}{' '}
-      <select
+    <label className="llmgw-filter" htmlFor={id}>
+      <span className="llmgw-filter-label">{props.label}</span>
+      <HTMLSelect
+        id={id}
         className={`llmgw-filter-${props.name}`}
         data-testid={`llmgw-filter-${props.name}`}
         value={props.value}
         onChange={e => props.onChange(e.target.value)}
-      >
-        <option value="">all</option>
-        {props.options.map(option => (
-          <option key={option} value={option}>
-            {props.describe(option)}
-          </option>
-        ))}
-      </select>
+        options={[
+          { value: '', label: 'all' },
+          ...props.options.map(option => ({
+            value: option,
+            label: props.describe(option)
+          }))
+        ]}
+      />
     </label>
   );
 }
@@ -337,23 +227,29 @@ function JobItem(props: {
 }): JSX.Element {
   const { job, expanded, now, onToggle, commands, model, rendermime } = props;
   const finished = isTerminal(job.status);
+  const { state } = jobState(job);
+  const decision = useDecision(model, job);
   const action = (command: string) => (event: React.MouseEvent) => {
     event.stopPropagation();
     void run(commands, command, { jobId: job.id });
   };
   const usage = formatUsage(job.usage);
+  const outcome = outcomeText(job, decision);
+  const prompt = job.prompt_preview ?? '';
   return (
     <li
       className={`llmgw-job${expanded ? ' llmgw-mod-expanded' : ''}`}
       data-testid="llmgw-job"
       data-job-id={job.id}
       data-status={job.status}
+      data-state={state}
     >
       <div
         className="llmgw-job-header"
         role="button"
         tabIndex={0}
         aria-expanded={expanded}
+        aria-label={`job ${job.id}, ${jobState(job).label}: ${prompt.slice(0, 80)}`}
         onClick={() => onToggle(job.id)}
         onKeyDown={e => {
           if (e.key === 'Enter' || e.key === ' ') {
@@ -363,24 +259,29 @@ function JobItem(props: {
         }}
       >
         <div className="llmgw-job-line">
-          <span
+          <StateBadge
+            job={job}
             className="llmgw-job-status"
-            data-testid="llmgw-job-status"
-            data-status={job.status}
-          >
-            {statusLabel(job.status)}
-          </span>
+            testid="llmgw-job-status"
+          />
           <span className="llmgw-job-caller" title={job.caller}>
             {callerLabel(job.caller)}
           </span>
           <span className="llmgw-job-provider">{job.provider}</span>
-          <span className="llmgw-job-elapsed">
-            {jobElapsed(job, Math.max(now, Date.now()))}
-          </span>
+          <JobAge
+            job={job}
+            now={Math.max(now, Date.now())}
+            className="llmgw-job-age"
+          />
         </div>
-        <div className="llmgw-job-prompt" title={job.prompt_preview ?? ''}>
-          {job.prompt_preview ?? ''}
+        <div className="llmgw-job-prompt" title={prompt}>
+          {prompt}
         </div>
+        {outcome && state !== 'cancelled' ? (
+          <div className="llmgw-job-outcome" data-testid="llmgw-job-outcome">
+            {outcome}
+          </div>
+        ) : null}
         <div className="llmgw-job-meta">
           <span className="llmgw-job-id" title={job.id}>
             job {job.id}
@@ -398,40 +299,43 @@ function JobItem(props: {
       </div>
       <div className="llmgw-actions llmgw-job-actions">
         {CANCELLABLE_STATUSES.has(job.status) ? (
-          <button
-            className="jp-mod-styled jp-mod-warn llmgw-cancel"
-            data-testid="llmgw-cancel"
+          <SmallButton
+            kind="warn"
+            className="llmgw-cancel"
+            testid="llmgw-cancel"
             onClick={action(CommandIDs.cancelJob)}
           >
             Cancel
-          </button>
+          </SmallButton>
         ) : null}
-        {job.session_id ? (
-          <button
-            className="jp-mod-styled llmgw-fork"
-            data-testid="llmgw-fork"
+        {finished && job.session_id ? (
+          <SmallButton
+            className="llmgw-fork"
+            testid="llmgw-fork"
             onClick={action(CommandIDs.fork)}
             title="Fork this job's session with a new prompt"
           >
             Fork…
-          </button>
+          </SmallButton>
         ) : null}
-        <button
-          className="jp-mod-styled llmgw-rerun"
-          data-testid="llmgw-rerun"
-          onClick={action(CommandIDs.rerun)}
-          title="Run this request again with a new prompt"
-        >
-          Re-run…
-        </button>
-        <button
-          className="jp-mod-styled llmgw-insert-magic"
-          data-testid="llmgw-insert-magic"
+        {finished ? (
+          <SmallButton
+            className="llmgw-rerun"
+            testid="llmgw-rerun"
+            onClick={action(CommandIDs.rerun)}
+            title="Run this request again with a new prompt"
+          >
+            Re-run…
+          </SmallButton>
+        ) : null}
+        <SmallButton
+          className="llmgw-insert-magic"
+          testid="llmgw-insert-magic"
           onClick={action(CommandIDs.insertMagic)}
           title={`Insert %llm_job ${job.id} into the active notebook`}
         >
           %llm_job
-        </button>
+        </SmallButton>
       </div>
       {expanded ? (
         <div className="llmgw-job-details" data-testid="llmgw-job-details">
@@ -441,10 +345,8 @@ function JobItem(props: {
               {job.error.category}: {job.error.message}
             </div>
           ) : null}
-          {job.cancel_reason ? (
-            <div className="llmgw-job-cancel-reason">
-              cancelled: {job.cancel_reason}
-            </div>
+          {outcome && state === 'cancelled' ? (
+            <div className="llmgw-job-cancel-reason">{outcome}</div>
           ) : null}
           {finished && job.final_message ? (
             <div className="llmgw-job-answer" data-testid="llmgw-job-answer">
@@ -522,14 +424,14 @@ function Panel(props: IPanelProps): JSX.Element {
       <header className="llmgw-panel-header">
         <h2 className="llmgw-panel-title">Codex jobs</h2>
         <ConnectionBadge model={model} />
-        <button
-          className="jp-mod-styled llmgw-refresh"
-          data-testid="llmgw-refresh"
-          title="Refresh"
+        <SmallButton
+          className="llmgw-refresh"
+          testid="llmgw-refresh"
+          title="Fetch jobs and approvals again"
           onClick={() => void run(commands, CommandIDs.refresh, {})}
         >
           Refresh
-        </button>
+        </SmallButton>
       </header>
       <Approvals model={model} commands={commands} />
       <JobList {...props} />

@@ -4,7 +4,7 @@
 import { ReactWidget } from '@jupyterlab/ui-components';
 import React from 'react';
 
-import { statusView } from './format';
+import { modelView, statusView } from './format';
 import { useSignalValue } from './hooks';
 import { GatewayModel } from './model';
 
@@ -17,15 +17,30 @@ function StatusItem(props: {
     [model.summaryChanged, model.connectionChanged],
     () => statusView(model.summary, model.connection)
   );
+  const echo = useSignalValue([model.summaryChanged], () =>
+    modelView(model.summary)
+  );
   return (
-    <span
-      className="llmgw-statusbar-text"
-      data-testid="llmgw-statusbar-text"
-      title={view.title}
-      onClick={onClick}
-    >
-      {view.text}
-    </span>
+    <>
+      <span
+        className="llmgw-statusbar-text"
+        data-testid="llmgw-statusbar-text"
+        title={view.title}
+        onClick={onClick}
+      >
+        {view.text}
+      </span>
+      {echo.text ? (
+        <span
+          className="llmgw-statusbar-model"
+          data-testid="llmgw-statusbar-model"
+          title={echo.title}
+          onClick={onClick}
+        >
+          {echo.text}
+        </span>
+      ) : null}
+    </>
   );
 }
 

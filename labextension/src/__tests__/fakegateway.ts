@@ -256,6 +256,14 @@ export class FakeGateway {
         .slice(0, this.eventsPage);
       return json({ events, job });
     }
+    m = /^jobs\/([^/]+)$/.exec(path);
+    if (method === 'GET' && m) {
+      const id = decodeURIComponent(m[1]);
+      const job = this.jobs.find(j => j.id === id);
+      return job
+        ? json(job)
+        : json({ error: { category: 'not_found', message: 'no job' } }, 404);
+    }
     m = /^jobs\/([^/]+)\/cancel$/.exec(path);
     if (method === 'POST' && m) {
       const id = decodeURIComponent(m[1]);

@@ -590,4 +590,57 @@ describe('GatewayModel', () => {
       expect(model.isDisposed).toBe(true);
     });
   });
+
+  it('counts followers of a job: one unwatch keeps the events of another', async () => {
+    gateway.jobs = [makeJob('j1', { status: 'running', last_seq: 2 })];
+    gateway.events.set('j1', [makeEvent(1), makeEvent(2)]);
+    create();
+    await model.watchJob('j1');
+    await model.watchJob('j1');
+    model.unwatchJob('j1');
+    expect(model.isWatched('j1')).toBe(true);
+    expect(model.eventsFor('j1').map(e => e.seq)).toEqual([1, 2]);
+    model.unwatchJob('j1');
+    expect(model.isWatched('j1')).toBe(false);
+    expect(model.eventsFor('j1')).toEqual([]);
+  });
+
+  it('keeps a pinned job outside the list and tells of its changes', async () => {
+    gateway.jobs = [makeJob('old', { status: 'succeeded' })];
+    create();
+    model.setFilter({ status: 'running' });
+    model.pinJob('old');
+    const seen: string[] = [];
+    model.jobChanged.connect((_, job) => seen.push(`${job.id}:${job.status}`));
+    const job = await model.fetchJob('old');
+    expect(job.status).toBe('succeeded');
+    expect(model.jobs).toEqual([]);
+    expect(model.getJob('old')?.id).toBe('old');
+    expect(seen).toEqual(['old:succeeded']);
+    model.unpinJob('old');
+    expect(model.getJob('old')).toBe(undefined);
+  });
+
+  it('rejects with 404 for a job the server does not know', async () => {
+    create();
+    await expect(model.fetchJob('nope')).rejects.toMatchObject({ status: 404 });
+  });
+
+  it("finds a denied job's decision and the approval a job waits for", async () => {
+    gateway.approvals = [
+      approval('a1', {
+        job_id: 'j1',
+        status: 'denied',
+        decided_by: 'owner',
+        reason: 'no'
+      }),
+      approval('a2', { job_id: 'j2' })
+    ];
+    create();
+    expect((await model.decisionFor('j1'))?.reason).toBe('no');
+    expect(await model.decisionFor('j2')).toBe(null);
+    await model.refresh();
+    expect(model.pendingApprovalFor('j2')?.id).toBe('a2');
+    expect(model.pendingApprovalFor('j1')).toBe(undefined);
+  });
 });
