@@ -117,6 +117,7 @@ class _BridgedClient:
     def __init__(self, thread_name: str) -> None:
         self._loop_thread = _LoopThread(thread_name)
         self._closed = False
+        self._model: dict[str, Any] | None = None
 
     def blocking(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         """Wait in the calling thread; an interrupt (Ctrl-C) abandons the wait, not the work."""
@@ -150,6 +151,26 @@ class _BridgedClient:
     async def _aclose(self) -> None:
         return None
 
+    async def summary(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    async def model_info(self) -> dict[str, Any] | None:
+        """``{"local_echo": bool, "label": str}`` from the summary (asked once); None when the
+        gateway does not say (an older server) or cannot be asked."""
+        if self._model is None:
+            try:
+                model = (await self.summary()).get("model")
+            except GatewayCallError:
+                return None
+            if not (
+                isinstance(model, dict)
+                and isinstance(model.get("local_echo"), bool)
+                and isinstance(model.get("label"), str)
+            ):
+                return None
+            self._model = {"local_echo": model["local_echo"], "label": model["label"][:200]}
+        return dict(self._model)
+
 
 @runtime_checkable
 class GatewayClient(Protocol):
@@ -167,6 +188,8 @@ class GatewayClient(Protocol):
     async def bridged(self, coro: Awaitable[T]) -> T: ...
 
     async def summary(self) -> dict[str, Any]: ...
+
+    async def model_info(self) -> dict[str, Any] | None: ...
 
     async def call_tool(self, tool: str, arguments: Mapping[str, Any]) -> dict[str, Any]: ...
 
@@ -460,11 +483,14 @@ class EmbeddedClient(_BridgedClient):
 
     @on_own_loop
     async def summary(self) -> dict[str, Any]:
+        from llmgw_jupyter.providers.codex import describe_model
+
         runtime, gateway = self._parts()
         return {
             "counts": runtime.summary(),
             "pending_approvals": len(gateway.approvals("pending")),
             "mcp_url": None,
+            "model": describe_model(runtime.config.codex_home),
         }
 
     @on_own_loop

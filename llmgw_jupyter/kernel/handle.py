@@ -18,7 +18,13 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from llmgw_jupyter.kernel.client import MAX_WAIT_SECONDS, GatewayCallError, GatewayClient
-from llmgw_jupyter.render import escape_text, markdown_to_html, text_to_html
+from llmgw_jupyter.kernel.presentation import (
+    callout_html,
+    describe_state,
+    job_duration,
+    state_badge_html,
+)
+from llmgw_jupyter.render import escape_markdown, escape_text, markdown_to_html, text_to_html
 
 if TYPE_CHECKING:
     from llmgw_jupyter.kernel.widget import JobWidget
@@ -29,6 +35,11 @@ ACTIVE_STATUSES = frozenset({"awaiting_approval", "queued", "running"})
 MAX_EVENTS_KEPT = 5000
 SESSION_WAIT_SECONDS = 60.0
 RETRY_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0)
+JOB_MIME = "application/vnd.llmgw.job+json"
+"""A job output of its own: the lab extension shows the job live from the server with it, so the
+output outlives the kernel (and its widget models)."""
+JOB_MIME_VERSION = 1
+SNAPSHOT_ANSWER_CHARS = 20_000
 
 Listener = Callable[["JobHandle", list[dict[str, Any]]], None]
 _TASKS: set[asyncio.Task[Any]] = set()  # strong references: the loop keeps only weak ones
@@ -141,6 +152,8 @@ class JobHandle:
         self._after = 0
         self._listeners: list[Listener] = []
         self._approval = dict(approval) if approval else None
+        self._approval_stale = False  # the job left awaiting_approval: the record needs a look
+        self._displays: list[Any] = []  # IPython DisplayHandles of this job's outputs
         self._follow_task: asyncio.Task[None] | None = None
         self._widget: JobWidget | None = None
         self._shown_in: int | None = None
@@ -203,7 +216,13 @@ class JobHandle:
 
     @property
     def approval(self) -> dict[str, Any] | None:
+        """The last known approval record of this job (None when it had none or is unknown)."""
         return self._approval
+
+    @property
+    def approval_stale(self) -> bool:
+        """The job left ``awaiting_approval`` after the record was read: it was decided."""
+        return self._approval_stale
 
     @property
     def elapsed(self) -> float:
@@ -244,9 +263,11 @@ class JobHandle:
             and approval.get("status") == "pending"
             and self._job["status"] != "awaiting_approval"
         ):
-            self._approval = {**approval, "status": "decided"}
+            self._approval_stale = True
         if changed:
             self._notify(fresh)
+            if self.done and self._displays:
+                self._update_displays()
 
     def _notify(self, fresh: list[dict[str, Any]]) -> None:
         for listener in list(self._listeners):
@@ -426,13 +447,18 @@ class JobHandle:
                 "not_found", f"job {self.id} has no pending approval (it is {self._job['status']})"
             )
         self._approval = await self._client.decide_approval(approval["id"], approve)
+        self._approval_stale = False
         _, job = await self._client.wait_events(self.id, self._after, 0)
         self._apply(job, [])
         return str(self._job["status"])
 
     async def apending_approval(self) -> dict[str, Any] | None:
         """The pending approval of this job, if any (looked up when not known yet)."""
-        if self._approval is not None and self._approval.get("status") == "pending":
+        if (
+            self._approval is not None
+            and self._approval.get("status") == "pending"
+            and not self._approval_stale
+        ):
             return self._approval
         if self._job["status"] != "awaiting_approval":
             return None
@@ -441,6 +467,29 @@ class JobHandle:
                 self._approval = approval
                 return approval
         return None
+
+    async def aapproval(self) -> dict[str, Any] | None:
+        """This job's approval record in any state (who decided, why), looked up when unknown
+        or stale; None when the job never needed one (or it is older than the listing)."""
+        known = self._approval
+        if (
+            known is not None
+            and not self._approval_stale
+            and (known.get("status") != "pending" or self.status_is("awaiting_approval"))
+        ):
+            return known
+        for approval in await self._client.approvals("all"):
+            if approval.get("job_id") == self.id:
+                self._approval = approval
+                self._approval_stale = approval.get("status") == "pending" and not self.status_is(
+                    "awaiting_approval"
+                )
+                return approval
+        return None
+
+    def status_is(self, status: str) -> bool:
+        """The last known status (no request)."""
+        return bool(self._job["status"] == status)
 
     # -- display -----------------------------------------------------------------------------
     def widget(self, *, show_answer: bool = True) -> JobWidget:
@@ -457,13 +506,19 @@ class JobHandle:
         self._shown_in = _execution_count()
 
     def show(self, *, show_answer: bool = True) -> None:
-        """Display the live widget (a kernel) or one summary line (terminal IPython)."""
+        """Display the live widget (a kernel) or one summary line (terminal IPython).
+
+        The output also carries the job's own MIME type and a snapshot (Markdown and safe HTML)
+        for frontends without the widget or after the kernel is gone; the snapshot is updated
+        once the job ends, so a saved notebook holds the answer.
+        """
         from IPython.display import display
 
         if in_kernel():
-            bundle = dict(self.widget(show_answer=show_answer)._repr_mimebundle_() or {})
-            bundle["text/plain"] = self.summary_line()  # what text-only frontends show
-            display(bundle, raw=True)
+            bundle = self.mimebundle(show_answer=show_answer)
+            shown = display(bundle, raw=True, display_id=True)
+            if shown is not None:
+                self._displays.append((shown, show_answer))
         else:
             if not self.done:
                 with contextlib.suppress(GatewayCallError):
@@ -476,24 +531,93 @@ class JobHandle:
         self.show()
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        return self.mimebundle(widget=in_kernel())
+
+    def mimebundle(self, *, show_answer: bool = True, widget: bool = True) -> dict[str, Any]:
+        """The widget view, the job's own MIME type, and a snapshot for everything else."""
         bundle: dict[str, Any] = {}
-        if in_kernel():
-            bundle.update(self.widget()._repr_mimebundle_() or {})
-        bundle["text/plain"] = self.summary_line()
+        if widget:
+            bundle.update(self.widget(show_answer=show_answer)._repr_mimebundle_() or {})
+        bundle[JOB_MIME] = {
+            "version": JOB_MIME_VERSION,
+            "job_id": self.id,
+            "via": "server" if self._client.kind == "rest" else "embedded",
+        }
+        bundle["text/html"] = self.snapshot_html(show_answer=show_answer)
+        bundle["text/markdown"] = self.snapshot_markdown(show_answer=show_answer)
+        bundle["text/plain"] = self.summary_line()  # what text-only frontends show
         return bundle
+
+    def _update_displays(self) -> None:
+        """The job ended: its outputs' snapshots say so (the widget view stays the same)."""
+        for shown, show_answer in self._displays:
+            try:
+                shown.update(self.mimebundle(show_answer=show_answer), raw=True)
+            except Exception:  # a closed comm or a gone frontend must not stop the listeners
+                log.exception("updating the output of job %s failed", self.id)
+        self._displays.clear()
+
+    def _snapshot_parts(self) -> tuple[str, str, str]:
+        job = self._job
+        kind = {"fork": "fork", "resume": "resume"}.get(str(job.get("kind")), "request")
+        state = describe_state(job, self._approval)
+        return kind, state.text, job_duration(job)
+
+    def snapshot_markdown(self, *, show_answer: bool = True) -> str:
+        """Markdown that renders as literal text (the answer is untrusted): state and answer."""
+        job = self._job
+        kind, state, duration = self._snapshot_parts()
+        lines = [
+            f"**Codex {kind}** {escape_markdown(self.id)} · **{escape_markdown(state)}** · "
+            f"{escape_markdown(duration)}"
+        ]
+        if job.get("prompt_preview"):
+            lines.append(f"*{escape_markdown(one_line(str(job['prompt_preview']), 200))}*")
+        message = (job.get("error") or {}).get("message")
+        if message:
+            lines.append(escape_markdown(f"✖ {message}"))
+        if show_answer and self.done and job.get("final_message"):
+            lines.append(escape_markdown(job["final_message"], limit=SNAPSHOT_ANSWER_CHARS))
+        footer = self.current_result()._footer()
+        lines.append(escape_markdown(footer))
+        return "\n\n".join(line for line in lines if line) + "\n"
+
+    def snapshot_html(self, *, show_answer: bool = True) -> str:
+        """The same snapshot as safe HTML (``llmgw_jupyter.render``)."""
+        job = self._job
+        kind, _, duration = self._snapshot_parts()
+        state = describe_state(job, self._approval)
+        detail = f" {escape_text(state.detail)}" if state.detail else ""
+        parts = [
+            f"<p><b>Codex {kind}</b> <code>{escape_text(self.id)}</code> "
+            f"{state_badge_html(state)}{detail} · {escape_text(duration)}</p>"
+        ]
+        if job.get("prompt_preview"):
+            parts.append(f"<p><i>{escape_text(one_line(str(job['prompt_preview']), 200))}</i></p>")
+        message = (job.get("error") or {}).get("message")
+        if message:
+            parts.append(callout_html(text_to_html(f"✖ {message}"), state.accent, "llmgw-error"))
+        if show_answer and self.done and job.get("final_message"):
+            parts.append(markdown_to_html(job["final_message"], limit=SNAPSHOT_ANSWER_CHARS))
+        footer = self.current_result()._footer(as_html=True)
+        if footer:
+            parts.append(f'<small class="llmgw-result-footer">{footer}</small>')
+        body = "".join(parts)
+        return f'<div class="llmgw-snapshot" data-job-id="{escape_text(self.id)}">{body}</div>'
 
     def summary_line(self) -> str:
         job = self._job
-        parts = [f"codex job {self.id}", str(job["status"]), f"{self.elapsed:.1f} s"]
+        state = describe_state(job, self._approval).text
+        parts = [f"codex job {self.id}", state, f"{self.elapsed:.1f} s"]
         if job.get("session_id"):
             parts.append(f"session {job['session_id']}")
         text = " · ".join(parts)
         if job.get("error") and job["error"].get("message"):
             text += f" · {job['error']['message']}"
         elif self.done and job.get("final_message"):
-            text += f" · {_one_line(job['final_message'], 80)}"
+            text += f" · {one_line(job['final_message'], 80)}"
         else:
-            text += f" · {_one_line(job.get('prompt_preview') or '', 60)}"
+            text += f" · {one_line(job.get('prompt_preview') or '', 60)}"
         return text
 
     def __repr__(self) -> str:
@@ -502,14 +626,14 @@ class JobHandle:
 
 def progress_line(handle: JobHandle, event: Mapping[str, Any]) -> str:
     """The compact terminal form of one event."""
-    return f"[{handle.id}] {event.get('type')}: {_one_line(str(event.get('summary') or ''), 100)}"
+    return f"[{handle.id}] {event.get('type')}: {one_line(str(event.get('summary') or ''), 100)}"
 
 
 def _version(job: Mapping[str, Any]) -> tuple[str, int]:
     return (str(job.get("updated_at") or ""), int(job.get("last_seq") or 0))
 
 
-def _one_line(text: str, limit: int) -> str:
+def one_line(text: str, limit: int) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 

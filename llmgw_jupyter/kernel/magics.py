@@ -9,7 +9,6 @@ text after the options is taken verbatim, then ``{expr}`` fields are filled from
 from __future__ import annotations
 
 import argparse
-import html
 import os
 import sys
 import time
@@ -26,10 +25,21 @@ from llmgw_jupyter.kernel.handle import (
     JobHandle,
     JobResult,
     in_kernel,
-    parse_ts,
+    one_line,
     progress_line,
 )
+from llmgw_jupyter.kernel.presentation import (
+    TEXT_STYLE,
+    decision_text,
+    describe_state,
+    expiry_text,
+    job_age,
+    job_duration,
+    local_time,
+    timestamp,
+)
 from llmgw_jupyter.providers.codex import SandboxMode
+from llmgw_jupyter.render import escape_text
 from llmgw_jupyter.tools.schemas import CodexForkInput, CodexRequestAsyncInput
 
 # Option name of each tool argument, to name the option in a validation error.
@@ -513,7 +523,9 @@ class LLMGatewayMagics(Magics):
                 approve = bool(options.approve)
                 approval_id = self._approval_id(options.approve or options.deny)
                 record = self.client.blocking(self.client.decide_approval(approval_id, approve))
-                print(f"approval {record['id']} (job {record.get('job_id')}): {record['status']}")
+                print(
+                    f"approval {record['id']} (job {record.get('job_id')}): {decision_text(record)}"
+                )
                 for handle in self._known_handles(record.get("job_id")):
                     handle.refresh()
                 return
@@ -717,47 +729,57 @@ class LLMGatewayMagics(Magics):
 
 
 # -- tables -------------------------------------------------------------------------------------
-def _age(iso: str | None) -> str:
-    start = parse_ts(iso)
-    if start is None:
-        return ""
-    seconds = max(0.0, time.time() - start)
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.0f} {unit}"
-    return f"{seconds:.0f} s"
+PROMPT_CHARS = 60
+CELL_STYLE = "text-align:left;vertical-align:top;color:var(--jp-ui-font-color1)"
 
 
 class JobTable:
-    """``%llm_jobs``: an HTML table in a notebook, aligned text in a terminal."""
+    """``%llm_jobs``: an HTML table in a notebook, aligned text in a terminal.
+
+    The time column is the job's age (since it was created), its tooltip how long it ran:
+    the same as the lab panel's.
+    """
 
     COLUMNS = ("id", "status", "age", "prompt", "session")
 
     def __init__(self, jobs: Sequence[Mapping[str, Any]], total: int) -> None:
         self.jobs = list(jobs)
         self.total = total
+        self.taken_at = time.time()
 
     def rows(self) -> list[tuple[str, ...]]:
         return [
             (
                 str(job["id"]),
-                str(job["status"]),
-                _age(job.get("created_at")),
-                str(job.get("prompt_preview") or "")[:60],
+                describe_state(job).text,
+                job_age(job, self.taken_at),
+                one_line(str(job.get("prompt_preview") or ""), PROMPT_CHARS),
                 str(job.get("session_id") or ""),
             )
             for job in self.jobs
         ]
 
     def _repr_html_(self) -> str:
-        head = "".join(f"<th>{c}</th>" for c in self.COLUMNS)
-        body = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>"
-            for row in self.rows()
-        )
+        head = "".join(f'<th style="{CELL_STYLE}">{c}</th>' for c in self.COLUMNS)
+        body = []
+        for job, row in zip(self.jobs, self.rows(), strict=True):
+            ident, state, age, prompt, session = (escape_text(cell) for cell in row)
+            duration = escape_text(job_duration(job, self.taken_at))
+            full_prompt = escape_text(job.get("prompt_preview") or "")
+            body.append(
+                f'<tr data-job-id="{ident}">'
+                f'<td style="{CELL_STYLE}"><code>{ident}</code></td>'
+                f'<td style="{CELL_STYLE}" data-status="{escape_text(job["status"])}">{state}</td>'
+                f'<td style="{CELL_STYLE}" class="llmgw-age" title="{duration}">{age}</td>'
+                f'<td style="{CELL_STYLE}" title="{full_prompt}">{prompt}</td>'
+                f'<td style="{CELL_STYLE}"><code>{session}</code></td></tr>'
+            )
+        taken = escape_text(local_time(self.taken_at))
         return (
-            f'<table class="llmgw-jobs"><thead><tr>{head}</tr></thead><tbody>{body}</tbody>'
-            f"</table><small>{len(self.jobs)} of {self.total} jobs</small>"
+            f'<table class="llmgw-jobs"><thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(body)}</tbody></table>"
+            f'<small style="{TEXT_STYLE}">{len(self.jobs)} of {self.total} jobs, as of '
+            f"{taken}; age is since the job was created, hover it for how long it ran</small>"
         )
 
     def __repr__(self) -> str:
@@ -771,14 +793,19 @@ class JobTable:
 
 
 def approvals_text(approvals: Sequence[Mapping[str, Any]]) -> str:
+    """The terminal form of ``%llm_approvals``: the widget's words, expiry with its clock time."""
     if not approvals:
         return "no pending approvals"
     lines = []
     for approval in approvals:
-        prompt = str((approval.get("arguments") or {}).get("prompt") or "")[:60]
+        prompt = one_line(str((approval.get("arguments") or {}).get("prompt") or ""), PROMPT_CHARS)
+        expiry = ""
+        moment = timestamp(approval.get("expires_at"))
+        if approval.get("status") == "pending" and moment is not None:
+            expiry = f"  {expiry_text(approval.get('expires_at'))} ({local_time(moment)})"
         lines.append(
-            f"{approval['id']}  {approval['status']}  {approval['caller']}  {approval['tool']}  "
-            f"job {approval.get('job_id')}  expires {approval.get('expires_at')}  {prompt!r}"
+            f"{approval['id']}  {decision_text(approval)}  requested by {approval['caller']}  "
+            f"{approval['tool']}  job {approval.get('job_id')}{expiry}  {prompt!r}"
         )
     lines.append("decide with %llm_approvals --approve ID or --deny ID")
     return "\n".join(lines)

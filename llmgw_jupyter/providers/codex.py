@@ -599,3 +599,41 @@ def codex_has_credentials(env: dict[str, str] | None = None) -> bool:
         return True
     home = Path(env.get("CODEX_HOME") or Path.home() / ".codex")
     return (home / "auth.json").is_file()
+
+
+def describe_model(codex_home: str | None) -> dict[str, Any]:
+    """Which model jobs reach, for the UI: ``{"local_echo": bool, "label": str}``.
+
+    ``local_echo`` is true for the bundled echo model (``llmgw mock-model``, tests): the Codex
+    home's ``model_provider`` is ``mock`` and its ``base_url`` is on loopback. ``codex_home``
+    None means ``$CODEX_HOME`` or ``~/.codex``, as for the provider. An unreadable config says
+    what Codex would use by default.
+    """
+    import ipaddress
+    import tomllib
+    from urllib.parse import urlsplit
+
+    home = Path(codex_home or os.environ.get("CODEX_HOME") or Path.home() / ".codex")
+    try:
+        config = tomllib.loads((home.expanduser() / "config.toml").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        config = {}
+    provider = config.get("model_provider")
+    providers = config.get("model_providers")
+    entry = providers.get(provider) if isinstance(providers, dict) and provider else None
+    base_url = entry.get("base_url") if isinstance(entry, dict) else None
+    host = ""
+    if isinstance(base_url, str):
+        try:
+            host = urlsplit(base_url).hostname or ""
+        except ValueError:
+            host = ""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if provider == "mock" and loopback:
+        return {"local_echo": True, "label": "local echo model (answers repeat the prompt)"}
+    model = config.get("model")
+    label = str(model)[:128] if isinstance(model, str) and model else "Codex's default model"
+    return {"local_echo": False, "label": label}

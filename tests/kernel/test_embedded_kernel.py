@@ -317,7 +317,7 @@ async def test_jobs_table_reattach_cancel_and_result(kernel: KernelHarness) -> N
 
     table = await kernel.execute("%llm_jobs")
     html = table.data("text/html")[0]
-    for text in (done_id, slow_id, "succeeded", "Finished one", "<th>session</th>"):
+    for text in (done_id, slow_id, "succeeded", "Finished one", ">session</th>"):
         assert text in html
     assert await value(kernel, "done.session_id") in html
 
