@@ -3,7 +3,7 @@
 A Codex job (the real CLI against the mock model, which answers ``echo: <prompt>``) whose answer
 carries ``<img onerror>``, ``<script>``, ``<iframe srcdoc>``, SVG, ``javascript:`` and ``data:``
 links, and a grant's pending request whose prompt carries them too, are shown by every view the
-owner has: the live widget (``%%codex_async``, ``%llm_job``), the ``JobResult`` repr,
+owner has: the live job view (``%%codex_async``, ``%llm_job``), the ``JobResult`` repr,
 ``%llm_result``, ``%llm_jobs``, ``%llm_approvals`` and the lab panel. Each payload, if it ran,
 would set a ``window.__xss_*`` marker; none may be set, no active element or attribute may reach
 the page, and the payload text must be visible as text.
@@ -184,13 +184,18 @@ async def test_script_payloads_in_answers_and_prompts_stay_text_everywhere(
     await payloads_had_their_chance(page, notebook)
     assert (await markers(page), await scan(notebook)) == ([], [])
 
-    # The live widget of %%codex_async and of %llm_job: the answer, as text.
+    # The live job view of %%codex_async and of %llm_job (the lab's renderer of the job's own
+    # MIME type, preferred to the widget): Markdown through the panel's strict sanitizer, so raw
+    # HTML elements are dropped (their text stays) and links lose unsafe targets.
     for index in (1, 4):
-        answer = output(index).locator(".llmgw-answer")
-        await expect(answer).to_contain_text(f"echo: {IMG} XSS-PROBE start", timeout=UI)
+        view = output(index).locator(".llmgw-output")
+        await expect(view).to_have_attribute("data-source", "live", timeout=UI)
+        answer = view.locator(".llmgw-answer")
+        await expect(answer).to_contain_text("echo: [image] XSS-PROBE start", timeout=UI)
         await expect(answer).to_contain_text("XSS-PROBE end")
-        await expect(answer).to_contain_text("<script>window.__xss_script=1</script>")
-        await expect(answer).to_contain_text("[md-link-payload](javascript:window.__xss_mdlink=1)")
+        for text in ("anchor-payload", "md-link-payload", "details-payload"):
+            await expect(answer).to_contain_text(text)
+            await expect(answer.locator("a[href]", has_text=text)).to_have_count(0)
     # The JobResult repr and %llm_result.
     for index in (2, 3):
         await expect(output(index)).to_contain_text(f"echo: {IMG} XSS-PROBE start")
