@@ -16,9 +16,7 @@ import json
 import math
 import sqlite3
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from jupyter_server._tz import utcnow
 from jupyter_server.auth import User
@@ -30,7 +28,7 @@ from tornado.iostream import StreamClosedError
 
 from llmgw_jupyter.errors import GatewayError
 from llmgw_jupyter.gateway import ToolResult
-from llmgw_jupyter.providers.codex import CodexProvider
+from llmgw_jupyter.providers.codex import CodexProvider, describe_model
 from llmgw_jupyter.runtime import JobRecord, JobStatus
 from llmgw_jupyter.server import auth
 from llmgw_jupyter.server.asgi_bridge import ASGIHandler
@@ -317,46 +315,12 @@ class SummaryHandler(LLMGatewayHandler):
         )
 
 
-_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
-_CONFIG_LIMIT = 1024 * 1024  # bytes of config.toml read: a Codex config is a few hundred
-
-
 def _model_of(service: GatewayService) -> dict[str, Any]:
     """What the status bar says about the model: the bundled local echo model or another one."""
     provider = service.runtime.providers.get("codex")
     if not isinstance(provider, CodexProvider):
         return {"local_echo": False, "label": ""}
-    return describe_codex_home(provider.base_home())
-
-
-def describe_codex_home(codex_home: Path) -> dict[str, Any]:
-    """``{"local_echo", "label"}`` of a Codex home's config.toml.
-
-    The echo model is the one ``llmgw mock-model`` and ``scripts/lab.sh`` write: provider
-    ``mock`` on a loopback ``base_url``. Anything unreadable says nothing (an empty label).
-    """
-    try:
-        import tomllib
-    except ImportError:  # Python 3.10: no reader in the standard library
-        return {"local_echo": False, "label": ""}
-    try:
-        with (codex_home / "config.toml").open("rb") as handle:
-            config = tomllib.loads(handle.read(_CONFIG_LIMIT).decode("utf-8"))
-    except (OSError, ValueError):
-        return {"local_echo": False, "label": ""}
-    model = config.get("model")
-    label = model if isinstance(model, str) else ""
-    name = config.get("model_provider")
-    providers = config.get("model_providers")
-    entry = providers.get(name) if isinstance(providers, dict) and isinstance(name, str) else None
-    base_url = entry.get("base_url") if isinstance(entry, dict) else None
-    try:
-        host = urlsplit(base_url).hostname if isinstance(base_url, str) else None
-    except ValueError:  # not a URL (an unclosed IPv6 bracket, say)
-        host = None
-    if name == "mock" and host in _LOOPBACK_HOSTS:
-        return {"local_echo": True, "label": "local echo model"}
-    return {"local_echo": False, "label": label[:80]}
+    return describe_model(provider.codex_home)
 
 
 class ToolHandler(LLMGatewayHandler):

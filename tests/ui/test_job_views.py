@@ -197,7 +197,7 @@ async def test_every_job_state_reads_well_in_the_light_and_the_dark_theme(
     assert AXE.is_file(), f"{AXE} missing: run jlpm install in labextension/"
     jobs = await jobs_in_every_state(lab, rest)
     summary = (await rest.get("summary")).json()
-    assert summary["model"] == {"local_echo": True, "label": "local echo model"}
+    assert summary["model"]["local_echo"] is True
     await save_notebook(lab, "views.ipynb", outputs_notebook(jobs))
 
     found: dict[str, list[dict[str, Any]]] = {}
