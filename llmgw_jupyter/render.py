@@ -47,21 +47,28 @@ def escape_text(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
-_MARKDOWN_SPECIAL = re.compile(r"([!-/:-@\[-`{-~])")
+# Characters with a meaning anywhere in a line (emphasis, code, links, HTML, entities, tables,
+# math) and those that only mean something at its start (headings, lists, quotes, rules).
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]#<>&|~^$])")
+_MARKDOWN_LINE_START = re.compile(r"^([-+=]|\d+[.)])")
 
 
 def escape_markdown(text: object, *, limit: int = MAX_RENDER_CHARS) -> str:
     """Any value as Markdown that renders as that literal text: no markup, links or HTML.
 
-    Every ASCII punctuation character is backslash-escaped (CommonMark allows it for all of
-    them), leading spaces cannot start a code block and each newline is a hard line break.
+    Punctuation that means something is backslash-escaped (CommonMark allows it for every
+    ASCII punctuation character), leading spaces cannot start a code block and each newline is
+    a hard line break.
     """
     source, note = clip(str(text), limit)
     lines = []
     for line in source.splitlines():
-        escaped = _MARKDOWN_SPECIAL.sub(r"\\\1", line)
-        stripped = escaped.lstrip(" \t")
-        lines.append("&nbsp;" * (len(escaped) - len(stripped)) + stripped or "&nbsp;")
+        stripped = line.lstrip(" \t")
+        escaped = _MARKDOWN_SPECIAL.sub(r"\\\1", stripped)
+        escaped = _MARKDOWN_LINE_START.sub(
+            lambda m: m.group(0)[:-1] + "\\" + m.group(0)[-1], escaped
+        )
+        lines.append("&nbsp;" * (len(line) - len(stripped)) + escaped or "&nbsp;")
     if note is not None:
         lines.append("*" + _MARKDOWN_SPECIAL.sub(r"\\\1", note) + "*")
     return "\\\n".join(lines)

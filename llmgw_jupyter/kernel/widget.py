@@ -165,12 +165,15 @@ class JobWidget(widgets.VBox):
 
     # -- rendering -------------------------------------------------------------------------
     def _on_change(self, handle: JobHandle, new_events: list[dict[str, Any]]) -> None:
+        """Every part, the header last: whoever sees the new state there sees all of it."""
         job = handle.job
-        self._render_header()
         shown_events = [e for e in handle.events_so_far() if e.get("type") != "job.status"]
-        started = job.get("started_at") is not None
-        _show(self.events_view, bool(shown_events) or (started and not handle.done))
-        if new_events or not self.events_view.value:
+        # "no progress yet" only while it runs: a job that never started has no progress to wait for
+        wanted = bool(shown_events) or (job.get("started_at") is not None and not handle.done)
+        _show(self.events_view, wanted)
+        if not wanted:
+            self.events_view.value = ""
+        elif new_events or not self.events_view.value:
             self.events_view.value = _events_html(shown_events)
         session = job.get("session_id")
         if session:
@@ -188,6 +191,7 @@ class JobWidget(widgets.VBox):
             if not self._finished:
                 self._finished = True
                 self._render_final()
+        self._render_header()
         self._schedule_clock()
 
     def _render_controls(self) -> None:
@@ -458,14 +462,15 @@ class ApprovalRow(widgets.HBox):
         return self.approval.get("status") == "pending"
 
     def render(self) -> None:
+        """Buttons first, then the words: who sees the decision sees the buttons gone."""
+        _show(self.approve, self.pending)
+        _show(self.deny, self.pending)
         note = f" <span>{escape_text(self._note)}</span>" if self._note else ""
         self.text.value = callout_html(
             approval_html(self.approval) + note,
             approval_accent(self.approval),
             "llmgw-approval-callout",
         )
-        _show(self.approve, self.pending)
-        _show(self.deny, self.pending)
 
     def update(self, record: dict[str, Any]) -> None:
         self.approval = dict(record)

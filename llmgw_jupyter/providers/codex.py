@@ -610,14 +610,20 @@ def describe_model(codex_home: str | None) -> dict[str, Any]:
     what Codex would use by default.
     """
     import ipaddress
-    import tomllib
     from urllib.parse import urlsplit
 
     home = Path(codex_home or os.environ.get("CODEX_HOME") or Path.home() / ".codex")
+    config: dict[str, Any] = {}
     try:
-        config = tomllib.loads((home.expanduser() / "config.toml").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-        config = {}
+        import tomllib
+    except ImportError:  # Python 3.10: the config is not read, nothing is claimed
+        pass
+    else:
+        try:
+            text = (home.expanduser() / "config.toml").read_text(encoding="utf-8")
+            config = tomllib.loads(text)
+        except (OSError, ValueError):  # TOMLDecodeError and UnicodeDecodeError are ValueErrors
+            config = {}
     provider = config.get("model_provider")
     providers = config.get("model_providers")
     entry = providers.get(provider) if isinstance(providers, dict) and provider else None

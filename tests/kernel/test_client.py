@@ -22,7 +22,9 @@ from llmgw_jupyter.kernel.client import (
     api_base,
     connect,
 )
+from llmgw_jupyter.providers.codex import describe_model
 from llmgw_jupyter.runtime import Runtime, RuntimeConfig
+from llmgw_jupyter.testing.codex_home import render_config
 from llmgw_jupyter.testing.jupyter_process import JupyterProcess
 
 pytestmark = pytest.mark.timeout(120)
@@ -217,3 +219,45 @@ def test_connect_chooses_once_and_says_which(
         if current is not None:
             current.close()
         client_module.set_client(None)
+
+
+@pytest.mark.parametrize(
+    ("config", "local_echo", "label"),
+    [
+        (render_config("http://127.0.0.1:8765/v1"), True, "local echo model"),
+        (render_config("http://localhost:8765/v1"), True, "local echo model"),
+        (render_config("http://[::1]:8765/v1"), True, "local echo model"),
+        (render_config("https://echo.example.org/v1"), False, "gpt-5.5"),
+        (render_config("http://127.0.0.1:8765/v1", provider="other"), False, "gpt-5.5"),
+        ('model = "o4"\n', False, "o4"),
+        ("not [ toml", False, "Codex's default model"),
+        (None, False, "Codex's default model"),
+    ],
+)
+def test_describe_model_knows_the_local_echo_model(
+    tmp_path: Path, config: str | None, local_echo: bool, label: str
+) -> None:
+    if config is not None:
+        (tmp_path / "config.toml").write_text(config)
+    described = describe_model(str(tmp_path))
+    assert described["local_echo"] is local_echo
+    assert described["label"].startswith(label)
+
+
+def test_model_info_comes_from_the_summary_and_tolerates_its_absence(
+    embedded: EmbeddedClient,
+) -> None:
+    assert embedded.blocking(embedded.model_info()) == {
+        "local_echo": True,
+        "label": "local echo model (answers repeat the prompt)",
+    }
+
+    class OlderServer(RestClient):
+        async def summary(self) -> dict[str, Any]:
+            return {"counts": {}, "pending_approvals": 0}
+
+    older = OlderServer("http://127.0.0.1:9/", None)
+    try:
+        assert older.blocking(older.model_info()) is None
+    finally:
+        older.close()

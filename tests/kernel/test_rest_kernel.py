@@ -12,7 +12,9 @@ import httpx
 import pytest
 from kernel_harness import WIDGET_VIEW, KernelHarness, connect_kernel
 
+from llmgw_jupyter.kernel.handle import JOB_MIME
 from llmgw_jupyter.testing.jupyter_process import JupyterProcess
+from llmgw_jupyter.testing.mcp_agent import agent_session
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -158,3 +160,58 @@ async def test_embedded_gateway_moves_aside_when_the_server_holds_the_data_dir(
     assert match is not None and match.group(1) != str(gateway_server.data_dir)
     assert Path(match.group(1)).name.startswith(gateway_server.data_dir.name + "-kernel-")
     assert run.data("text/plain")[-1].startswith("echo: Aside")
+
+
+async def test_outputs_say_the_job_lives_in_the_server(rest_kernel: KernelHarness) -> None:
+    run = await rest_kernel.execute("job = %codex_async --cd {WORK} Served")
+    job_id = await value(rest_kernel, "job.id")
+    assert run.data(JOB_MIME) == [{"version": 1, "job_id": job_id, "via": "server"}]
+    assert run.data("text/markdown") and run.data("text/html")
+
+
+APPROVAL_POLICY = {
+    "version": "1",
+    "default": "allow",
+    "tools": {"codex_request_async": {"action": "require_approval", "approval": {"timeout": 600}}},
+}
+
+
+async def test_llm_approvals_follows_a_decision_made_over_rest(
+    rest_kernel: KernelHarness, gateway_server: JupyterProcess
+) -> None:
+    async with httpx.AsyncClient(
+        base_url=gateway_server.api_url, headers=gateway_server.auth, timeout=30
+    ) as rest:
+        created = await rest.post("grants", json={"name": "rest-bot", "policy": APPROVAL_POLICY})
+        assert created.status_code == 201, created.text
+        async with agent_session(gateway_server.mcp_url, created.json()["token"], 30.0) as agent:
+            result = await agent.call_tool("codex_request_async", {"prompt": "Decide over REST"})
+        assert result.structured_content is not None, result.content
+        job_id = result.structured_content["job"]["id"]
+        approval_id = result.structured_content["approval"]["id"]
+
+        listing = await rest_kernel.execute("%llm_approvals")
+        assert len(listing.data(WIDGET_VIEW)) == 1
+        item = next(
+            item
+            for item in rest_kernel.widgets_with("llmgw-approval-item")
+            if approval_id in str(rest_kernel.child(item, "llmgw-approval-row").state["value"])
+        )
+        text = rest_kernel.child(item, "llmgw-approval-row")
+        assert "requested by grant:rest-bot" in text.state["value"]
+        assert re.search(r"expires in \d+ min", text.state["value"])
+
+        approved = await rest.post(f"approvals/{approval_id}/approve", json={})
+        assert approved.status_code == 200, approved.text
+        await rest_kernel.wait_for(
+            lambda: "approved by owner" in str(text.state["value"]), 30, "the row updated"
+        )
+        layout_of = {
+            name: rest_kernel.models[
+                str(rest_kernel.child(item, name).state["layout"]).removeprefix("IPY_MODEL_")
+            ]
+            for name in ("llmgw-approve", "llmgw-deny")
+        }
+        assert all(layout.state.get("display") == "none" for layout in layout_of.values())
+        status = (await rest.get(f"jobs/{job_id}")).json()["status"]
+        assert status in ("queued", "running", "succeeded")
