@@ -9,10 +9,11 @@ text after the options is taken verbatim, then ``{expr}`` fields are filled from
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, NoReturn, get_args
 
 from IPython.core.error import UsageError
@@ -20,8 +21,11 @@ from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.display import display
 from pydantic import BaseModel, ValidationError
 
-from llmgw_jupyter.kernel.client import GatewayCallError, GatewayClient, connect
+from llmgw_jupyter.kernel.client import MAX_WAIT_SECONDS, GatewayCallError, GatewayClient, connect
 from llmgw_jupyter.kernel.handle import (
+    _TASKS,
+    ACTIVE_STATUSES,
+    RETRY_DELAYS,
     JobHandle,
     JobResult,
     in_kernel,
@@ -425,7 +429,10 @@ class LLMGatewayMagics(Magics):
         except GatewayCallError as error:
             self._report(error)
             return
-        display(JobTable(jobs, total))
+        table = JobTable(jobs, total)
+        shown = display(table, display_id=True)
+        if shown is not None and in_kernel():
+            table.follow(self.client, shown)
 
     # -- %llm_job -----------------------------------------------------------------------------
     @line_magic
@@ -778,9 +785,47 @@ class JobTable:
         return (
             f'<table class="llmgw-jobs"><thead><tr>{head}</tr></thead>'
             f"<tbody>{''.join(body)}</tbody></table>"
-            f'<small style="{TEXT_STYLE}">{len(self.jobs)} of {self.total} jobs, as of '
+            f'<small style="{TEXT_STYLE}">{len(self.jobs)} of {self.total} jobs, updated '
             f"{taken}; age is since the job was created, hover it for how long it ran</small>"
         )
+
+    def follow(self, client: GatewayClient, shown: Any) -> None:
+        """Keep the shown table current: each job still active is followed (the gateway's
+        long-poll) until it ends, and every change of state updates the output."""
+        for index, job in enumerate(self.jobs):
+            if job["status"] in ACTIVE_STATUSES:
+                self._spawn(self._follow_row(client, shown, index))
+
+    async def _follow_row(self, client: GatewayClient, shown: Any, index: int) -> None:
+        job = self.jobs[index]
+        after = int(job.get("last_seq") or 0)
+        failures = 0
+        while job["status"] in ACTIVE_STATUSES:
+            try:
+                _, fresh = await client.wait_events(str(job["id"]), after, MAX_WAIT_SECONDS)
+            except GatewayCallError:
+                if failures >= len(RETRY_DELAYS):
+                    return  # the table stays as it was; %llm_jobs again asks anew
+                await asyncio.sleep(RETRY_DELAYS[failures])
+                failures += 1
+                continue
+            failures = 0
+            after = int(fresh.get("last_seq") or after)
+            if fresh["status"] != job["status"]:
+                self.jobs[index] = job = fresh
+                self.taken_at = time.time()
+                shown.update(self)
+
+    @staticmethod
+    def _spawn(coro: Coroutine[Any, Any, None]) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            coro.close()
+            return
+        task = loop.create_task(coro)
+        _TASKS.add(task)
+        task.add_done_callback(_TASKS.discard)
 
     def __repr__(self) -> str:
         rows = [self.COLUMNS, *self.rows()]

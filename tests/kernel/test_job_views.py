@@ -373,3 +373,30 @@ async def test_the_widget_says_when_jobs_use_the_local_echo_model(
     )
     assert "local echo model" in header_of(kernel, widget)
     assert await value(kernel, "_c.blocking(_c.summary())['model']['local_echo']") is True
+
+
+async def test_the_jobs_table_follows_the_states_it_shows(kernel: KernelHarness) -> None:
+    await kernel.execute("%codex_async --quiet --out slow --cd {WORK} Slow [mock:delay=30]")
+    slow_id = await value(kernel, "slow.id")
+    listing = await kernel.execute("%llm_jobs")
+    [display] = [m for m in listing.messages if m["msg_type"] == "display_data"]
+    display_id = display["content"]["transient"]["display_id"]
+    assert re.search(r'data-status="(queued|running)"', display["content"]["data"]["text/html"])
+
+    await kernel.execute("slow.cancel()")
+    update = await kernel.wait_for(
+        lambda: next(
+            (
+                m
+                for m in kernel.messages
+                if m["msg_type"] == "update_display_data"
+                and m["content"]["transient"]["display_id"] == display_id
+                and 'data-status="cancelled"' in m["content"]["data"]["text/html"]
+            ),
+            None,
+        ),
+        30,
+        "the table to show the cancellation",
+    )
+    assert f"<code>{slow_id}</code>" in update["content"]["data"]["text/html"]
+    assert "cancelled (by owner)" in update["content"]["data"]["text/html"]
