@@ -172,6 +172,20 @@ async def save_notebook(lab: JupyterProcess, name: str, content: dict[str, Any])
         assert saved.status_code in (200, 201), saved.text
 
 
+async def choose_theme(page: Page, theme_name: str) -> None:
+    """Settings > Theme > ``theme_name``, as a person switches themes."""
+
+    def item(label: str) -> Locator:
+        name = page.locator(".lm-Menu-itemLabel", has_text=re.compile(f"^{re.escape(label)}$"))
+        return page.locator(".lm-Menu .lm-Menu-item").filter(has=name)
+
+    await (
+        page.locator("#jp-menu-panel").get_by_role("menuitem", name="Settings", exact=True).click()
+    )
+    await item("Theme").click()
+    await item(theme_name).click()
+
+
 async def axe_violations(page: Page) -> list[dict[str, Any]]:
     if not await page.evaluate("typeof window.axe !== 'undefined'"):
         await page.add_script_tag(path=str(AXE))
@@ -202,9 +216,12 @@ async def test_every_job_state_reads_well_in_the_light_and_the_dark_theme(
 
     found: dict[str, list[dict[str, Any]]] = {}
     try:
+        await put_setting(lab, "@jupyterlab/apputils-extension:themes", {"theme": THEMES["light"]})
+        await page.goto(f"{lab.url}lab/tree/views.ipynb?token={lab.token}")
         for theme, theme_name in THEMES.items():
-            await put_setting(lab, "@jupyterlab/apputils-extension:themes", {"theme": theme_name})
-            await page.goto(f"{lab.url}lab/tree/views.ipynb?token={lab.token}")
+            if theme != "light":
+                # Switched live, without a reload: every colour must follow the theme at once.
+                await choose_theme(page, theme_name)
             await expect(page.locator("body")).to_have_attribute(
                 "data-jp-theme-name", theme_name, timeout=LAB_LOAD
             )
@@ -272,7 +289,8 @@ async def test_a_notebooks_job_output_shows_its_answer_after_a_kernel_restart_an
     kernel_idle = page.locator(".jp-StatusBar-TextItem", has_text="Python 3 (ipykernel) | Idle")
     await expect(kernel_idle).to_have_count(1, timeout=LAB_LOAD)
     run = page.locator(
-        '.jp-NotebookPanel-toolbar [data-command="notebook:run-cell-and-select-next"]'
+        ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-NotebookPanel-toolbar "
+        '[data-command="notebook:run-cell-and-select-next"]'
     )
     await cells.first.locator(".jp-InputPrompt").click()
     for index in range(3):
@@ -287,7 +305,9 @@ async def test_a_notebooks_job_output_shows_its_answer_after_a_kernel_restart_an
     job_id = await view.get_attribute("data-job-id")
     assert job_id and re.fullmatch(r"[0-9a-f]{12}", job_id)
     await page.keyboard.press("Control+s")
-    await expect(page.locator(".jp-mod-dirty")).to_have_count(0, timeout=UI)
+    current_tab = page.locator("#jp-main-dock-panel .lm-TabBar-tab.lm-mod-current")
+    await expect(current_tab).to_contain_text("outlives.ipynb")
+    await expect(current_tab).not_to_have_class(re.compile(r"\bjp-mod-dirty\b"), timeout=UI)
 
     # Restart the kernel (its widgets die with it), then reload the page: nothing runs again.
     async with httpx.AsyncClient(base_url=lab.url, headers=lab.auth, timeout=30.0) as jupyter:
