@@ -108,7 +108,10 @@ class JobWidget(widgets.VBox):
         )
         self.session_label = widgets.HTML(**_classes("llmgw-session"))
         self.fork_prompt = widgets.Text(
-            placeholder="prompt for a fork of this session", **_classes("llmgw-fork-prompt")
+            description="Fork with",  # the input's label (screen readers, axe)
+            placeholder="a prompt for a fork of this session",
+            style={"description_width": "initial"},
+            **_classes("llmgw-fork-prompt"),
         )
         self.fork_button = make_button(
             "Fork",
