@@ -330,6 +330,7 @@ async def test_an_async_job_under_approval_waits_then_runs_when_approved(
     assert approval["created_at"] < approval["expires_at"]
     assert f"approval {approval['id']}" in out["message"]
     assert "waits for the owner's approval" in out["message"]
+    assert "expires in 1 min (at " in out["message"]  # the UI's words, not a raw timestamp
 
     (listed,) = gateway.gateway.approvals()
     assert listed.id == approval["id"]

@@ -405,15 +405,7 @@ class CodexProvider:
 
     def _provider_env_keys(self) -> tuple[str, ...]:
         """``env_key`` variables named by model providers in the owner's config.toml."""
-        try:
-            import tomllib
-        except ImportError:  # Python 3.10: pass the standard names only
-            return ()
-        try:
-            config = tomllib.loads((self.base_home() / "config.toml").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return ()
-        providers = config.get("model_providers")
+        providers = read_codex_config(self.base_home()).get("model_providers")
         names: list[str] = []
         if isinstance(providers, dict):
             for entry in providers.values():
@@ -424,6 +416,26 @@ class CodexProvider:
 
     def new_parser(self) -> CodexStreamParser:
         return CodexStreamParser()
+
+
+MAX_CONFIG_BYTES = 1024 * 1024
+
+
+def read_codex_config(home: Path) -> dict[str, Any]:
+    """``<home>/config.toml`` as a dict, or {} when it is missing, too big (1 MiB), not TOML,
+    or Python is 3.10 (no tomllib: nothing is claimed from it then)."""
+    try:
+        import tomllib
+    except ImportError:
+        return {}
+    path = home / "config.toml"
+    try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            return {}
+        config = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # TOMLDecodeError and UnicodeDecodeError are ValueErrors
+        return {}
+    return config if isinstance(config, dict) else {}
 
 
 def _install_root(executable: str) -> str:
@@ -613,17 +625,7 @@ def describe_model(codex_home: str | None) -> dict[str, Any]:
     from urllib.parse import urlsplit
 
     home = Path(codex_home or os.environ.get("CODEX_HOME") or Path.home() / ".codex")
-    config: dict[str, Any] = {}
-    try:
-        import tomllib
-    except ImportError:  # Python 3.10: the config is not read, nothing is claimed
-        pass
-    else:
-        try:
-            text = (home.expanduser() / "config.toml").read_text(encoding="utf-8")
-            config = tomllib.loads(text)
-        except (OSError, ValueError):  # TOMLDecodeError and UnicodeDecodeError are ValueErrors
-            config = {}
+    config = read_codex_config(home.expanduser())
     provider = config.get("model_provider")
     providers = config.get("model_providers")
     entry = providers.get(provider) if isinstance(providers, dict) and provider else None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -102,11 +104,21 @@ async def _submit(
     return record, approval
 
 
+def _expiry(expires_at: str | None) -> str:
+    """'expires in 9 min (at 2026-12-02 04:53:04 UTC)': the same words as the UI."""
+    if not expires_at:
+        return "no expiry"
+    expires = datetime.fromisoformat(expires_at)
+    minutes = max(0, round((expires.timestamp() - time.time()) / 60))
+    when = expires.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return f"expires in {minutes} min (at {when})"
+
+
 def _submit_message(record: JobRecord, approval: ApprovalView | None) -> str:
     if approval is not None:
         return (
             f"Job {record.id} waits for the owner's approval (approval {approval.id}, "
-            f"expires {approval.expires_at}); it starts when approved. " + _poll_hint(record)
+            f"{_expiry(approval.expires_at)}); it starts when approved. " + _poll_hint(record)
         )
     return f"Job {record.id} is {record.status.value}. " + _poll_hint(record)
 
