@@ -5,7 +5,7 @@
 # Without Codex credentials, Codex jobs use the bundled local echo model (said on screen).
 # Local state (the Jupyter token, the echo model's Codex home) lives in .llmgw-demo/ (git-ignored).
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd -P)  # absolute: jobs and kernels run in notebooks/
+ROOT=$(cd "$(dirname "$0")/.." && pwd -P)  # absolute: jobs and kernels run elsewhere
 cd "$ROOT"
 bash scripts/bootstrap.sh
 
@@ -14,6 +14,9 @@ export LLMGW_CODEX_PATH="$ROOT/.codex-cli/node_modules/.bin/codex"
 export PATH="$ROOT/.venv/bin:$PATH"
 STATE="$ROOT/.llmgw-demo"
 NOTEBOOKS="$ROOT/notebooks"
+# Lab serves a working copy of the notebooks (git-ignored): running them saves outputs there, and
+# the committed notebooks/ stay clean. A notebook already in the copy is never overwritten.
+WORKBOOKS="$STATE/notebooks"
 CALLER_ARGS=("$@")
 
 # The value the caller gave an option under any of its names (`--name=value` or `--name value`);
@@ -82,6 +85,8 @@ if ! TOKEN=$(caller_value --IdentityProvider.token --ServerApp.token); then
   )
   TOKEN=$(head -n 1 "$TOKEN_FILE")
   args+=(--IdentityProvider.token="$TOKEN")
+  # The kept token is the owner's: hidden from every job, even one working in the repository.
+  args+=(--LLMGatewayApp.protected_paths="$TOKEN_FILE")
   TOKEN_NOTE=$'\n       (kept in .llmgw-demo/lab-token: the URL stays the same after a restart)'
 fi
 
@@ -90,15 +95,21 @@ if BASE_PATH=$(caller_value --ServerApp.base_url); then
 else
   BASE_PATH=/
 fi
-# Lab serves notebooks/ and opens the quickstart, unless the caller chose another root.
+# Lab serves the working copy and opens the quickstart, unless the caller chose another root.
 LAB_PATH="lab"
 if ! caller_value --ServerApp.root_dir --notebook-dir --ServerApp.notebook_dir >/dev/null; then
-  args+=(--ServerApp.root_dir="$NOTEBOOKS")
-  if [ -f "$NOTEBOOKS/quickstart.ipynb" ] && ! caller_value --ServerApp.file_to_run >/dev/null
+  (umask 077 && mkdir -p "$WORKBOOKS")
+  for notebook in "$NOTEBOOKS"/*.ipynb; do
+    [ -e "$WORKBOOKS/$(basename "$notebook")" ] || cp "$notebook" "$WORKBOOKS/"
+  done
+  args+=(--ServerApp.root_dir="$WORKBOOKS")
+  if [ -f "$WORKBOOKS/quickstart.ipynb" ] && ! caller_value --ServerApp.file_to_run >/dev/null
   then
-    args+=("$NOTEBOOKS/quickstart.ipynb")
+    args+=("$WORKBOOKS/quickstart.ipynb")
     LAB_PATH="lab/tree/quickstart.ipynb"
   fi
+  echo "lab.sh: notebooks served from .llmgw-demo/notebooks (your working copy, git-ignored;"
+  echo "        delete a file there to get the committed version back)"
 fi
 if [ "$(id -u)" = 0 ] && ! caller_value --allow-root --ServerApp.allow_root >/dev/null; then
   args+=(--allow-root)  # containers often run as root
