@@ -16,6 +16,7 @@ Logs go to ``test-output/main-command/``, the notebook's screenshot to ``test-ou
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -316,9 +317,10 @@ EXPECTED_OUTPUTS = {
 
 
 async def test_the_quickstart_runs_from_a_fresh_copy_without_credentials(
-    lab_page: Page, first_run: RunningLab
+    lab_page: Page, first_run: RunningLab, checkout: Checkout
 ) -> None:
     page = lab_page
+    committed = (checkout.root / "notebooks" / "quickstart.ipynb").read_bytes()
     log = first_run.log()
     assert "LOCAL ECHO MODEL" in log, log[-3000:]
     assert re.fullmatch(
@@ -357,6 +359,15 @@ async def test_the_quickstart_runs_from_a_fresh_copy_without_credentials(
         await expect(cell.locator(".jp-OutputArea")).to_contain_text(text)
     prompts = await notebook.locator(".jp-CodeCell .jp-InputArea-prompt").all_inner_texts()
     assert all(re.fullmatch(r"\[\d+\]:", p.strip()) for p in prompts), prompts
+
+    # Saving keeps the outputs in the git-ignored working copy; the committed notebook is clean.
+    await page.keyboard.press("Control+s")
+    working = checkout.root / ".llmgw-demo" / "notebooks" / "quickstart.ipynb"
+    deadline = asyncio.get_running_loop().time() + UI / 1000
+    while b"echo: Summarise" not in working.read_bytes():
+        assert asyncio.get_running_loop().time() < deadline, "the working copy was not saved"
+        await asyncio.sleep(0.1)
+    assert (checkout.root / "notebooks" / "quickstart.ipynb").read_bytes() == committed
 
 
 def test_a_restart_keeps_the_url_and_extra_options_override_the_scripts_own(
