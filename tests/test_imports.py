@@ -11,8 +11,9 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "llmgw_jupyter"
 MODULES = sorted(
-    ".".join(("llmgw_jupyter", *path.relative_to(PACKAGE).with_suffix("").parts))
-    .removesuffix(".__init__")
+    ".".join(("llmgw_jupyter", *path.relative_to(PACKAGE).with_suffix("").parts)).removesuffix(
+        ".__init__"
+    )
     for path in PACKAGE.rglob("*.py")
     if "labextension" not in path.parts
 )
@@ -48,6 +49,8 @@ def test_the_core_imports_no_framework(layer: str) -> None:
         f"for name in {modules!r}: importlib.import_module(name)\n"
         f"print(sorted(m for m in sys.modules if m.split('.')[0] in {FRAMEWORKS!r}))\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]", f"{layer} pulls in {done.stdout.strip()}"
