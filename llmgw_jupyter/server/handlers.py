@@ -32,7 +32,7 @@ from llmgw_jupyter.providers.codex import CodexProvider, describe_model
 from llmgw_jupyter.runtime import JobRecord, JobStatus
 from llmgw_jupyter.server import auth
 from llmgw_jupyter.server.asgi_bridge import ASGIHandler
-from llmgw_jupyter.server.mcp_endpoint import CALLER_SCOPE_KEY
+from llmgw_jupyter.server.mcp_endpoint import CALLER_SCOPE_KEY, PRECHECKED_SCOPE_KEY
 from llmgw_jupyter.server.service import GatewayService, ServiceUnavailable
 from llmgw_jupyter.tools import Caller
 
@@ -689,10 +689,12 @@ class MCPHandler(ASGIHandler):
 
     async def prepare(self) -> None:
         self.caller = self.service.mcp_caller(self.request.headers.get("Authorization"))
-        refusal = await self.service.mcp_refusal(self.build_scope())
+        scope = self.build_scope()
+        refusal = await self.service.mcp_refusal(scope)
         if refusal is not None:
             await self.respond_with(refusal)
             return
+        scope[PRECHECKED_SCOPE_KEY] = True
         if self.caller is not None:  # an agent at work keeps an idle-culled server alive
             self.settings[ACTIVITY_KEY] = utcnow()
 

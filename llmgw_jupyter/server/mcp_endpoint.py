@@ -73,6 +73,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import json
 import logging
@@ -108,6 +109,9 @@ from llmgw_jupyter.server.mcp_tool_lists import ToolListWatch
 log = logging.getLogger(__name__)
 
 CALLER_SCOPE_KEY = "llmgw.caller"
+# Set by the Tornado front when ``refusal`` already passed on this very scope (its headers cannot
+# change afterwards): the ASGI side then skips repeating the Host/Origin and token checks.
+PRECHECKED_SCOPE_KEY = "llmgw.prechecked"
 """ASGI scope key under which the Tornado handler puts the authenticated caller."""
 
 LOCAL_HOSTS = ("127.0.0.1:*", "localhost:*", "[::1]:*")
@@ -286,7 +290,8 @@ class MCPEndpoint:
         """Header checks, the capped body, the session ledger, then the quick path or the SDK."""
         if scope["type"] != "http":
             return
-        refusal = await self.refusal(scope)
+        prechecked = scope.get(PRECHECKED_SCOPE_KEY) is True and self.running
+        refusal = None if prechecked else await self.refusal(scope)
         if refusal is not None:
             await refusal(scope, receive, send)
             return
@@ -496,7 +501,9 @@ def limit_response(status: int, message: str, limit: str, maximum: int) -> ASGIA
     )
 
 
+@functools.lru_cache(maxsize=1024)
 def _user(key: str) -> AuthenticatedUser:
+    """The SDK's user for a caller key (immutable: built once per caller, not per request)."""
     return AuthenticatedUser(AccessToken(token="", client_id=key, scopes=[]))
 
 
