@@ -125,6 +125,9 @@ class RuntimeConfig:
     env_passthrough: list[str] = field(default_factory=list)  # more server variables jobs get
     codex_config_keys: list[str] | None = None  # widens the caller -c allow list
     max_active_per_grant: int = 8  # a grant's queued + running + awaiting jobs
+    # Directories grants' jobs may work in (working_dir, add_dirs); None: anywhere not protected.
+    # The server sets its root dir: a grant picking "/" would otherwise see the whole machine.
+    grant_roots: list[str] | None = None
     owner_reserved_queue: int = 8  # queue places grants can never take
 
 
@@ -280,6 +283,7 @@ class Runtime:
                 f"{DISK_RESERVE_BYTES // 1024} KiB are free again"
             )
         self._check_isolation(spec.caller)
+        self._check_grant_roots(spec.caller, args)
         if self._isolated(spec.caller):
             for field_name, paths in (
                 ("working_dir", [args.get("working_dir") or os.getcwd()]),
@@ -502,6 +506,29 @@ class Runtime:
                 f"running; limit {limit} for this caller, c.LLMGatewayApp.max_queued); "
                 "retry later or cancel jobs"
             )
+
+    def _check_grant_roots(self, caller: str, args: dict[str, Any]) -> None:
+        """A grant works only under the owner's chosen directories (resolved, symlinks followed)."""
+        if caller == "owner" or self.config.grant_roots is None:
+            return
+        roots = [os.path.realpath(os.path.expanduser(root)) for root in self.config.grant_roots]
+        if not args.get("working_dir") and roots and os.path.isdir(roots[0]):
+            args["working_dir"] = roots[0]  # a grant works in the first root by default
+        for field_name, paths in (
+            ("working_dir", [args.get("working_dir") or os.getcwd()]),
+            ("add_dirs", args.get("add_dirs", [])),
+        ):
+            for path in paths:
+                real = os.path.realpath(path)
+                if not any(
+                    real == root or real.startswith(root.rstrip("/") + "/") for root in roots
+                ):
+                    raise InvalidInputError(
+                        field_name,
+                        f"{path} is outside the directories grants may work in "
+                        f"({', '.join(roots) or 'none'}); the owner sets them with "
+                        "c.LLMGatewayApp.grant_roots",
+                    )
 
     def _check_caller_share(self, caller: str) -> None:
         """A grant holds at most ``max_active_per_grant`` unfinished jobs at once."""

@@ -130,6 +130,11 @@ class LLMGatewayApp(ExtensionApp):
         "allow list (reasoning effort, summary, verbosity). Never add keys that change sandboxing, "
         "networking, credentials, endpoints, files, instructions or tools.",
     ).tag(config=True)
+    grant_roots = List(
+        Unicode(),
+        help="Directories grants' jobs may work in (working_dir and add_dirs must be inside one);"
+        " empty: the Jupyter server's root dir. The owner's own jobs are not limited by this.",
+    ).tag(config=True)
     max_active_jobs_per_grant = Int(
         8, help="Unfinished (awaiting, queued, running) jobs one grant may hold at once."
     ).tag(config=True)
@@ -191,6 +196,7 @@ class LLMGatewayApp(ExtensionApp):
             env_passthrough=list(self.job_env),
             codex_config_keys=list(self.codex_config_keys) or None,
             max_active_per_grant=self.max_active_jobs_per_grant,
+            grant_roots=list(self.grant_roots) or [self._server_root()],
             owner_reserved_queue=min(self.owner_reserved_queue, self.max_queued),
         )
         config = ServiceConfig(
@@ -210,6 +216,10 @@ class LLMGatewayApp(ExtensionApp):
         )
         self.service = GatewayService(config, owner_token=self._owner_token)
         self.settings[SERVICE_KEY] = self.service
+
+    def _server_root(self) -> str:
+        root = getattr(self.serverapp, "root_dir", None)
+        return str(Path(root).expanduser().resolve()) if root else os.getcwd()
 
     def _owner_token(self) -> str | None:
         provider = getattr(self.serverapp, "identity_provider", None)

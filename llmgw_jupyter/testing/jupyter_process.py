@@ -86,6 +86,7 @@ class JupyterProcess:
     log_path: Path
     app: App = "server"
     base_url: str = "/"
+    root_dir: Path | None = None  # the server's root dir (grants' jobs work under it)
 
     @property
     def url(self) -> str:
@@ -220,7 +221,7 @@ def start_jupyter(
         process = subprocess.Popen(
             argv, cwd=dirs["root"], env=full_env, stdin=subprocess.DEVNULL, stdout=log, stderr=log
         )
-    server = JupyterProcess(process, port, token, data_dir, log_path, app)
+    server = JupyterProcess(process, port, token, data_dir, log_path, app, root_dir=dirs["root"])
     if wait:
         try:
             server.wait_ready()

@@ -93,7 +93,10 @@ async def test_quickstart_runs_top_to_bottom(
 async def test_agents_runs_top_to_bottom(
     base_env: dict[str, str], gateway_server: JupyterProcess, tmp_path: Path
 ) -> None:
-    nb = await run_notebook("agents.ipynb", gateway_server.kernel_env(base_env), tmp_path)
+    # Under the server's root dir, as in Lab: grants' jobs work only there (grant_roots).
+    assert gateway_server.root_dir is not None
+    workdir = gateway_server.root_dir / tmp_path.name
+    nb = await run_notebook("agents.ipynb", gateway_server.kernel_env(base_env), workdir)
 
     setup = cell(nb, "%load_ext llmgw_jupyter")
     mcp_url = f"{gateway_server.url}llmgw/mcp"

@@ -284,3 +284,43 @@ async def test_the_owner_can_widen_the_config_allow_list(
         )
     )
     assert job.args["config_overrides"] == {"tui.theme": "x"}
+
+
+async def test_grants_work_only_under_the_owners_grant_roots(
+    runtime: RuntimeFactory, codex_path: str, codex_home: Path, tmp_path: Path
+) -> None:
+    """A grant asking for "/" would otherwise get the whole machine (minus protected paths)."""
+    root = tmp_path / "root"
+    (root / "project").mkdir(parents=True)
+    rt = await runtime(
+        codex_path=codex_path,
+        codex_home=str(codex_home),
+        grant_roots=[str(root)],
+        isolation="bwrap",
+    )
+    for args in (
+        {"working_dir": "/"},
+        {"working_dir": str(tmp_path)},
+        {"working_dir": str(root / "project"), "add_dirs": ["/etc"]},
+    ):
+        with pytest.raises(GatewayError) as refused:
+            await rt.submit(
+                JobSpec("codex", "codex_request_async", "exec", {"prompt": "hi", **args}, "grant:x")
+            )
+        assert "c.LLMGatewayApp.grant_roots" in refused.value.message
+        assert refused.value.field in ("working_dir", "add_dirs")
+    inside = await rt.submit(
+        JobSpec(
+            "codex", "codex_request_async", "exec",
+            {"prompt": "hi", "working_dir": str(root / "project")}, "grant:x",
+        )
+    )  # fmt: skip
+    assert inside.working_dir == str(root / "project")
+    default = await rt.submit(
+        JobSpec("codex", "codex_request_async", "exec", {"prompt": "hi"}, "grant:x")
+    )
+    assert default.working_dir == str(root)  # a grant works in the first root by default
+    owner = await rt.submit(
+        JobSpec("codex", "codex_request_async", "exec", {"prompt": "hi", "working_dir": "/tmp"})
+    )
+    assert owner.working_dir == "/tmp"  # the owner is not limited by grant_roots

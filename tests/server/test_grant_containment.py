@@ -136,3 +136,23 @@ async def test_the_owners_rest_api_refuses_a_grant_token(
                     jupyter.api_url + path, headers={"Authorization": f"{scheme} {token}"}
                 )
                 assert answer.status_code in (401, 403), (path, answer.status_code)
+
+
+async def test_an_allow_everything_grant_still_works_only_under_the_servers_root(
+    setup: tuple[JupyterProcess, Path, Path],
+) -> None:
+    """Even a policy that allows everything cannot hand a grant the whole machine: "/" as the
+    working dir would make everything but the protected paths visible to its jobs."""
+    jupyter, workdir, allowed = setup
+    token = await grant(jupyter, "allow-all", {"version": "1", "default": "allow"})
+    async with agent_session(jupyter.mcp_url, token, WAIT) as session:
+        for arguments in ({"working_dir": "/"}, {"working_dir": str(workdir)}):
+            refused = await session.call_tool("codex_request_async", {"prompt": "hi", **arguments})
+            assert refused.is_error is True
+            text = " ".join(getattr(c, "text", "") for c in refused.content)
+            assert "c.LLMGatewayApp.grant_roots" in text
+        started = await session.call_tool("codex_request_async", {"prompt": "hi"})
+        assert started.is_error is False, started.content
+        job = started.structured_content["job"]  # type: ignore[index]
+        assert job["working_dir"] == str((workdir / "root").resolve())
+        assert allowed.parent == workdir / "root"
