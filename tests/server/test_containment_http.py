@@ -25,6 +25,7 @@ import mcp_types as types
 import pytest
 from jupyter_fixtures import *  # noqa: F403 - pytest-jupyter fixtures, see the module
 from jupyter_fixtures import Served
+from raw_mcp import ACCEPT, ALLOW_ALL, INITIALIZE, VERSION, bearer, in_session, open_session
 
 from llmgw_jupyter.server.asgi_bridge import ASGIHandler
 from llmgw_jupyter.server.handlers import MCP_PATH, SERVICE_KEY, is_disk_full, routes
@@ -39,41 +40,10 @@ from llmgw_jupyter.server.service import GatewayService
 from llmgw_jupyter.testing.mcp_agent import agent_session
 
 WAIT = 30.0
-ACCEPT = {"Accept": "application/json, text/event-stream"}
-VERSION = "2025-06-18"
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": VERSION,
-        "capabilities": {},
-        "clientInfo": {"name": "raw", "version": "0"},
-    },
-}
-ALLOW_ALL = {"version": "1", "default": "allow"}
 MiB = 1024 * 1024
 
 
 # -- helpers --------------------------------------------------------------------------------------
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}", **ACCEPT}
-
-
-async def open_session(http: httpx.AsyncClient, url: str, token: str) -> str:
-    """A handshake-era MCP session (initialize + initialized) of ``token``; its id."""
-    opened = await http.post(url, headers=bearer(token), json=INITIALIZE)
-    assert opened.status_code == 200, opened.text
-    session = opened.headers["mcp-session-id"]
-    done = await http.post(
-        url,
-        headers={**bearer(token), "mcp-session-id": session, "mcp-protocol-version": VERSION},
-        json={"jsonrpc": "2.0", "method": "notifications/initialized"},
-    )
-    assert done.status_code == 202, done.text
-    return session
-
-
 def limit_error(resp: httpx.Response) -> dict[str, Any]:
     """The JSON-RPC error of a refusal by a server limit."""
     body = resp.json()
@@ -242,7 +212,7 @@ async def test_revoking_a_grant_closes_its_open_sessions(
     token = await grant(owner, "leaving")
     async with httpx.AsyncClient(timeout=WAIT) as http:
         session = await open_session(http, url, token)
-        on_session = {**bearer(token), "mcp-session-id": session, "mcp-protocol-version": VERSION}
+        on_session = in_session(token, session)
         stream_open = asyncio.Event()
 
         async def listen() -> int:

@@ -21,6 +21,7 @@ import pytest
 from jupyter_fixtures import *  # noqa: F403 - pytest-jupyter fixtures, see the module
 from jupyter_fixtures import Served
 from jupyter_server.base.handlers import JupyterHandler
+from raw_mcp import ACCEPT, ALLOW_ALL, INITIALIZE, bearer, in_session, open_session
 
 from llmgw_jupyter.grants import create_grant, revoke_grant
 from llmgw_jupyter.server.auth import TokenCache
@@ -29,23 +30,6 @@ from llmgw_jupyter.store.db import Database
 from llmgw_jupyter.store.policy import PolicyStore
 
 WAIT = 30.0
-VERSION = "2025-06-18"
-ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": VERSION,
-        "capabilities": {},
-        "clientInfo": {"name": "lean-test", "version": "0"},
-    },
-}
-ALLOW_ALL = {"version": "1", "default": "allow"}
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}", **ACCEPT}
 
 
 async def list_tools(http: httpx.AsyncClient, url: str, token: str) -> httpx.Response:
@@ -56,7 +40,7 @@ async def list_tools(http: httpx.AsyncClient, url: str, token: str) -> httpx.Res
 async def call_status(
     http: httpx.AsyncClient, url: str, token: str, session: str, job_id: str
 ) -> httpx.Response:
-    headers = {**bearer(token), "mcp-session-id": session, "mcp-protocol-version": VERSION}
+    headers = in_session(token, session)
     call = {
         "jsonrpc": "2.0",
         "id": 2,
@@ -64,19 +48,6 @@ async def call_status(
         "params": {"name": "llm_job_status", "arguments": {"job_id": job_id}},
     }
     return await http.post(url, headers=headers, json=call)
-
-
-async def open_session(http: httpx.AsyncClient, url: str, token: str) -> str:
-    opened = await list_tools(http, url, token)
-    assert opened.status_code == 200, opened.text
-    session = opened.headers["mcp-session-id"]
-    done = await http.post(
-        url,
-        headers={**bearer(token), "mcp-session-id": session, "mcp-protocol-version": VERSION},
-        json={"jsonrpc": "2.0", "method": "notifications/initialized"},
-    )
-    assert done.status_code == 202, done.text
-    return session
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ import psutil
 import pytest
 from mcp.client.session import ClientSession
 from mcp.shared.exceptions import MCPError
+from raw_mcp import ACCEPT, INITIALIZE, bearer
 
 from llmgw_jupyter.testing.codex_home import write_codex_home
 from llmgw_jupyter.testing.jupyter_process import JupyterProcess, start_jupyter
@@ -29,17 +30,6 @@ from llmgw_jupyter.testing.mock_responses import MockResponsesServer
 from llmgw_jupyter.tools import TOOL_NAMES
 
 WAIT = 60.0
-MCP_ACCEPT = {"Accept": "application/json, text/event-stream"}
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-06-18",
-        "capabilities": {},
-        "clientInfo": {"name": "raw", "version": "0"},
-    },
-}
 
 
 @pytest.fixture(scope="module")
@@ -300,7 +290,7 @@ async def test_a_grant_token_opens_mcp_and_nothing_else(
             assert started.status_code == 403
             approve = await http.post("llmgw/api/approvals/x/approve", headers=headers)
             assert approve.status_code == 403
-            mcp = await http.post("llmgw/mcp", headers={**headers, **MCP_ACCEPT}, json=INITIALIZE)
+            mcp = await http.post("llmgw/mcp", headers={**headers, **ACCEPT}, json=INITIALIZE)
             assert mcp.status_code == 200, mcp.text
 
 
@@ -311,25 +301,26 @@ async def test_wrong_and_revoked_tokens_get_401(
     list_tools = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
     async with httpx.AsyncClient(timeout=WAIT) as http:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic eDp5"}):
-            resp = await http.post(
-                server.mcp_url, headers={**headers, **MCP_ACCEPT}, json=INITIALIZE
-            )
+            resp = await http.post(server.mcp_url, headers={**headers, **ACCEPT}, json=INITIALIZE)
             assert resp.status_code == 401
             assert resp.headers["www-authenticate"].startswith("Bearer")
             assert "tools" not in resp.text
 
-        bearer = {"Authorization": f"Bearer {token}", **MCP_ACCEPT}
-        opened = await http.post(server.mcp_url, headers=bearer, json=INITIALIZE)
+        opened = await http.post(server.mcp_url, headers=bearer(token), json=INITIALIZE)
         assert opened.status_code == 200
         session = {
             "mcp-session-id": opened.headers["mcp-session-id"],
             "mcp-protocol-version": "2025-06-18",
         }
-        listed = await http.post(server.mcp_url, headers={**bearer, **session}, json=list_tools)
+        listed = await http.post(
+            server.mcp_url, headers={**bearer(token), **session}, json=list_tools
+        )
         assert listed.status_code == 200 and "codex_request" in listed.text
 
         assert (await rest.delete("grants/short-lived")).status_code == 200
-        after = await http.post(server.mcp_url, headers={**bearer, **session}, json=list_tools)
+        after = await http.post(
+            server.mcp_url, headers={**bearer(token), **session}, json=list_tools
+        )
         assert after.status_code == 401  # the very next request, same open session
         assert "codex_request" not in after.text
 
@@ -347,7 +338,7 @@ def leaves(error: BaseException) -> list[BaseException]:
 
 
 async def test_dns_rebinding_protection(server: JupyterProcess) -> None:
-    owner = {"Authorization": f"Bearer {server.token}", **MCP_ACCEPT}
+    owner = {"Authorization": f"Bearer {server.token}", **ACCEPT}
     async with httpx.AsyncClient(timeout=WAIT) as http:
         evil = await http.post(
             server.mcp_url, headers={**owner, "Origin": "http://evil.example"}, json=INITIALIZE
@@ -379,7 +370,7 @@ async def test_allowed_hosts_and_origins_are_configurable(tmp_path: Path, codex_
         ],
     )
     try:
-        owner = {"Authorization": f"Bearer {jupyter.token}", **MCP_ACCEPT}
+        owner = {"Authorization": f"Bearer {jupyter.token}", **ACCEPT}
         proxied = {**owner, "Host": "hub.example:443", "Origin": "https://hub.example"}
         async with httpx.AsyncClient(timeout=WAIT) as http:
             assert (
