@@ -16,7 +16,7 @@ import json
 import shutil
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -227,18 +227,9 @@ class FastMCPAgent:
         return Answer(wire, progress=seen)
 
     async def cancel_at_first_progress(self, tool: str, arguments: dict[str, Any]) -> None:
-        first = asyncio.Event()
-
-        async def on_progress(value: float, total: float | None, message: str | None) -> None:
-            first.set()
-
-        call = asyncio.create_task(
-            self.client.call_tool(tool, arguments, progress_handler=on_progress)
+        await _cancel_at_first_progress(
+            lambda on_progress: self.client.call_tool(tool, arguments, progress_handler=on_progress)
         )
-        await asyncio.wait_for(first.wait(), WAIT)
-        call.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await call
 
     async def wait_list_changed(self, seen: int) -> int:
         return await self.changes.wait(seen)
@@ -276,21 +267,29 @@ class PythonAgent:
         return Answer(_wire(result), progress=seen)
 
     async def cancel_at_first_progress(self, tool: str, arguments: dict[str, Any]) -> None:
-        first = asyncio.Event()
-
-        async def on_progress(value: float, total: float | None, message: str | None) -> None:
-            first.set()
-
-        call = asyncio.create_task(
-            self.session.call_tool(tool, arguments, progress_callback=on_progress)
+        await _cancel_at_first_progress(
+            lambda on_progress: self.session.call_tool(
+                tool, arguments, progress_callback=on_progress
+            )
         )
-        await asyncio.wait_for(first.wait(), WAIT)
-        call.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await call
 
     async def wait_list_changed(self, seen: int) -> int:
         return await self.changes.wait(seen)
+
+
+async def _cancel_at_first_progress(start: Callable[[Any], Awaitable[Any]]) -> None:
+    """Start a call with a progress handler, cancel it at its first progress notification and
+    check the client ends it as cancelled (each Python client names the handler differently)."""
+    first = asyncio.Event()
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        first.set()
+
+    call = asyncio.ensure_future(start(on_progress))
+    await asyncio.wait_for(first.wait(), WAIT)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
 
 
 def _wire(model: Any) -> dict[str, Any]:
