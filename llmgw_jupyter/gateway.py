@@ -332,9 +332,9 @@ class Gateway:
             shown = _shown_tool(tool_name)
             limited = self.engine.charge(self.policy_for(caller), caller.key)
             if limited is not None:
-                self._audit_refusal(caller, shown, "deny", limited.rule, limited.reason, {}, "")
+                self._audit(caller, shown, "deny", limited.rule, limited.reason, {}, run_tool="")
                 return ToolResult.denied(limited)
-            self._audit_refusal(caller, shown, "unknown_tool", "", "unknown tool", {}, "")
+            self._audit(caller, shown, "unknown_tool", "", "unknown tool", {}, run_tool="")
             return ToolResult.failure("not_found", f"unknown tool {shown!r}", field="tool")
         raw = dict(arguments or {})
         invalid = _shape_problem(raw)
@@ -353,16 +353,21 @@ class Gateway:
         if invalid is not None:
             limited = self.engine.charge(self.policy_for(caller), caller.key)
             if limited is not None:
-                self._audit_refusal(
-                    caller, tool_name, "deny", limited.rule, limited.reason, audited_raw
-                )
+                self._audit(
+                    caller, tool_name, "deny", limited.rule, limited.reason, audited_raw,
+                    collapse=True,
+                )  # fmt: skip
                 return ToolResult.denied(limited)
-            self._audit_refusal(caller, tool_name, "invalid", "", invalid.message, audited_raw)
+            self._audit(
+                caller, tool_name, "invalid", "", invalid.message, audited_raw, collapse=True
+            )
             return ToolResult.failure("invalid_input", invalid.message, field=invalid.field)
         args = parsed.model_dump(mode="json", exclude_none=True)
         decision = self.engine.decide(self.policy_for(caller), tool_name, args, caller.key)
         if decision.denied:
-            self._audit_refusal(caller, tool_name, "deny", decision.rule, decision.reason, args)
+            self._audit(
+                caller, tool_name, "deny", decision.rule, decision.reason, args, collapse=True
+            )
             return ToolResult.denied(decision)
         ctx = ToolContext(self.runtime, caller, progress)
         approval: ApprovalRecord | None = None
@@ -387,18 +392,20 @@ class Gateway:
             output = await tool.handler(ctx, parsed)
         except GatewayError as error:
             self.engine.release(decision)  # the tool's own limits; all_tools keeps the call
-            self._audit_refusal(caller, tool_name, "error", decision.rule, error.message, args)
+            self._audit(
+                caller, tool_name, "error", decision.rule, error.message, args, collapse=True
+            )
             return ToolResult.failure(error.category.value, error.message, field=error.field)
         except OverflowError:  # a number the schema let through but SQLite or the OS cannot take
             self.engine.release(decision)
             field = _out_of_range_field(args)
             message = f"{field or 'arguments'}: a number is out of range (at most {MAX_INT})"
-            self._audit_refusal(caller, tool_name, "invalid", decision.rule, message, args)
+            self._audit(caller, tool_name, "invalid", decision.rule, message, args, collapse=True)
             return ToolResult.failure("invalid_input", message, field=field)
         except Exception as error:
             self.engine.release(decision)
             log.exception("tool %s failed", tool_name)
-            self._audit_refusal(caller, tool_name, "error", decision.rule, repr(error), args)
+            self._audit(caller, tool_name, "error", decision.rule, repr(error), args, collapse=True)
             return ToolResult.failure("internal", f"internal error in {tool_name}: {error}")
         if approval is not None:
             self._audit(
@@ -408,7 +415,9 @@ class Gateway:
         elif tool.annotations.read_only:
             # Reads (status, watch, result, lists) are recorded once per window and caller,
             # then counted: an agent polling a job would otherwise write a row per poll.
-            self._audit_refusal(caller, tool_name, "allow", decision.rule, decision.reason, args)
+            self._audit(
+                caller, tool_name, "allow", decision.rule, decision.reason, args, collapse=True
+            )
         else:
             self._audit(caller, tool_name, "allow", decision.rule, decision.reason, args)
         return ToolResult.success(output)
@@ -709,31 +718,23 @@ class Gateway:
         return Caller.grant(grant.name) if grant is not None else None
 
     # -- audit ------------------------------------------------------------------------------
-    def _audit_refusal(
-        self,
-        caller: Caller,
-        tool: str,
-        decision: str,
-        rule: str,
-        message: str,
-        args: Mapping[str, Any],
-        run_tool: str | None = None,
-    ) -> None:
-        """Audit a refused or failed call (or a successful read), once per window for the same
-        caller, tool, decision and rule; the repeats are counted and written as one record when
-        the window closes.
+    def _counted_in_run(
+        self, caller: Caller, tool: str, run_tool: str, decision: str, rule: str
+    ) -> bool:
+        """Identical refusals (and successful reads) are audited once per window for the same
+        caller, tool, decision and rule, then counted; True when this one was only counted.
         ``run_tool`` groups tools (unknown tool names are one group: their names vary)."""
         now = self.clock()
-        key = (caller.key, tool if run_tool is None else run_tool, decision, rule)
+        key = (caller.key, run_tool, decision, rule)
         run = self._refusal_runs.get(key)
         if run is not None and now - run.started < self.refusal_audit_window_seconds:
             run.repeats += 1
             run.last = now
-            return
+            return True
         if run is not None:
             self._write_refusal_run(key, run)
-        self._audit(caller, tool, decision, rule, message, args)
         self._refusal_runs[key] = _RefusalRun(tool=tool, started=now, last=now)
+        return False
 
     def flush_audit(self) -> None:
         """Write the counts of every open run of repeated refusals now (close does it too)."""
@@ -772,7 +773,16 @@ class Gateway:
         message: str,
         args: Mapping[str, Any],
         approval_id: str | None = None,
+        *,
+        collapse: bool = False,
+        run_tool: str | None = None,
     ) -> None:
+        """One audit record; with ``collapse`` (or a ``run_tool`` group) repeats of the same
+        outcome within the window are counted instead of written (``_counted_in_run``)."""
+        if (collapse or run_tool is not None) and self._counted_in_run(
+            caller, tool, tool if run_tool is None else run_tool, decision, rule
+        ):
+            return
         self.store.add_audit(
             caller.key,
             tool,

@@ -142,10 +142,16 @@ export function formatUsage(usage: IUsage | null | undefined): string {
   return parts.length ? `tokens: ${parts.join(' · ')}` : '';
 }
 
+/** Milliseconds since the epoch of an ISO timestamp, or null when it is missing or invalid. */
+function parseTime(iso: string | null | undefined): number | null {
+  const t = Date.parse(iso ?? '');
+  return isNaN(t) ? null : t;
+}
+
 /** "14:03:07" (local time, 24 h) of an ISO timestamp; '' when invalid. */
 export function formatTime(iso: string | null | undefined): string {
-  const t = Date.parse(iso ?? '');
-  if (isNaN(t)) {
+  const t = parseTime(iso);
+  if (t === null) {
     return '';
   }
   const d = new Date(t);
@@ -197,8 +203,8 @@ export function formatAge(
   iso: string | null | undefined,
   now: number = Date.now()
 ): string {
-  const t = Date.parse(iso ?? '');
-  if (isNaN(t)) {
+  const t = parseTime(iso);
+  if (t === null) {
     return '';
   }
   const seconds = Math.max(0, Math.floor((now - t) / 1000));
@@ -221,8 +227,8 @@ export function formatExpiry(
   iso: string | null | undefined,
   now: number = Date.now()
 ): string {
-  const t = Date.parse(iso ?? '');
-  if (isNaN(t)) {
+  const t = parseTime(iso);
+  if (t === null) {
     return '';
   }
   const seconds = Math.floor((t - now) / 1000);
@@ -241,8 +247,8 @@ export function formatExpiry(
 
 /** The exact local date and time of a timestamp, for tooltips ('' when invalid). */
 export function formatLocal(iso: string | null | undefined): string {
-  const t = Date.parse(iso ?? '');
-  if (isNaN(t)) {
+  const t = parseTime(iso);
+  if (t === null) {
     return '';
   }
   return new Date(t).toLocaleString();

@@ -8,6 +8,25 @@ import { modelView, statusView } from './format';
 import { useSignalValue } from './hooks';
 import { GatewayModel } from './model';
 
+/** One clickable piece of the item: `.llmgw-statusbar-<name>`, test id the same. */
+function StatusText(props: {
+  name: string;
+  text: string;
+  title: string;
+  onClick: () => void;
+}): JSX.Element {
+  return (
+    <span
+      className={`llmgw-statusbar-${props.name}`}
+      data-testid={`llmgw-statusbar-${props.name}`}
+      title={props.title}
+      onClick={props.onClick}
+    >
+      {props.text}
+    </span>
+  );
+}
+
 function StatusItem(props: {
   model: GatewayModel;
   onClick: () => void;
@@ -22,23 +41,19 @@ function StatusItem(props: {
   );
   return (
     <>
-      <span
-        className="llmgw-statusbar-text"
-        data-testid="llmgw-statusbar-text"
+      <StatusText
+        name="text"
+        text={view.text}
         title={view.title}
         onClick={onClick}
-      >
-        {view.text}
-      </span>
+      />
       {echo.text ? (
-        <span
-          className="llmgw-statusbar-model"
-          data-testid="llmgw-statusbar-model"
+        <StatusText
+          name="model"
+          text={echo.text}
           title={echo.title}
           onClick={onClick}
-        >
-          {echo.text}
-        </span>
+        />
       ) : null}
     </>
   );

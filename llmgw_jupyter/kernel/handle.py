@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmgw_jupyter.kernel.client import MAX_WAIT_SECONDS, GatewayCallError, GatewayClient
 from llmgw_jupyter.kernel.presentation import (
+    JobState,
     callout_html,
     describe_state,
     job_duration,
@@ -125,6 +126,18 @@ class JobResult:
             )
         footer = f'<small class="llmgw-result-footer">{self._footer(as_html=True)}</small>'
         return f'<div class="llmgw-result">{body}{footer}</div>'
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """The parts of a job's text snapshot, before they become Markdown or HTML."""
+
+    kind: str
+    state: JobState
+    duration: str
+    preview: str | None
+    error: str | None
+    answer: str | None
 
 
 class JobError(Exception):
@@ -557,48 +570,51 @@ class JobHandle:
                 log.exception("updating the output of job %s failed", self.id)
         self._displays.clear()
 
-    def _snapshot_parts(self) -> tuple[str, str, str]:
+    def _snapshot(self, show_answer: bool) -> _Snapshot:
+        """What both snapshots (Markdown and HTML) show, read once from the job."""
         job = self._job
-        kind = {"fork": "fork", "resume": "resume"}.get(str(job.get("kind")), "request")
-        state = describe_state(job, self._approval)
-        return kind, state.text, job_duration(job)
+        preview = job.get("prompt_preview")
+        answer = job.get("final_message") if show_answer and self.done else None
+        return _Snapshot(
+            kind={"fork": "fork", "resume": "resume"}.get(str(job.get("kind")), "request"),
+            state=describe_state(job, self._approval),
+            duration=job_duration(job),
+            preview=one_line(str(preview), 200) if preview else None,
+            error=(job.get("error") or {}).get("message") or None,
+            answer=answer or None,
+        )
 
     def snapshot_markdown(self, *, show_answer: bool = True) -> str:
         """Markdown that renders as literal text (the answer is untrusted): state and answer."""
-        job = self._job
-        kind, state, duration = self._snapshot_parts()
+        snap = self._snapshot(show_answer)
         lines = [
-            f"**Codex {kind}** {escape_markdown(self.id)} · **{escape_markdown(state)}** · "
-            f"{escape_markdown(duration)}"
+            f"**Codex {snap.kind}** {escape_markdown(self.id)} · "
+            f"**{escape_markdown(snap.state.text)}** · {escape_markdown(snap.duration)}"
         ]
-        if job.get("prompt_preview"):
-            lines.append(f"*{escape_markdown(one_line(str(job['prompt_preview']), 200))}*")
-        message = (job.get("error") or {}).get("message")
-        if message:
-            lines.append(escape_markdown(f"✖ {message}"))
-        if show_answer and self.done and job.get("final_message"):
-            lines.append(escape_markdown(job["final_message"], limit=SNAPSHOT_ANSWER_CHARS))
-        footer = self.current_result()._footer()
-        lines.append(escape_markdown(footer))
+        if snap.preview:
+            lines.append(f"*{escape_markdown(snap.preview)}*")
+        if snap.error:
+            lines.append(escape_markdown(f"✖ {snap.error}"))
+        if snap.answer:
+            lines.append(escape_markdown(snap.answer, limit=SNAPSHOT_ANSWER_CHARS))
+        lines.append(escape_markdown(self.current_result()._footer()))
         return "\n\n".join(line for line in lines if line) + "\n"
 
     def snapshot_html(self, *, show_answer: bool = True) -> str:
         """The same snapshot as safe HTML (``llmgw_jupyter.render``)."""
-        job = self._job
-        kind, _, duration = self._snapshot_parts()
-        state = describe_state(job, self._approval)
+        snap = self._snapshot(show_answer)
+        state = snap.state
         detail = f" {escape_text(state.detail)}" if state.detail else ""
         parts = [
-            f"<p><b>Codex {kind}</b> <code>{escape_text(self.id)}</code> "
-            f"{state_badge_html(state)}{detail} · {escape_text(duration)}</p>"
+            f"<p><b>Codex {snap.kind}</b> <code>{escape_text(self.id)}</code> "
+            f"{state_badge_html(state)}{detail} · {escape_text(snap.duration)}</p>"
         ]
-        if job.get("prompt_preview"):
-            parts.append(f"<p><i>{escape_text(one_line(str(job['prompt_preview']), 200))}</i></p>")
-        message = (job.get("error") or {}).get("message")
-        if message:
-            parts.append(callout_html(text_to_html(f"✖ {message}"), state.accent, "llmgw-error"))
-        if show_answer and self.done and job.get("final_message"):
-            parts.append(markdown_to_html(job["final_message"], limit=SNAPSHOT_ANSWER_CHARS))
+        if snap.preview:
+            parts.append(f"<p><i>{escape_text(snap.preview)}</i></p>")
+        if snap.error:
+            parts.append(callout_html(text_to_html(f"✖ {snap.error}"), state.accent, "llmgw-error"))
+        if snap.answer:
+            parts.append(markdown_to_html(snap.answer, limit=SNAPSHOT_ANSWER_CHARS))
         footer = self.current_result()._footer(as_html=True)
         if footer:
             parts.append(f'<small class="llmgw-result-footer">{footer}</small>')
