@@ -183,10 +183,8 @@ async def test_an_approval_of_a_grant_revoked_elsewhere_cannot_be_approved(
     assert approval is not None and approval.status == "denied"
 
 
-async def test_an_in_flight_call_of_a_revoked_grant_gets_an_error_not_its_result(
-    serving: Harness,
-) -> None:
-    agent = serving.grant("agent", POLICY)
+async def waiting_codex_request(serving: Harness, agent: Caller) -> tuple[asyncio.Task[Any], Any]:
+    """A grant's ``codex_request`` waiting on its running job: the call's task and the job."""
     call = asyncio.create_task(
         serving.call("codex_request", {"prompt": HANG, "wait_seconds": WAIT}, agent)
     )
@@ -194,6 +192,14 @@ async def test_an_in_flight_call_of_a_revoked_grant_gets_an_error_not_its_result
         lambda: next(iter(serving.runtime.list_jobs(caller=agent.key)[0]), None), "the job"
     )
     await running(serving, job.id)
+    return call, job
+
+
+async def test_an_in_flight_call_of_a_revoked_grant_gets_an_error_not_its_result(
+    serving: Harness,
+) -> None:
+    agent = serving.grant("agent", POLICY)
+    call, job = await waiting_codex_request(serving, agent)
     serving.gateway.revoke_grant("agent")
     result = await asyncio.wait_for(call, WAIT)
     assert result.is_error and result.error == "grant_revoked"
@@ -211,13 +217,7 @@ async def test_a_call_returning_after_a_revocation_elsewhere_is_withheld(
     """Revoked by another process while a codex_request waits; the job then ends (the owner
     cancels it) before the watcher looked: the answer is still withheld."""
     agent = serving.grant("agent", POLICY)
-    call = asyncio.create_task(
-        serving.call("codex_request", {"prompt": HANG, "wait_seconds": WAIT}, agent)
-    )
-    job = await eventually(
-        lambda: next(iter(serving.runtime.list_jobs(caller=agent.key)[0]), None), "the job"
-    )
-    await running(serving, job.id)
+    call, job = await waiting_codex_request(serving, agent)
     revoke_in_another_process(serving, "agent")
     await serving.runtime.cancel(job.id, "cancelled by owner")
     result = await asyncio.wait_for(call, WAIT)

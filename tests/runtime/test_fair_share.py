@@ -18,6 +18,17 @@ wait_for_gate()
 answer("done: " + PROMPT)
 complete()
 """
+OWNER_ONLY_ENV = frozenset(
+    {
+        "JUPYTERHUB_API_TOKEN",
+        "JPY_API_TOKEN",
+        "LLMGW_SERVER_TOKEN",
+        "JUPYTER_TOKEN",
+        "AWS_SECRET_ACCESS_KEY",
+        "GITHUB_TOKEN",
+        "SOME_OWNER_SETTING",
+    }
+)
 ENV_REPORT = """
 start()
 answer(json.dumps(sorted(os.environ)))
@@ -92,15 +103,7 @@ async def test_a_working_dir_swapped_for_a_symlink_while_queued_is_not_used(
 async def test_a_jobs_environment_is_an_allow_list(
     runtime: RuntimeFactory, fakes: Fakes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name in (
-        "JUPYTERHUB_API_TOKEN",
-        "JPY_API_TOKEN",
-        "LLMGW_SERVER_TOKEN",
-        "JUPYTER_TOKEN",
-        "AWS_SECRET_ACCESS_KEY",
-        "GITHUB_TOKEN",
-        "SOME_OWNER_SETTING",
-    ):
+    for name in OWNER_ONLY_ENV:
         monkeypatch.setenv(name, "owner-only")
     monkeypatch.setenv("PASSED_ON_PURPOSE", "yes")
     rt = await runtime(
@@ -110,13 +113,4 @@ async def test_a_jobs_environment_is_an_allow_list(
     done = await rt.wait_finished(job.id, 30)
     names = set(json.loads(done.final_message or "[]"))
     assert "PATH" in names and "PASSED_ON_PURPOSE" in names
-    leaked = names & {
-        "JUPYTERHUB_API_TOKEN",
-        "JPY_API_TOKEN",
-        "LLMGW_SERVER_TOKEN",
-        "JUPYTER_TOKEN",
-        "AWS_SECRET_ACCESS_KEY",
-        "GITHUB_TOKEN",
-        "SOME_OWNER_SETTING",
-    }
-    assert not leaked
+    assert not names & OWNER_ONLY_ENV
