@@ -198,16 +198,25 @@ export function modelView(summary: ISummary | null): {
   };
 }
 
+/** Whole seconds from ``now`` until a timestamp (negative when past), null when invalid. */
+function secondsUntil(
+  iso: string | null | undefined,
+  now: number
+): number | null {
+  const t = parseTime(iso);
+  return t === null ? null : Math.trunc((t - now) / 1000);
+}
+
 /** "12s ago", "3 min ago", "2 h ago", "4 d ago" from a past timestamp. */
 export function formatAge(
   iso: string | null | undefined,
   now: number = Date.now()
 ): string {
-  const t = parseTime(iso);
-  if (t === null) {
+  const until = secondsUntil(iso, now);
+  if (until === null) {
     return '';
   }
-  const seconds = Math.max(0, Math.floor((now - t) / 1000));
+  const seconds = Math.max(0, -until);
   if (seconds < 60) {
     return `${seconds}s ago`;
   }
@@ -227,11 +236,10 @@ export function formatExpiry(
   iso: string | null | undefined,
   now: number = Date.now()
 ): string {
-  const t = parseTime(iso);
-  if (t === null) {
+  const seconds = secondsUntil(iso, now);
+  if (seconds === null) {
     return '';
   }
-  const seconds = Math.floor((t - now) / 1000);
   if (seconds <= 0) {
     return 'expired';
   }

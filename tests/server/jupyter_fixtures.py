@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import pytest_jupyter.jupyter_core as _core
 import pytest_jupyter.jupyter_server as _server
@@ -90,4 +91,32 @@ async def llmgw(jp_serverapp: Any, http_server_client: Any, jp_base_url: str) ->
     )
 
 
-__all__ = [*_FIXTURES, "Served", "jp_asyncio_loop", "jp_server_config", "llmgw", "llmgw_config"]
+@pytest.fixture
+async def owner_api(llmgw: Served) -> AsyncIterator[httpx.AsyncClient]:
+    """The owner's REST client (Jupyter token) on ``{base_url}llmgw/api/``."""
+    async with httpx.AsyncClient(
+        base_url=llmgw.url("llmgw/api/"), headers=llmgw.auth, timeout=30.0
+    ) as client:
+        yield client
+
+
+async def grant_token(
+    owner_api: httpx.AsyncClient, name: str, policy: dict[str, Any] | None = None
+) -> str:
+    """Create a grant over REST (allow everything unless ``policy``); its token."""
+    policy = policy if policy is not None else {"version": "1", "default": "allow"}
+    resp = await owner_api.post("grants", json={"name": name, "policy": policy})
+    assert resp.status_code == 201, resp.text
+    return str(resp.json()["token"])
+
+
+__all__ = [
+    *_FIXTURES,
+    "Served",
+    "grant_token",
+    "jp_asyncio_loop",
+    "jp_server_config",
+    "llmgw",
+    "llmgw_config",
+    "owner_api",
+]

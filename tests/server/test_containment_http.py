@@ -16,7 +16,7 @@ import re
 import socket
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +24,7 @@ import httpx
 import mcp_types as types
 import pytest
 from jupyter_fixtures import *  # noqa: F403 - pytest-jupyter fixtures, see the module
-from jupyter_fixtures import Served
+from jupyter_fixtures import Served, grant_token
 from raw_mcp import ACCEPT, ALLOW_ALL, INITIALIZE, VERSION, bearer, in_session, open_session
 
 from llmgw_jupyter.server.asgi_bridge import ASGIHandler
@@ -53,21 +53,6 @@ def limit_error(resp: httpx.Response) -> dict[str, Any]:
     return error
 
 
-async def grant(owner: httpx.AsyncClient, name: str) -> str:
-    resp = await owner.post("grants", json={"name": name, "policy": ALLOW_ALL})
-    assert resp.status_code == 201, resp.text
-    return str(resp.json()["token"])
-
-
-@pytest.fixture
-async def owner(llmgw: Served) -> AsyncIterator[httpx.AsyncClient]:
-    """The owner's REST client (Jupyter token)."""
-    async with httpx.AsyncClient(
-        base_url=llmgw.url("llmgw/api/"), headers=llmgw.auth, timeout=WAIT
-    ) as client:
-        yield client
-
-
 @pytest.fixture
 async def capped(jp_serverapp: Any, http_server_client: Any, jp_base_url: str) -> Served:
     """The llmgw server with small session caps (set where the traitlets would set them)."""
@@ -93,7 +78,7 @@ async def test_a_grant_holds_at_most_its_sessions_and_the_owner_is_always_served
         ) as rest,
         httpx.AsyncClient(timeout=WAIT) as http,
     ):
-        flood = await grant(rest, "flood")
+        flood = await grant_token(rest, "flood")
         sessions = [await open_session(http, url, flood) for _ in range(3)]
 
         refused = await http.post(url, headers=bearer(flood), json=INITIALIZE)
@@ -121,7 +106,7 @@ async def test_a_grant_holds_at_most_its_sessions_and_the_owner_is_always_served
         sessions[0] = await open_session(http, url, flood)
 
         # All grants together: 3 + 1 = 4 is the cap of the test server.
-        other = await grant(rest, "other")
+        other = await grant_token(rest, "other")
         await open_session(http, url, other)
         crowded = await http.post(url, headers=bearer(other), json=INITIALIZE)
         assert crowded.status_code == 429, crowded.text
@@ -206,10 +191,10 @@ async def test_grants_sessions_come_on_top_of_the_owners_room(
 
 # -- 2. revocation closes sessions ----------------------------------------------------------------
 async def test_revoking_a_grant_closes_its_open_sessions(
-    llmgw: Served, owner: httpx.AsyncClient
+    llmgw: Served, owner_api: httpx.AsyncClient
 ) -> None:
     url = llmgw.url(MCP_PATH)
-    token = await grant(owner, "leaving")
+    token = await grant_token(owner_api, "leaving")
     async with httpx.AsyncClient(timeout=WAIT) as http:
         session = await open_session(http, url, token)
         on_session = in_session(token, session)
@@ -229,7 +214,7 @@ async def test_revoking_a_grant_closes_its_open_sessions(
         listener = asyncio.create_task(listen())
         await asyncio.wait_for(stream_open.wait(), WAIT)
 
-        assert (await owner.delete("grants/leaving")).status_code == 200
+        assert (await owner_api.delete("grants/leaving")).status_code == 200
         # Closed by the time the revocation answers...
         assert llmgw.service.mcp is not None and llmgw.service.mcp.sessions is not None
         assert llmgw.service.mcp.sessions.count("grant:leaving") == 0
@@ -412,9 +397,9 @@ async def test_an_owner_body_over_the_limit_is_413_naming_it(llmgw: Served) -> N
 
 # -- 4. integers ----------------------------------------------------------------------------------
 async def test_numbers_out_of_range_are_invalid_input_naming_the_field(
-    llmgw: Served, owner: httpx.AsyncClient
+    llmgw: Served, owner_api: httpx.AsyncClient
 ) -> None:
-    submitted = await owner.post("jobs", json={"prompt": "numbers"})
+    submitted = await owner_api.post("jobs", json={"prompt": "numbers"})
     assert submitted.status_code == 200, submitted.text
     job_id = submitted.json()["structured"]["job"]["id"]
     huge = [str(2**62), str(2**63), str(2**70), "9" * 5000, "1e400"]
@@ -427,7 +412,7 @@ async def test_numbers_out_of_range_are_invalid_input_naming_the_field(
     ]
     for path, name in cases:
         for value in huge:
-            resp = await owner.get(path, params={name: value})
+            resp = await owner_api.get(path, params={name: value})
             assert resp.status_code == 400, (path, name, value[:30], resp.status_code, resp.text)
             error = resp.json()["error"]
             assert error["category"] == "invalid_input" and error["field"] == name, error
@@ -457,7 +442,7 @@ async def test_numbers_out_of_range_are_invalid_input_naming_the_field(
 
 # -- 5. a full disk -------------------------------------------------------------------------------
 async def test_a_full_store_is_507_disk_full_never_a_bare_500(
-    llmgw: Served, owner: httpx.AsyncClient
+    llmgw: Served, owner_api: httpx.AsyncClient
 ) -> None:
     """SQLite's own SQLITE_FULL (its page limit reached) while the owner creates grants."""
     db = llmgw.service.gateway.store.db
@@ -468,7 +453,7 @@ async def test_a_full_store_is_507_disk_full_never_a_bare_500(
     try:
         statuses: list[int] = []
         for number in range(200):
-            resp = await owner.post(
+            resp = await owner_api.post(
                 "grants", json={"name": f"g{number}", "policy": {**ALLOW_ALL, "hide": ["x" * 900]}}
             )
             statuses.append(resp.status_code)
@@ -499,11 +484,11 @@ def test_enospc_and_sqlite_full_are_recognised_as_disk_full() -> None:
 
 # -- 6. a grant token reaches no REST route and no Jupyter API ------------------------------------
 async def test_a_grant_token_opens_no_rest_route_and_no_jupyter_api(
-    llmgw: Served, owner: httpx.AsyncClient
+    llmgw: Served, owner_api: httpx.AsyncClient
 ) -> None:
-    submitted = await owner.post("jobs", json={"prompt": "the owner's secret job"})
+    submitted = await owner_api.post("jobs", json={"prompt": "the owner's secret job"})
     job_id = submitted.json()["structured"]["job"]["id"]
-    token = await grant(owner, "outsider")
+    token = await grant_token(owner_api, "outsider")
     values = {"job_id": job_id, "decision": "approve"}
     probes: list[tuple[str, str]] = []
     for pattern, handler, _ in routes(llmgw.service):
@@ -532,7 +517,7 @@ async def test_a_grant_token_opens_no_rest_route_and_no_jupyter_api(
                 )
                 assert resp.status_code in (401, 403), (scheme, method, path, resp.status_code)
                 assert job_id not in resp.text and "secret" not in resp.text, (method, path)
-    assert (await owner.get(f"jobs/{job_id}")).status_code == 200  # the job is there
+    assert (await owner_api.get(f"jobs/{job_id}")).status_code == 200  # the job is there
 
 
 async def test_refusals_before_the_body_close_the_connection_and_say_so(llmgw: Served) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from jupyter_fixtures import *  # noqa: F403 - pytest-jupyter fixtures, see the module
-from jupyter_fixtures import Served
+from jupyter_fixtures import Served, grant_token
 from jupyter_server.base.handlers import JupyterHandler
 from raw_mcp import ACCEPT, ALLOW_ALL, INITIALIZE, bearer, in_session, open_session
 
@@ -51,23 +51,9 @@ async def call_status(
 
 
 @pytest.fixture
-async def owner(llmgw: Served) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        base_url=llmgw.url("llmgw/api/"), headers=llmgw.auth, timeout=WAIT
-    ) as client:
-        yield client
-
-
-@pytest.fixture
 async def http() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(timeout=WAIT) as client:
         yield client
-
-
-async def new_grant(owner: httpx.AsyncClient, name: str) -> str:
-    resp = await owner.post("grants", json={"name": name, "policy": ALLOW_ALL})
-    assert resp.status_code == 201, resp.text
-    return str(resp.json()["token"])
 
 
 def unknown_job_answer(resp: httpx.Response) -> dict[str, Any]:
@@ -86,10 +72,10 @@ def test_the_mcp_handler_is_not_a_jupyter_handler() -> None:
 
 # -- tokens that work -------------------------------------------------------------------------
 async def test_the_owner_token_and_a_grant_token_are_served(
-    llmgw: Served, owner: httpx.AsyncClient, http: httpx.AsyncClient
+    llmgw: Served, owner_api: httpx.AsyncClient, http: httpx.AsyncClient
 ) -> None:
     url = llmgw.url(MCP_PATH)
-    token = await new_grant(owner, "worker")
+    token = await grant_token(owner_api, "worker")
     for credential in (llmgw.token, token, token):  # the grant twice: from the store, then cached
         session = await open_session(http, url, credential)
         unknown_job_answer(await call_status(http, url, credential, session, "no-such-job"))
@@ -99,14 +85,14 @@ async def test_the_owner_token_and_a_grant_token_are_served(
 
 # -- revocation -------------------------------------------------------------------------------
 async def test_a_token_revoked_over_rest_is_refused_on_its_next_request(
-    llmgw: Served, owner: httpx.AsyncClient, http: httpx.AsyncClient
+    llmgw: Served, owner_api: httpx.AsyncClient, http: httpx.AsyncClient
 ) -> None:
     url = llmgw.url(MCP_PATH)
-    token = await new_grant(owner, "leaving")
+    token = await grant_token(owner_api, "leaving")
     session = await open_session(http, url, token)
     unknown_job_answer(await call_status(http, url, token, session, "x"))  # cached now
 
-    assert (await owner.delete("grants/leaving")).status_code == 200
+    assert (await owner_api.delete("grants/leaving")).status_code == 200
     refused = await list_tools(http, url, token)
     assert refused.status_code == 401, refused.text
     on_session = await call_status(http, url, token, session, "x")
@@ -114,11 +100,11 @@ async def test_a_token_revoked_over_rest_is_refused_on_its_next_request(
 
 
 async def test_a_token_is_refused_as_soon_as_the_revocation_is_made_in_this_process(
-    llmgw: Served, owner: httpx.AsyncClient, http: httpx.AsyncClient
+    llmgw: Served, owner_api: httpx.AsyncClient, http: httpx.AsyncClient
 ) -> None:
     """No waiting for the enforcement (jobs, sessions, listeners): the next request is refused."""
     url = llmgw.url(MCP_PATH)
-    token = await new_grant(owner, "sudden")
+    token = await grant_token(owner_api, "sudden")
     session = await open_session(http, url, token)
     unknown_job_answer(await call_status(http, url, token, session, "x"))
 
@@ -134,11 +120,11 @@ async def test_a_token_is_refused_as_soon_as_the_revocation_is_made_in_this_proc
 
 
 async def test_a_token_revoked_by_another_process_is_refused_on_its_next_request(
-    llmgw: Served, owner: httpx.AsyncClient, http: httpx.AsyncClient
+    llmgw: Served, owner_api: httpx.AsyncClient, http: httpx.AsyncClient
 ) -> None:
     """The CLI (``llmgw grants revoke``) writes to the same store through its own connection."""
     url = llmgw.url(MCP_PATH)
-    token = await new_grant(owner, "elsewhere")
+    token = await grant_token(owner_api, "elsewhere")
     session = await open_session(http, url, token)
     unknown_job_answer(await call_status(http, url, token, session, "x"))
 
@@ -195,10 +181,10 @@ async def test_a_jupyter_login_cookie_or_url_token_never_authenticates_mcp(
 
 # -- Host/Origin and body limits --------------------------------------------------------------
 async def test_rebinding_hosts_and_foreign_origins_are_refused(
-    llmgw: Served, owner: httpx.AsyncClient, http: httpx.AsyncClient
+    llmgw: Served, owner_api: httpx.AsyncClient, http: httpx.AsyncClient
 ) -> None:
     url = llmgw.url(MCP_PATH)
-    token = await new_grant(owner, "rebound")
+    token = await grant_token(owner_api, "rebound")
     for credential in (llmgw.token, token):
         host = await http.post(
             url, headers={**bearer(credential), "Host": "evil.example:80"}, json=INITIALIZE
@@ -233,10 +219,10 @@ async def chunks(size: int) -> AsyncIterator[bytes]:
 
 
 async def test_bodies_over_the_limit_are_refused_for_every_token(
-    llmgw: Served, owner: httpx.AsyncClient, http: httpx.AsyncClient
+    llmgw: Served, owner_api: httpx.AsyncClient, http: httpx.AsyncClient
 ) -> None:
     url = httpx.URL(llmgw.url(MCP_PATH))
-    token = await new_grant(owner, "bulky")
+    token = await grant_token(owner_api, "bulky")
     limit = llmgw.service.config.max_mcp_body_bytes
     for credential in (llmgw.token, token):
         headers = {**bearer(credential), "Content-Length": str(limit + 1)}
