@@ -1,3 +1,5 @@
+import type { CommandRegistry } from '@lumino/commands';
+
 /** Command ids of the extension (all in the command palette). */
 export namespace CommandIDs {
   export const openPanel = 'llmgw:open-panel';
@@ -12,3 +14,15 @@ export namespace CommandIDs {
 
 /** Palette category. */
 export const PALETTE_CATEGORY = 'LLM Gateway';
+
+/** Run a command, surfacing nothing here: commands report their own errors. */
+export function runCommand(
+  commands: CommandRegistry,
+  id: string,
+  args: { [key: string]: string }
+): Promise<void> {
+  return commands.execute(id, args).then(
+    () => undefined,
+    () => undefined
+  );
+}

@@ -25,7 +25,7 @@ import {
   IJobView,
   isTerminal
 } from './api';
-import { CommandIDs } from './commands';
+import { CommandIDs, runCommand } from './commands';
 import {
   ApprovalCard,
   JobAge,
@@ -63,17 +63,6 @@ interface IJobOutputProps {
   model: GatewayModel;
   commands: CommandRegistry;
   rendermime: IRenderMimeRegistry | null;
-}
-
-function run(
-  commands: CommandRegistry,
-  id: string,
-  args: { [key: string]: string }
-): Promise<void> {
-  return commands.execute(id, args).then(
-    () => undefined,
-    () => undefined
-  );
 }
 
 /** The live view or, for a job the server does not know, the saved Markdown. */
@@ -202,9 +191,13 @@ function LiveJob(props: IJobOutputProps & { job: IJobView }): JSX.Element {
             now={now}
             showArguments={false}
             onDecide={approve =>
-              run(commands, approve ? CommandIDs.approve : CommandIDs.deny, {
-                approvalId: approval.id
-              })
+              runCommand(
+                commands,
+                approve ? CommandIDs.approve : CommandIDs.deny,
+                {
+                  approvalId: approval.id
+                }
+              )
             }
           />
         ) : (
@@ -263,7 +256,7 @@ function LiveJob(props: IJobOutputProps & { job: IJobView }): JSX.Element {
             className="llmgw-cancel"
             testid="llmgw-output-cancel"
             onClick={() =>
-              void run(commands, CommandIDs.cancelJob, { jobId: job.id })
+              void runCommand(commands, CommandIDs.cancelJob, { jobId: job.id })
             }
           >
             Cancel

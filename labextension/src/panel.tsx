@@ -15,7 +15,7 @@ import {
   isTerminal,
   KNOWN_STATUSES
 } from './api';
-import { CommandIDs } from './commands';
+import { CommandIDs, runCommand } from './commands';
 import {
   ApprovalCard,
   JobAge,
@@ -40,18 +40,6 @@ interface IPanelProps {
   model: GatewayModel;
   commands: CommandRegistry;
   rendermime: IRenderMimeRegistry | null;
-}
-
-/** Run a command, surfacing nothing here: commands report their own errors. */
-function run(
-  commands: CommandRegistry,
-  id: string,
-  args: { [key: string]: string }
-): Promise<void> {
-  return commands.execute(id, args).then(
-    () => undefined,
-    () => undefined
-  );
 }
 
 function ConnectionBadge(props: { model: GatewayModel }): JSX.Element {
@@ -107,9 +95,13 @@ function Approvals(props: {
               approval={approval}
               now={now}
               onDecide={approve =>
-                run(commands, approve ? CommandIDs.approve : CommandIDs.deny, {
-                  approvalId: approval.id
-                })
+                runCommand(
+                  commands,
+                  approve ? CommandIDs.approve : CommandIDs.deny,
+                  {
+                    approvalId: approval.id
+                  }
+                )
               }
             />
           ))}
@@ -231,7 +223,7 @@ function JobItem(props: {
   const decision = useDecision(model, job);
   const action = (command: string) => (event: React.MouseEvent) => {
     event.stopPropagation();
-    void run(commands, command, { jobId: job.id });
+    void runCommand(commands, command, { jobId: job.id });
   };
   const usage = formatUsage(job.usage);
   const outcome = outcomeText(job, decision);
@@ -428,7 +420,7 @@ function Panel(props: IPanelProps): JSX.Element {
           className="llmgw-refresh"
           testid="llmgw-refresh"
           title="Fetch jobs and approvals again"
-          onClick={() => void run(commands, CommandIDs.refresh, {})}
+          onClick={() => void runCommand(commands, CommandIDs.refresh, {})}
         >
           Refresh
         </SmallButton>
