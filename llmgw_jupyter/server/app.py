@@ -22,6 +22,7 @@ from llmgw_jupyter.providers.codex import CODEX_PATH_ENV
 from llmgw_jupyter.runtime import RuntimeConfig
 from llmgw_jupyter.server import auth
 from llmgw_jupyter.server.handlers import MCP_PATH, SERVICE_KEY, routes
+from llmgw_jupyter.server.mcp_handler import quick_routes
 from llmgw_jupyter.server.service import GatewayService, ServiceConfig, server_host
 
 POLICY_ENV = "LLMGW_POLICY"
@@ -228,7 +229,7 @@ class LLMGatewayApp(ExtensionApp):
 
     def initialize_handlers(self) -> None:
         assert self.service is not None
-        self.handlers.extend(routes(self.service))
+        self.handlers.extend(quick_routes(routes(self.service)))
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         assert self.service is not None

@@ -101,7 +101,15 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.types import Message, Receive, Scope, Send
 
 from llmgw_jupyter.errors import GatewayError
-from llmgw_jupyter.server.mcp_quick import QuickCalls
+from llmgw_jupyter.server.mcp_quick import HeaderFn, QuickCalls
+from llmgw_jupyter.server.mcp_results import (  # noqa: F401 - re-exported, the endpoint's API
+    ERROR_META_KEY,
+    ToolResult,
+    call_result,
+    error_result,
+    error_wire,
+    result_wire,
+)
 from llmgw_jupyter.server.mcp_sessions import SessionLedger, SessionRefusal
 from llmgw_jupyter.server.mcp_streams import cannot_resume, stream_send
 from llmgw_jupyter.server.mcp_tool_lists import ToolListWatch
@@ -117,10 +125,6 @@ PRECHECKED_SCOPE_KEY = "llmgw.prechecked"
 LOCAL_HOSTS = ("127.0.0.1:*", "localhost:*", "[::1]:*")
 LOCAL_ORIGINS = ("http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*")
 
-ERROR_META_KEY = "llmgw/error"
-"""``_meta`` key of an ``isError`` result: the error as an object (category, message, field,
-rule, retry_after_seconds, ...)."""
-
 BATCH_ERA_VERSION = "2025-03-26"
 """The one revision with JSON-RPC batches: not agreed to (see the module docstring)."""
 
@@ -131,6 +135,7 @@ _SESSION_HEADER = b"mcp-session-id"
 _VERSION_HEADER = b"mcp-protocol-version"
 _HANDSHAKE = frozenset(v.encode() for v in HANDSHAKE_PROTOCOL_VERSIONS)
 _MAX_SHOWN = 64
+_MAX_PASSING_PAIRS = 256  # remembered Host/Origin pairs that passed (emptied when full)
 BODY_LIMIT = "max_mcp_body_bytes"
 
 
@@ -147,22 +152,6 @@ class ToolSpec(Protocol):
     def output_schema(self) -> dict[str, Any] | None: ...
     @property
     def annotations(self) -> Any: ...  # a mapping, or an object with ``to_dict()``
-
-
-class ToolResult(Protocol):
-    """The outcome of one call; denials and tool failures are results with ``is_error``.
-
-    An error's ``structured`` is ``{"error": {"category", "message", "field"}, ...}`` (denials
-    add ``decision``, ``reason``, ``rule``, ``retry_after_seconds``); the real result also has
-    ``error`` (the category), read with ``getattr`` so simpler results fit too.
-    """
-
-    @property
-    def is_error(self) -> bool: ...
-    @property
-    def text(self) -> str: ...
-    @property
-    def structured(self) -> dict[str, Any] | None: ...
 
 
 class Gateway(Protocol):
@@ -226,6 +215,7 @@ class MCPEndpoint:
         self.tool_lists = tool_lists  # who is told of tool list changes
         self._reaper_wake = asyncio.Event()
         self._reaper_has_deadline = False
+        self._passing_pairs: set[tuple[str | None, str | None]] = set()
 
     @property
     def running(self) -> bool:
@@ -283,6 +273,45 @@ class MCPEndpoint:
             return self.body_too_large()
         return None
 
+    async def host_and_origin_pass(self, host: str | None, origin: str | None) -> bool:
+        """Whether a request with these Host and Origin headers (None: absent) passes the SDK's
+        DNS-rebinding check; passing pairs are remembered (the settings never change)."""
+        pair = (host, origin)
+        if pair in self._passing_pairs:
+            return True
+        headers = [] if host is None else [(b"host", host.encode("latin-1"))]
+        if origin is not None:
+            headers.append((b"origin", origin.encode("latin-1")))
+        probe = Request({"type": "http", "headers": headers})
+        if await self._security.validate_request(probe, is_post=False) is not None:
+            return False
+        if len(self._passing_pairs) >= _MAX_PASSING_PAIRS:
+            self._passing_pairs.clear()
+        self._passing_pairs.add(pair)
+        return True
+
+    def quick_session(
+        self, method: str, header: HeaderFn, message: Mapping[str, Any] | None, key: str
+    ) -> str | None:
+        """The session a request may be answered in on the quick path (``mcp_quick``), or None
+        when the ASGI app must serve it."""
+        if self.quick is None or self.sessions is None:
+            return None
+        return self.quick.session_for(method, header, message, key)
+
+    async def answer_quick(
+        self, session_id: str, message: Mapping[str, Any], caller: Any, key: str
+    ) -> bytes | None:
+        """The quick answer to ``message`` in ``session_id`` (``quick_session`` said so), with
+        the session kept alive meanwhile; None when the call was cancelled (no response)."""
+        assert self.quick is not None and self.sessions is not None
+        self.sessions.begin(session_id)
+        try:
+            return await self.quick.answer(message, caller, key, session_id)
+        finally:
+            self.sessions.end(session_id, key, "POST", 200)
+            self._sessions_changed()
+
     def body_too_large(self) -> ASGIApp:
         return body_too_large(self.max_body_bytes, self._setting_of(BODY_LIMIT))
 
@@ -303,7 +332,7 @@ class MCPEndpoint:
         if handshake and scope.get("method") == "GET" and _header(scope, b"last-event-id"):
             await cannot_resume()(scope, receive, send)
             return
-        message = _json_object(body) if scope.get("method") == "POST" else None
+        message = json_message(body) if scope.get("method") == "POST" else None
         version = _stream_version(scope, message)
         if message is not None and message.get("method") == "initialize":
             body, message = _no_batch_era(body, message)
@@ -521,7 +550,7 @@ def _handshake_era(scope: Scope) -> bool:
     return version is None or version.encode("latin-1") in _HANDSHAKE
 
 
-def _json_object(body: bytes) -> dict[str, Any] | None:
+def json_message(body: bytes) -> dict[str, Any] | None:
     """The JSON-RPC message object a POST carries, or None (a batch, bad JSON: the SDK says)."""
     if not body.lstrip().startswith(b"{"):
         return None
@@ -685,13 +714,14 @@ def build_mcp_app(
 
     async def run_call(
         tool: str, arguments: dict[str, Any], caller: Any, key: str, progress: ProgressFn | None
-    ) -> types.CallToolResult:
+    ) -> dict[str, Any]:
+        """The call's ``CallToolResult`` in wire form; ``MCPError`` for an unknown tool."""
         # Every call reaches the gateway, listed or not: it refuses unknown and hidden tools
         # itself ([POLICY DENIED] for hidden ones), audits and rate-limits the attempt.
         try:
             result = await gateway.call(tool, arguments, caller, progress)
         except GatewayError as exc:
-            return error_result("", exc.to_dict())
+            return error_wire("", exc.to_dict())
         finally:
             tool_lists.after_call(key, caller)
         if _unknown_tool(result):
@@ -701,7 +731,7 @@ def build_mcp_app(
                 message=str(error.get("message") or "unknown tool"),
                 data={"category": error.get("category"), "field": "tool"},
             )
-        return call_result(result)
+        return result_wire(result)
 
     async def call_tool(
         ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
@@ -711,7 +741,8 @@ def build_mcp_app(
         if progress_token_from_params(ctx.params) is not None:
             progress = ctx.session.report_progress
         key = caller_key(caller)
-        return await run_call(params.name, dict(params.arguments or {}), caller, key, progress)
+        wire = await run_call(params.name, dict(params.arguments or {}), caller, key, progress)
+        return types.CallToolResult.model_validate(wire)
 
     async def listen(
         ctx: ServerRequestContext[Any, Any], params: types.SubscriptionsListenRequestParams
@@ -721,7 +752,7 @@ def build_mcp_app(
 
     async def quick_call(
         tool: str, arguments: dict[str, Any], caller: Any, key: str
-    ) -> types.CallToolResult:
+    ) -> dict[str, Any]:
         return await run_call(tool, arguments, caller, key, None)
 
     server = ToolsChangingServer(
@@ -794,48 +825,6 @@ def _to_tool(spec: ToolSpec) -> types.Tool:
         output_schema=spec.output_schema,
         annotations=types.ToolAnnotations.model_validate(annotations) if annotations else None,
     )
-
-
-def call_result(result: ToolResult) -> types.CallToolResult:
-    """A gateway result as MCP: success with its structured content, errors as text + ``_meta``."""
-    if result.is_error:
-        return error_result(result.text, result.structured or {})
-    text = result.text
-    if not text and result.structured is not None:
-        text = json.dumps(result.structured)  # spec: structured content also goes out as text
-    return types.CallToolResult(
-        content=[types.TextContent(text=text)], structured_content=result.structured
-    )
-
-
-def error_result(text: str, structured: Mapping[str, Any]) -> types.CallToolResult:
-    """An ``isError`` result every client can read: no ``structuredContent`` (it would have to
-    match the success ``outputSchema``), the facts in the text and in ``_meta``.
-
-    ``structured`` is ``{"error": {...}, ...}`` as the gateway gives it, or a bare error object.
-    """
-    details = _error_details(structured)
-    category = details.get("category")
-    first = text or f"{category or 'error'}: {details.get('message', '')}"
-    parts = [first]
-    for name in ("category", "field", "rule", "retry_after_seconds"):
-        value = details.get(name)
-        said = f"{name}: {value}" in first or (name == "category" and first.startswith(f"{value}:"))
-        if value is not None and not said:
-            parts.append(f"{name}: {value}")
-    return types.CallToolResult(
-        content=[types.TextContent(text="; ".join(parts))],
-        is_error=True,
-        _meta={ERROR_META_KEY: details},
-    )
-
-
-def _error_details(structured: Mapping[str, Any]) -> dict[str, Any]:
-    error = structured.get("error")
-    if not isinstance(error, Mapping):
-        return dict(structured)
-    rest = {k: v for k, v in structured.items() if k != "error"}
-    return {**rest, **error}
 
 
 def _error_of(result: ToolResult) -> Mapping[str, Any]:

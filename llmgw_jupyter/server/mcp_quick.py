@@ -1,4 +1,4 @@
-"""A quick path for MCP tool calls that stream nothing: one JSON answer instead of an SSE response.
+"""A quick path for MCP requests that stream nothing: one JSON answer instead of an SSE response.
 
 Why: profiling ``llm_job_status`` over the SDK's stateful transport (mcp 2.3.0) showed about 2 ms
 of server CPU per call, two thirds of it in the SSE response machinery (sse-starlette task group,
@@ -7,10 +7,14 @@ spec lets a server answer any POSTed request with ``Content-Type: application/js
 must accept both); when a call asks for no progress there is nothing to stream, so the gateway is
 called directly and its result written once.
 
+Two fronts use it: the Tornado handler (``mcp_handler``) answers qualifying POSTs itself, before
+any ASGI scope exists, and the endpoint's ASGI app (``MCPEndpoint.asgi_app``) does the same for
+ASGI servers. Both ask ``session_for`` with a header getter and write what ``answer`` returns.
+
 Taken only when all of these hold; otherwise the SDK serves the request unchanged:
 - a POST with ``Content-Type: application/json`` whose ``Accept`` includes ``application/json``;
-- one JSON-RPC request ``tools/call`` (string or integer id) without ``_meta.progressToken``, for
-  a tool the ``accepts`` predicate names (tools that answer at once);
+- one JSON-RPC request (string or integer id): ``tools/call`` without ``_meta.progressToken``
+  for a tool the ``accepts`` predicate names (tools that answer at once), or ``ping``;
 - ``MCP-Protocol-Version`` absent or of the handshake era, and an ``Mcp-Session-Id`` of a live
   session opened by the same caller (``session_owner``: the endpoint's ``SessionLedger``, which
   also keeps the session alive while the call runs; the SDK's own idle timeout is off).
@@ -22,40 +26,44 @@ Cancellation: a ``notifications/cancelled`` naming a call in flight here (same s
 it (``cancel``), and the call gets no JSON-RPC response, as the spec asks: its POST is answered
 with an empty event stream, which every client reads as "no response on this stream".
 
-Only public SDK names are used: results are shaped by ``mcp_types.methods.
-serialize_server_result`` (the per-version wire surface the SDK's own server applies) and framed
-by ``JSONRPCResponse``/``JSONRPCError``, so a new SDK changes this path as it changes its own.
+The answer is encoded here with the standard library's JSON encoder from the result's wire form
+(``mcp_results``), no pydantic model on the way: that shape is pinned against the SDK's own
+per-revision surface (``serialize_server_result``) by ``tests/server/test_mcp_results.py``.
+Protocol errors (an unknown tool) are framed by the SDK's ``JSONRPCError``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import mcp_types as types
 from mcp.shared.exceptions import MCPError
-from mcp_types.methods import serialize_server_result
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
-from pydantic import ValidationError
 from starlette.types import Scope, Send
 
 log = logging.getLogger(__name__)
 
-CallFn = Callable[[str, dict[str, Any], Any, str], Awaitable[types.CallToolResult]]
-"""``(tool, arguments, caller, caller key) -> CallToolResult``; raises ``MCPError`` for a
-protocol error (an unknown tool)."""
+CallFn = Callable[[str, dict[str, Any], Any, str], Awaitable[dict[str, Any]]]
+"""``(tool, arguments, caller, caller key) -> CallToolResult`` in wire form (``mcp_results``);
+raises ``MCPError`` for a protocol error (an unknown tool)."""
+HeaderFn = Callable[[str], "str | None"]
+"""A request header's value by its lower-case name (None when absent)."""
 
-_SESSION = b"mcp-session-id"
-_VERSION = b"mcp-protocol-version"
-_HANDSHAKE = frozenset(v.encode() for v in HANDSHAKE_PROTOCOL_VERSIONS)
-_CANCELLED = "cancelled"
+SESSION_HEADER = "mcp-session-id"
+VERSION_HEADER = "mcp-protocol-version"
+_HANDSHAKE = frozenset(HANDSHAKE_PROTOCOL_VERSIONS)
+_ENCODER = json.JSONEncoder(separators=(",", ":"))  # ASCII output: lone surrogates stay escaped
+EVENT_STREAM_HEADERS = (("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache"))
+"""Headers of the empty event stream that answers a cancelled call (no JSON-RPC response)."""
 
 
 class QuickCalls:
-    """Serves qualifying ``tools/call`` POSTs; see the module docstring for the conditions."""
+    """Serves qualifying POSTs; see the module docstring for the conditions."""
 
     def __init__(
         self,
@@ -66,27 +74,57 @@ class QuickCalls:
         self._call = call
         self._accepts = accepts
         self._session_owner = session_owner
-        self._running: dict[tuple[str, str | int], asyncio.Task[types.CallToolResult]] = {}
+        self._running: dict[tuple[str, str | int], asyncio.Future[dict[str, Any]]] = {}
 
-    def session_of(self, scope: Scope, message: Mapping[str, Any] | None, key: str) -> str | None:
-        """The session this POST may be answered in, or None when the SDK must serve it."""
-        if message is None or scope.get("method") != "POST" or not _tool_call(message):
+    def session_for(
+        self, method: str, header: HeaderFn, message: Mapping[str, Any] | None, key: str
+    ) -> str | None:
+        """The session this request may be answered in, or None when the SDK must serve it."""
+        if message is None or method != "POST" or not self._quick_message(message):
             return None
-        if not self._accepts(message["params"]["name"]):
-            return None
-        headers = dict(scope.get("headers") or ())
-        version = headers.get(_VERSION)
+        version = header(VERSION_HEADER)
         if version is not None and version not in _HANDSHAKE:
             return None
-        if b"application/json" not in headers.get(b"accept", b""):
+        if "application/json" not in (header("accept") or ""):
             return None
-        if not headers.get(b"content-type", b"").startswith(b"application/json"):
+        if not (header("content-type") or "").startswith("application/json"):
             return None
-        raw_session = headers.get(_SESSION)
-        if raw_session is None:
+        session_id = header(SESSION_HEADER)
+        if session_id is None:
             return None
-        session_id = raw_session.decode("latin-1")
         return session_id if self._session_owner(session_id) == key else None
+
+    def session_of(self, scope: Scope, message: Mapping[str, Any] | None, key: str) -> str | None:
+        """``session_for`` over an ASGI scope."""
+        headers = {
+            bytes(name).decode("latin-1"): bytes(value).decode("latin-1")
+            for name, value in scope.get("headers") or ()
+        }
+        return self.session_for(str(scope.get("method")), headers.get, message, key)
+
+    async def answer(
+        self, message: Mapping[str, Any], caller: Any, key: str, session_id: str
+    ) -> bytes | None:
+        """The JSON-RPC answer to ``message`` (``session_for`` said it qualifies), encoded; None
+        when the client cancelled the call (it gets no response)."""
+        request_id: str | int = message["id"]
+        if message["method"] == "ping":
+            return _encode(request_id, {})
+        params = message["params"]
+        slot = (session_id, request_id)
+        task = asyncio.ensure_future(
+            self._call(params["name"], dict(params.get("arguments") or {}), caller, key)
+        )
+        self._running[slot] = task
+        try:
+            return await _answer(task, request_id)
+        finally:
+            if self._running.get(slot) is task:
+                del self._running[slot]
+            if not task.done():  # the HTTP request itself was cancelled (client went away)
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def serve(
         self,
@@ -97,30 +135,14 @@ class QuickCalls:
         key: str,
         session_id: str,
     ) -> None:
-        """Run the call and write its answer (``session_of`` said this POST qualifies)."""
-        params = message["params"]
-        request_id: str | int = message["id"]
-        slot = (session_id, request_id)
-        task = asyncio.ensure_future(
-            self._call(params["name"], dict(params.get("arguments") or {}), caller, key)
-        )
-        self._running[slot] = task
-        try:
-            answer = await _answer(task, request_id, _version(scope))
-        finally:
-            if self._running.get(slot) is task:
-                del self._running[slot]
-            if not task.done():  # the HTTP request itself was cancelled (client went away)
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        headers = [(_SESSION, session_id.encode("latin-1"))]
-        if answer is _CANCELLED:
-            start = {"type": "http.response.start", "status": 200, "headers": _no_events(headers)}
-            await send(start)
+        """``answer`` written to an ASGI ``send``."""
+        answer = await self.answer(message, caller, key, session_id)
+        headers = [(SESSION_HEADER.encode(), session_id.encode("latin-1"))]
+        if answer is None:
+            headers += [(k.lower().encode(), v.encode()) for k, v in EVENT_STREAM_HEADERS]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
-        assert isinstance(answer, bytes)
         headers.append((b"content-type", b"application/json"))
         headers.append((b"content-length", b"%d" % len(answer)))
         await send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -136,59 +158,41 @@ class QuickCalls:
         task.cancel()
         return True
 
+    def _quick_message(self, message: Mapping[str, Any]) -> bool:
+        """A ``ping``, or a ``tools/call`` of a quick tool that asks for no progress."""
+        if message.get("jsonrpc") != "2.0":
+            return False
+        request_id = message.get("id")
+        if isinstance(request_id, bool) or not isinstance(request_id, str | int):
+            return False
+        method = message.get("method")
+        params = message.get("params")
+        if method == "ping":
+            return params is None or isinstance(params, dict)
+        if method != "tools/call" or not isinstance(params, dict):
+            return False
+        name = params.get("name")
+        if not isinstance(name, str) or not self._accepts(name):
+            return False
+        arguments = params.get("arguments")
+        if arguments is not None and not isinstance(arguments, dict):
+            return False
+        meta = params.get("_meta")
+        return meta is None or (isinstance(meta, dict) and "progressToken" not in meta)
 
-async def _answer(
-    task: asyncio.Task[types.CallToolResult], request_id: str | int, version: str
-) -> bytes | str:
-    """The JSON-RPC answer to write, or ``_CANCELLED`` when the client cancelled the call."""
+
+async def _answer(task: asyncio.Future[dict[str, Any]], request_id: str | int) -> bytes | None:
     try:
         result = await asyncio.shield(task)
     except asyncio.CancelledError:
         if not task.cancelled():
             raise  # the HTTP request was cancelled, not the call
-        return _CANCELLED
+        return None
     except MCPError as refusal:
-        return _error(request_id, refusal.error)
-    try:
-        wire = serialize_server_result(
-            "tools/call", version, result.model_dump(by_alias=True, mode="json", exclude_none=True)
-        )
-    except ValidationError:  # as the SDK's server does: the detail stays in the log
-        log.exception("tools/call returned a result the %s surface rejects", version)
-        message = "Handler returned an invalid result"
-        return _error(request_id, types.ErrorData(code=types.INTERNAL_ERROR, message=message))
-    response = types.JSONRPCResponse(jsonrpc="2.0", id=request_id, result=wire)
-    return response.model_dump_json(by_alias=True, exclude_unset=True).encode("utf-8")
+        framed = types.JSONRPCError(jsonrpc="2.0", id=request_id, error=refusal.error)
+        return framed.model_dump_json(by_alias=True, exclude_unset=True).encode("utf-8")
+    return _encode(request_id, result)
 
 
-def _error(request_id: str | int, error: types.ErrorData) -> bytes:
-    framed = types.JSONRPCError(jsonrpc="2.0", id=request_id, error=error)
-    return framed.model_dump_json(by_alias=True, exclude_unset=True).encode("utf-8")
-
-
-def _version(scope: Scope) -> str:
-    for name, value in scope.get("headers") or ():
-        if bytes(name).lower() == _VERSION:
-            return bytes(value).decode("latin-1")
-    return types.DEFAULT_NEGOTIATED_VERSION
-
-
-def _no_events(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    return [*headers, (b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
-
-
-def _tool_call(message: Mapping[str, Any]) -> bool:
-    """Whether ``message`` is a JSON-RPC ``tools/call`` request that asks for no progress."""
-    if message.get("jsonrpc") != "2.0" or message.get("method") != "tools/call":
-        return False
-    request_id = message.get("id")
-    if isinstance(request_id, bool) or not isinstance(request_id, str | int):
-        return False
-    params = message.get("params")
-    if not isinstance(params, dict) or not isinstance(params.get("name"), str):
-        return False
-    arguments = params.get("arguments")
-    if arguments is not None and not isinstance(arguments, dict):
-        return False
-    meta = params.get("_meta")
-    return meta is None or (isinstance(meta, dict) and "progressToken" not in meta)
+def _encode(request_id: str | int, result: Mapping[str, Any]) -> bytes:
+    return _ENCODER.encode({"jsonrpc": "2.0", "id": request_id, "result": result}).encode("ascii")
