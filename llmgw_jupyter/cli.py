@@ -17,7 +17,7 @@ from typing import Any
 
 from llmgw_jupyter.errors import GatewayError
 from llmgw_jupyter.paths import resolve_data_dir
-from llmgw_jupyter.policy import cli as policy_cli
+from llmgw_jupyter import policy_cli
 
 
 def _policy_store(data_dir: str | None) -> Any:

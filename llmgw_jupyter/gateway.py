@@ -36,8 +36,8 @@ from llmgw_jupyter.errors import (
 )
 from llmgw_jupyter.policy import DENIAL_PREFIX, Decision, Policy, PolicyEngine, PolicySource
 from llmgw_jupyter.policy.compiled import load_policy
+from llmgw_jupyter.records import ACTIVE_STATUSES, TERMINAL_STATUSES
 from llmgw_jupyter.runtime.manager import Runtime
-from llmgw_jupyter.runtime.models import ACTIVE_STATUSES, TERMINAL_STATUSES
 from llmgw_jupyter.store.policy import ApprovalRecord, GrantRecord, PolicyStore
 from llmgw_jupyter.tools.context import Caller, ProgressCallback, ToolContext
 from llmgw_jupyter.tools.registry import JOB_STARTING_TOOLS, REGISTRY, TOOL_NAMES, ToolDefinition

@@ -110,7 +110,7 @@ def _print_decision(policy: Policy, caller: str, decision: Decision, out: TextIO
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (``python -m llmgw_jupyter.policy.cli``), same as ``llmgw policy``."""
+    """Stand-alone entry (``python -m llmgw_jupyter.policy_cli``), same as ``llmgw policy``."""
     parser = argparse.ArgumentParser(prog="llmgw")
     register(parser.add_subparsers(dest="command", required=True))
     namespace = parser.parse_args(argv)

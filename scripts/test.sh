@@ -20,6 +20,7 @@ mkdir -p test-output
 
 echo "== ruff" && ruff check llmgw_jupyter tests benchmarks
 echo "== mypy" && mypy
+echo "== import-linter (declared layers, pyproject.toml)" && lint-imports
 echo "== labextension lint and unit tests"
 (cd labextension && jlpm install --immutable >/dev/null && jlpm lint:check && jlpm test)
 # -- third-party MCP clients (tests/server/test_mcp_third_party_clients.py) -----------------------

@@ -22,9 +22,11 @@ from llmgw_jupyter.kernel.presentation import (
     JobState,
     callout_html,
     describe_state,
+    format_usage,
     job_duration,
     state_badge_html,
 )
+from llmgw_jupyter.kernel.tasks import RETRY_DELAYS, keep
 from llmgw_jupyter.render import escape_markdown, escape_text, markdown_to_html, text_to_html
 
 if TYPE_CHECKING:
@@ -35,7 +37,6 @@ TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled", "timed_out", 
 ACTIVE_STATUSES = frozenset({"awaiting_approval", "queued", "running"})
 MAX_EVENTS_KEPT = 5000
 SESSION_WAIT_SECONDS = 60.0
-RETRY_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0)
 JOB_MIME = "application/vnd.llmgw.job+json"
 """A job output of its own: the lab extension shows the job live from the server with it, so the
 output outlives the kernel (and its widget models)."""
@@ -43,26 +44,12 @@ JOB_MIME_VERSION = 1
 SNAPSHOT_ANSWER_CHARS = 20_000
 
 Listener = Callable[["JobHandle", list[dict[str, Any]]], None]
-_TASKS: set[asyncio.Task[Any]] = set()  # strong references: the loop keeps only weak ones
 
 
 def parse_ts(value: str | None) -> float | None:
     if not value:
         return None
     return datetime.fromisoformat(value).timestamp()
-
-
-def format_usage(usage: Mapping[str, Any] | None) -> str:
-    """``tokens: 1,234 in (1,000 cached) · 56 out (12 reasoning)``; empty when unknown."""
-    if not usage or usage.get("input_tokens") is None:
-        return ""
-    text = f"tokens: {usage['input_tokens']:,} in"
-    if usage.get("cached_input_tokens"):
-        text += f" ({usage['cached_input_tokens']:,} cached)"
-    text += f" · {usage.get('output_tokens') or 0:,} out"
-    if usage.get("reasoning_output_tokens"):
-        text += f" ({usage['reasoning_output_tokens']:,} reasoning)"
-    return text
 
 
 @dataclass
@@ -361,9 +348,7 @@ class JobHandle:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # terminal IPython between cells: nothing runs a loop
             return None
-        task = loop.create_task(self._follow(), name=f"llmgw-follow-{self.id}")
-        _TASKS.add(task)
-        task.add_done_callback(_TASKS.discard)
+        task = keep(loop.create_task(self._follow(), name=f"llmgw-follow-{self.id}"))
         self._follow_task = task
         return task
 

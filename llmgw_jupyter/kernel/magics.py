@@ -23,9 +23,7 @@ from pydantic import BaseModel, ValidationError
 
 from llmgw_jupyter.kernel.client import MAX_WAIT_SECONDS, GatewayCallError, GatewayClient, connect
 from llmgw_jupyter.kernel.handle import (
-    _TASKS,
     ACTIVE_STATUSES,
-    RETRY_DELAYS,
     JobHandle,
     JobResult,
     in_kernel,
@@ -42,6 +40,7 @@ from llmgw_jupyter.kernel.presentation import (
     local_time,
     timestamp,
 )
+from llmgw_jupyter.kernel.tasks import RETRY_DELAYS, spawn
 from llmgw_jupyter.providers.codex import SandboxMode
 from llmgw_jupyter.render import escape_text
 from llmgw_jupyter.tools.schemas import CodexForkInput, CodexRequestAsyncInput
@@ -818,14 +817,7 @@ class JobTable:
 
     @staticmethod
     def _spawn(coro: Coroutine[Any, Any, None]) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            coro.close()
-            return
-        task = loop.create_task(coro)
-        _TASKS.add(task)
-        task.add_done_callback(_TASKS.discard)
+        spawn(coro)
 
     def __repr__(self) -> str:
         rows = [self.COLUMNS, *self.rows()]

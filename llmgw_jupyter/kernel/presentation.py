@@ -231,3 +231,16 @@ def approval_accent(approval: Mapping[str, Any]) -> str:
         "approved": ACCENTS["succeeded"],
         "denied": ACCENTS["denied"],
     }.get(str(approval.get("status")), ACCENTS["cancelled"])
+
+
+def format_usage(usage: Mapping[str, Any] | None) -> str:
+    """``tokens: 1,234 in (1,000 cached) · 56 out (12 reasoning)``; empty when unknown."""
+    if not usage or usage.get("input_tokens") is None:
+        return ""
+    text = f"tokens: {usage['input_tokens']:,} in"
+    if usage.get("cached_input_tokens"):
+        text += f" ({usage['cached_input_tokens']:,} cached)"
+    text += f" · {usage.get('output_tokens') or 0:,} out"
+    if usage.get("reasoning_output_tokens"):
+        text += f" ({usage['reasoning_output_tokens']:,} reasoning)"
+    return text

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as widgets
 
 from llmgw_jupyter.kernel.client import MAX_WAIT_SECONDS, GatewayCallError, GatewayClient
-from llmgw_jupyter.kernel.handle import _TASKS, RETRY_DELAYS, format_usage
 from llmgw_jupyter.kernel.presentation import (
     ACCENTS,
     TEXT_STYLE,
@@ -26,9 +25,11 @@ from llmgw_jupyter.kernel.presentation import (
     approval_html,
     callout_html,
     describe_state,
+    format_usage,
     state_badge_html,
     timestamp,
 )
+from llmgw_jupyter.kernel.tasks import RETRY_DELAYS, keep, spawn
 from llmgw_jupyter.render import escape_text, markdown_to_html, text_to_html
 
 if TYPE_CHECKING:
@@ -330,10 +331,7 @@ class JobWidget(widgets.VBox):
                 self._show_error(f"{type(error).__name__}: {error}")
             return None
 
-        task = loop.create_task(guarded())
-        _TASKS.add(task)
-        task.add_done_callback(_TASKS.discard)
-        return task
+        return keep(loop.create_task(guarded()))
 
     async def _cancel(self) -> None:
         self.cancel_button.disabled = True
@@ -456,8 +454,8 @@ class ApprovalRow(widgets.HBox):
         )
         self._watcher: asyncio.Task[Any] | None = None
         self._note = ""
-        self.approve.on_click(lambda _b: _spawn_task(self._decide(True)))
-        self.deny.on_click(lambda _b: _spawn_task(self._decide(False)))
+        self.approve.on_click(lambda _b: spawn(self._decide(True)))
+        self.deny.on_click(lambda _b: spawn(self._decide(False)))
         self.render()
 
     @property
@@ -506,7 +504,7 @@ class ApprovalRow(widgets.HBox):
     def watch(self) -> None:
         """Follow the request until it is decided or expires (never longer)."""
         if self.pending and self._watcher is None:
-            self._watcher = _spawn_task(self._watch())
+            self._watcher = spawn(self._watch())
 
     def stop(self) -> None:
         if self._watcher is not None:
@@ -548,15 +546,3 @@ class ApprovalRow(widgets.HBox):
             await self._refresh()
         finally:
             self._watcher = None
-
-
-def _spawn_task(coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any] | None:
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        coro.close()
-        return None
-    task = loop.create_task(coro)
-    _TASKS.add(task)
-    task.add_done_callback(_TASKS.discard)
-    return task

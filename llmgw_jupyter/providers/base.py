@@ -7,10 +7,27 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from llmgw_jupyter.errors import ErrorCategory
-from llmgw_jupyter.runtime.isolation import Mounts
-from llmgw_jupyter.runtime.models import LaunchContext, Usage
+from llmgw_jupyter.records import Usage
 
 __all__ = ["Command", "LaunchContext", "Mounts", "ParsedEvent", "Provider", "StreamParser"]
+
+
+@dataclass(frozen=True)
+class LaunchContext:
+    """Who a run is for and how it runs; per-caller provider state lives in ``state_dir``."""
+
+    caller: str
+    isolated: bool
+    state_dir: Path  # <data dir>/callers/<caller>, mode 0700
+
+
+@dataclass
+class Mounts:
+    """What one job may see besides the system: declared by the provider, checked here."""
+
+    writable: list[str] = field(default_factory=list)  # same path inside, read-write
+    read_only: list[str] = field(default_factory=list)  # same path inside, read-only
+    private: dict[str, str] = field(default_factory=dict)  # inside path -> real dir, read-write
 
 
 @dataclass

@@ -30,9 +30,8 @@ from llmgw_jupyter.errors import (
     InvalidInputError,
     input_error_from_validation,
 )
-from llmgw_jupyter.providers.base import Command, LaunchContext, ParsedEvent, Verdict
-from llmgw_jupyter.runtime.isolation import Mounts
-from llmgw_jupyter.runtime.models import Usage
+from llmgw_jupyter.providers.base import Command, LaunchContext, Mounts, ParsedEvent, Verdict
+from llmgw_jupyter.records import Usage
 
 CODEX_PATH_ENV = "LLMGW_CODEX_PATH"
 CODEX_NPM_PACKAGE = "@openai/codex@0.169.0"

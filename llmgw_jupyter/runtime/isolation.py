@@ -16,10 +16,10 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmgw_jupyter.errors import ErrorCategory, GatewayError, InvalidInputError
+from llmgw_jupyter.providers.base import Mounts
 
 BWRAP_PATH_ENV = "LLMGW_BWRAP_PATH"
 INSIDE_ROOT = "/llmgw"
@@ -57,15 +57,6 @@ DEFAULT_PROTECTED = (
 class IsolationError(GatewayError):
     def __init__(self, message: str) -> None:
         super().__init__(ErrorCategory.ISOLATION_ERROR, message)
-
-
-@dataclass
-class Mounts:
-    """What one job may see besides the system: declared by the provider, checked here."""
-
-    writable: list[str] = field(default_factory=list)  # same path inside, read-write
-    read_only: list[str] = field(default_factory=list)  # same path inside, read-only
-    private: dict[str, str] = field(default_factory=dict)  # inside path -> real dir, read-write
 
 
 def protected_paths(extra: Iterable[str | os.PathLike[str]] = ()) -> list[Path]:

@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 from llmgw_jupyter.errors import (
     DiskFullError,
@@ -32,23 +32,23 @@ from llmgw_jupyter.errors import (
     SaturatedError,
 )
 from llmgw_jupyter.paths import ensure_private_dir, resolve_data_dir
-from llmgw_jupyter.runtime import output as job_output
-from llmgw_jupyter.runtime.isolation import (
-    INSIDE_HOME,
-    Boundary,
-    IsolationError,
-    protected_paths,
-)
-from llmgw_jupyter.runtime.models import (
+from llmgw_jupyter.providers.base import Command, LaunchContext, ParsedEvent, Provider, StreamParser
+from llmgw_jupyter.records import (
     ACTIVE_STATUSES,
     JOB_KINDS,
     JobEvent,
     JobRecord,
     JobSpec,
     JobStatus,
-    LaunchContext,
     OutputPage,
     SessionRecord,
+)
+from llmgw_jupyter.runtime import output as job_output
+from llmgw_jupyter.runtime.isolation import (
+    INSIDE_HOME,
+    Boundary,
+    IsolationError,
+    protected_paths,
 )
 from llmgw_jupyter.runtime.notifier import ChangeSubscription, JobChange, JobNotifier
 from llmgw_jupyter.runtime.process import (
@@ -61,9 +61,6 @@ from llmgw_jupyter.runtime.process import (
 )
 from llmgw_jupyter.store.db import Database
 from llmgw_jupyter.store.jobs import IdempotencyConflict, JobStore
-
-if TYPE_CHECKING:  # providers.base imports runtime.models: a runtime import here would be circular
-    from llmgw_jupyter.providers.base import Command, ParsedEvent, Provider, StreamParser
 
 READ_CHUNK = 64 * 1024
 MAX_LINE_BYTES = 1024 * 1024

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from llmgw_jupyter.paths import ensure_private_dir
-from llmgw_jupyter.runtime.models import OutputPage
+from llmgw_jupyter.records import OutputPage
 
 STREAM_FILES = {"stdout": "stdout.jsonl", "stderr": "stderr.log"}
 MAX_PAGE_BYTES = 1024 * 1024

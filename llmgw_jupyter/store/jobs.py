@@ -8,8 +8,9 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from llmgw_jupyter.runtime.models import JobEvent, JobRecord, JobStatus, SessionRecord
+from llmgw_jupyter.records import JobEvent, JobRecord, JobStatus, SessionRecord
 from llmgw_jupyter.store.db import Database
+from llmgw_jupyter.store.rows import event_from_row, job_from_row
 
 # Columns the runtime may change after insert; anything else is immutable history.
 _UPDATABLE = frozenset(
@@ -70,15 +71,15 @@ class JobStore:
                     (values["caller"], key),
                 ).fetchone()
                 if row is not None:
-                    raise IdempotencyConflict(JobRecord.from_row(row))
+                    raise IdempotencyConflict(job_from_row(row))
             conn.execute(f"INSERT INTO jobs ({columns}) VALUES ({marks})", values)
             self._append_events(conn, values["id"], [first_event])
             row = conn.execute("SELECT * FROM jobs WHERE id = ?", (values["id"],)).fetchone()
-        return JobRecord.from_row(row)
+        return job_from_row(row)
 
     def get_job(self, job_id: str) -> JobRecord | None:
         row = self.db.query_one("SELECT * FROM jobs WHERE id = ?", (job_id,))
-        return JobRecord.from_row(row) if row is not None else None
+        return job_from_row(row) if row is not None else None
 
     def update_job(self, job_id: str, **fields: Any) -> None:
         self._check_columns(fields)
@@ -120,7 +121,7 @@ class JobStore:
                 return None
             self._append_events(conn, job_id, [(ts, "job.status", summary or status.value, data)])
             row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return JobRecord.from_row(row)
+        return job_from_row(row)
 
     def list_jobs(
         self,
@@ -148,7 +149,7 @@ class JobStore:
             f"SELECT * FROM jobs {where} ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?",
             [*params, limit, offset],
         )
-        return [JobRecord.from_row(r) for r in rows], int(total[0]) if total else 0
+        return [job_from_row(r) for r in rows], int(total[0]) if total else 0
 
     def jobs_in(self, statuses: Iterable[JobStatus]) -> list[JobRecord]:
         values = [s.value for s in statuses]
@@ -157,7 +158,7 @@ class JobStore:
             " ORDER BY created_at, rowid",
             values,
         )
-        return [JobRecord.from_row(r) for r in rows]
+        return [job_from_row(r) for r in rows]
 
     def count_by_status(self, caller: str | None = None) -> dict[str, int]:
         if caller is None:
@@ -220,7 +221,7 @@ class JobStore:
         key = (row["job_id"], row["seq"])
         event = self._events.get(key)
         if event is None:
-            event = self._events[key] = JobEvent.from_row(row)
+            event = self._events[key] = event_from_row(row)
             if len(self._events) > EVENT_CACHE_SIZE:
                 self._events.popitem(last=False)
         else:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from llmgw_jupyter.errors import InvalidInputError, NotFoundError
-from llmgw_jupyter.runtime.models import JobRecord, JobSpec
+from llmgw_jupyter.records import JobRecord, JobSpec
 from llmgw_jupyter.tools.context import ToolContext
 from llmgw_jupyter.tools.schemas import (
     ApprovalView,

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from llmgw_jupyter.providers.codex import CodexArgs, SessionId
-from llmgw_jupyter.runtime.models import JobStatus
+from llmgw_jupyter.records import JobStatus
 
 JobId = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$", description="Job id.")
 StatusName = Literal[

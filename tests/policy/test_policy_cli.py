@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from llmgw_jupyter.policy.cli import main, register
+from llmgw_jupyter.policy_cli import main, register
 
 
 def write(tmp_path: Path, data: Any) -> str:
@@ -141,7 +141,7 @@ def test_module_entry_point(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "llmgw_jupyter.policy.cli",
+            "llmgw_jupyter.policy_cli",
             "policy",
             "check",
             write(tmp_path, POLICY),

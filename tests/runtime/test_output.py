@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from runtime_helpers import WAIT, Fakes, RuntimeFactory, spec
 
 from llmgw_jupyter.errors import InvalidInputError, NotFoundError
+from llmgw_jupyter.records import OutputPage
 from llmgw_jupyter.runtime import output
-from llmgw_jupyter.runtime.models import OutputPage
 
 
 def read_all(directory: Path, limit: int, *, complete: bool = True) -> list[OutputPage]:

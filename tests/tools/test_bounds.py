@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from llmgw_jupyter.runtime.models import LIGHT_ARG_KEYS
+from llmgw_jupyter.records import LIGHT_ARG_KEYS
 from llmgw_jupyter.tools.schemas import MAX_ARGUMENT_DEPTH, MAX_INT
 from tools.gateway_harness import OWNER, Harness
 
