@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from llmgw_jupyter.records import JobEvent, JobRecord, JobSpec, JobStatus, Usage
-from llmgw_jupyter.runtime.manager import Runtime, RuntimeConfig
+from llmgw_jupyter.runtime.config import RuntimeConfig
+from llmgw_jupyter.runtime.manager import Runtime
 from llmgw_jupyter.runtime.notifier import JobChange
 
 __all__ = [

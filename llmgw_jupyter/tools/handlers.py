@@ -8,32 +8,34 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from llmgw_jupyter.errors import InvalidInputError, NotFoundError
-from llmgw_jupyter.records import JobRecord, JobSpec
-from llmgw_jupyter.tools.context import ToolContext
-from llmgw_jupyter.tools.schemas import (
+from llmgw_jupyter.contract import (
     ApprovalView,
-    CodexForkInput,
-    CodexRequestAsyncInput,
-    CodexRequestInput,
     EventView,
-    JobCancelInput,
     JobCancelOutput,
     JobEventsOutput,
-    JobListInput,
     JobListOutput,
-    JobResultInput,
     JobResultOutput,
-    JobStatusInput,
     JobView,
-    JobWatchInput,
     OutputPageView,
     RequestOutput,
-    SessionListInput,
     SessionListOutput,
     SessionView,
     SubmitOutput,
     UsageView,
+)
+from llmgw_jupyter.errors import InvalidInputError, NotFoundError
+from llmgw_jupyter.records import JobRecord, JobSpec
+from llmgw_jupyter.tools.context import ToolContext
+from llmgw_jupyter.tools.schemas import (
+    CodexForkInput,
+    CodexRequestAsyncInput,
+    CodexRequestInput,
+    JobCancelInput,
+    JobListInput,
+    JobResultInput,
+    JobStatusInput,
+    JobWatchInput,
+    SessionListInput,
 )
 
 _TOOL_ONLY_FIELDS = {"wait_seconds", "last"}

@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from llmgw_jupyter import contract
 from llmgw_jupyter.tools import handlers, schemas
 from llmgw_jupyter.tools.context import ToolContext
 
@@ -66,7 +67,7 @@ TOOLS: tuple[ToolDefinition, ...] = (
         "If it takes longer the job keeps running and the answer gives its id and how to poll. "
         "Pass session_id to resume an earlier session.",
         schemas.CodexRequestInput,
-        schemas.RequestOutput,
+        contract.RequestOutput,
         RUNS_AGENT,
         handlers.codex_request,
     ),
@@ -77,7 +78,7 @@ TOOLS: tuple[ToolDefinition, ...] = (
         + _POLL
         + " Pass session_id to resume an earlier session.",
         schemas.CodexRequestAsyncInput,
-        schemas.SubmitOutput,
+        contract.SubmitOutput,
         RUNS_AGENT,
         handlers.codex_request_async,
     ),
@@ -87,7 +88,7 @@ TOOLS: tuple[ToolDefinition, ...] = (
         "Fork an existing Codex session (session_id, or last: true for the most recent one) and "
         "run a prompt against the fork; the original session is left unchanged. " + _POLL,
         schemas.CodexForkInput,
-        schemas.SubmitOutput,
+        contract.SubmitOutput,
         RUNS_AGENT,
         handlers.codex_fork_session,
     ),
@@ -97,7 +98,7 @@ TOOLS: tuple[ToolDefinition, ...] = (
         "State, timestamps and progress events after a sequence number of one job. Job views "
         "carry a prompt preview and the small arguments; include_args: true adds the rest.",
         schemas.JobStatusInput,
-        schemas.JobEventsOutput,
+        contract.JobEventsOutput,
         READ_ONLY,
         handlers.llm_job_status,
     ),
@@ -107,7 +108,7 @@ TOOLS: tuple[ToolDefinition, ...] = (
         "Wait up to 30 s for new events of a job or its end; sends progress notifications when "
         "the request carries a progress token.",
         schemas.JobWatchInput,
-        schemas.JobEventsOutput,
+        contract.JobEventsOutput,
         READ_ONLY,
         handlers.llm_job_watch,
     ),
@@ -117,7 +118,7 @@ TOOLS: tuple[ToolDefinition, ...] = (
         "Final message, session id, usage and exit code of a job, with its raw stdout or stderr "
         "in pages (offset, limit).",
         schemas.JobResultInput,
-        schemas.JobResultOutput,
+        contract.JobResultOutput,
         READ_ONLY,
         handlers.llm_job_result,
     ),
@@ -126,7 +127,7 @@ TOOLS: tuple[ToolDefinition, ...] = (
         "Cancel a job",
         "Cancel a queued, waiting or running job (its whole process group is stopped).",
         schemas.JobCancelInput,
-        schemas.JobCancelOutput,
+        contract.JobCancelOutput,
         Annotations(read_only=False, destructive=True, idempotent=True, open_world=False),
         handlers.llm_job_cancel,
     ),
@@ -135,7 +136,7 @@ TOOLS: tuple[ToolDefinition, ...] = (
         "List jobs",
         "Jobs newest first, filtered by status and provider, in pages.",
         schemas.JobListInput,
-        schemas.JobListOutput,
+        contract.JobListOutput,
         READ_ONLY,
         handlers.llm_job_list,
     ),
@@ -144,7 +145,7 @@ TOOLS: tuple[ToolDefinition, ...] = (
         "List sessions",
         "Codex sessions with their parent and fork children.",
         schemas.SessionListInput,
-        schemas.SessionListOutput,
+        contract.SessionListOutput,
         READ_ONLY,
         handlers.llm_session_list,
     ),

@@ -1,0 +1,171 @@
+"""The wire contract: every shape a caller of the gateway sees, defined once.
+
+REST, MCP (``outputSchema`` and structured content), both kernel clients, the widgets and the
+lab extension (TypeScript types generated from this module's JSON Schema) all derive from these
+models. The domain records' JSON views (``records.py``) are checked against them in the tests.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from llmgw_jupyter.records import JobStatus
+
+StatusName = Literal[
+    "awaiting_approval",
+    "queued",
+    "running",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "timed_out",
+    "interrupted",
+]
+assert set(StatusName.__args__) == {s.value for s in JobStatus}  # type: ignore[attr-defined]
+
+
+# -- outputs ------------------------------------------------------------------------------
+class UsageView(BaseModel):
+    input_tokens: int | None = None
+    cached_input_tokens: int | None = None
+    output_tokens: int | None = None
+    reasoning_output_tokens: int | None = None
+
+
+class ErrorView(BaseModel):
+    category: str | None = None
+    message: str | None = None
+
+
+class JobView(BaseModel):
+    """A job as every caller sees it (``JobRecord.to_dict()``), arguments trimmed outside
+    submission answers and ``llm_job_status`` with ``include_args`` (see ``LIGHT_ARG_KEYS``)."""
+
+    id: str
+    provider: str
+    tool: str
+    kind: str
+    caller: str
+    status: StatusName
+    args: dict[str, Any]
+    omitted_args: list[str] = Field(
+        default_factory=list,
+        description="Arguments left out of args here; llm_job_status with include_args: true "
+        "returns them.",
+    )
+    argv: list[str] | None = None
+    working_dir: str | None = None
+    idempotency_key: str | None = None
+    prompt_preview: str
+    created_at: str
+    queued_at: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    updated_at: str
+    exit_code: int | None = None
+    pid: int | None = None
+    session_id: str | None = None
+    parent_session_id: str | None = None
+    usage: UsageView
+    final_message: str | None = None
+    error: ErrorView | None = None
+    cancel_reason: str | None = None
+    last_seq: int
+    stdout_bytes: int
+    stderr_bytes: int
+
+
+class EventView(BaseModel):
+    job_id: str
+    seq: int
+    ts: str
+    type: str
+    summary: str
+    data: dict[str, Any]
+
+
+class ApprovalView(BaseModel):
+    id: str
+    caller: str
+    tool: str
+    arguments: dict[str, Any]
+    job_id: str | None = None
+    status: str
+    created_at: str
+    expires_at: str
+    decided_by: str | None = None
+    decided_at: str | None = None
+    reason: str | None = None
+
+
+class SubmitOutput(BaseModel):
+    job: JobView
+    approval: ApprovalView | None = None
+    message: str
+
+
+class RequestOutput(BaseModel):
+    done: bool
+    job: JobView
+    final_message: str | None = None
+    session_id: str | None = None
+    usage: UsageView | None = None
+    approval: ApprovalView | None = None
+    message: str
+
+
+class JobEventsOutput(BaseModel):
+    job: JobView
+    events: list[EventView]
+    next_after_seq: int
+    done: bool
+
+
+class OutputPageView(BaseModel):
+    stream: str
+    offset: int
+    data: str
+    next_offset: int
+    size: int
+    eof: bool
+
+
+class JobResultOutput(BaseModel):
+    done: bool
+    job: JobView
+    final_message: str | None = None
+    session_id: str | None = None
+    usage: UsageView
+    exit_code: int | None = None
+    error: ErrorView | None = None
+    output: OutputPageView
+
+
+class JobCancelOutput(BaseModel):
+    job: JobView
+
+
+class JobListOutput(BaseModel):
+    jobs: list[JobView]
+    total: int
+    limit: int
+    offset: int
+
+
+class SessionView(BaseModel):
+    session_id: str
+    provider: str
+    caller: str
+    parent_session_id: str | None = None
+    children: list[str]
+    working_dir: str | None = None
+    created_at: str
+    created_by_job: str | None = None
+    last_job_id: str | None = None
+    last_used_at: str
+
+
+class SessionListOutput(BaseModel):
+    sessions: list[SessionView]
