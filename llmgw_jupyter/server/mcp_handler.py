@@ -21,6 +21,7 @@ anything else goes on to the ASGI app as before.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import Any
 
@@ -41,6 +42,7 @@ class QuickMCPHandler(MCPHandler):
     def initialize(self, service: GatewayService) -> None:  # type: ignore[override]
         super().initialize(service)
         self._endpoint: MCPEndpoint | None = None  # set once the quick checks passed
+        self._quick_call: tuple[str, str | int] | None = None  # (session, request id) running
 
     async def prepare(self) -> None:
         endpoint = await self._quick_endpoint()
@@ -88,6 +90,19 @@ class QuickMCPHandler(MCPHandler):
             self.build_scope()[PRECHECKED_SCOPE_KEY] = True  # prepare's checks passed
             await self._forward()
 
+    def on_connection_close(self) -> None:
+        """As on the ASGI path: a call whose client went away is cancelled after the grace."""
+        super().on_connection_close()
+        running = self._quick_call
+        if running is not None:
+            loop = asyncio.get_running_loop()
+            loop.call_later(self.disconnect_grace, self._cancel_abandoned, running)
+
+    def _cancel_abandoned(self, running: tuple[str, str | int]) -> None:
+        endpoint = self._endpoint
+        if self._quick_call == running and endpoint is not None and endpoint.quick is not None:
+            endpoint.quick.cancel(*running)
+
     async def _answer_quick(self, endpoint: MCPEndpoint) -> bool:
         """Answer the request on the quick path if it qualifies; True if it was answered."""
         caller = self.caller
@@ -98,7 +113,11 @@ class QuickMCPHandler(MCPHandler):
         if session_id is None:
             return False
         assert message is not None
-        answer = await endpoint.answer_quick(session_id, message, caller, key)
+        self._quick_call = (session_id, message["id"])
+        try:
+            answer = await endpoint.answer_quick(session_id, message, caller, key)
+        finally:
+            self._quick_call = None
         self.set_header(SESSION_HEADER, session_id)
         if answer is None:  # cancelled: no JSON-RPC response, an empty event stream
             for name, value in EVENT_STREAM_HEADERS:

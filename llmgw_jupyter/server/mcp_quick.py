@@ -35,7 +35,6 @@ Protocol errors (an unknown tool) are framed by the SDK's ``JSONRPCError``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -74,7 +73,8 @@ class QuickCalls:
         self._call = call
         self._accepts = accepts
         self._session_owner = session_owner
-        self._running: dict[tuple[str, str | int], asyncio.Future[dict[str, Any]]] = {}
+        self._running: dict[tuple[str, str | int], asyncio.Task[Any]] = {}
+        self._cancelled: set[tuple[str, str | int]] = set()  # slots ``cancel`` cancelled
 
     def session_for(
         self, method: str, header: HeaderFn, message: Mapping[str, Any] | None, key: str
@@ -106,25 +106,42 @@ class QuickCalls:
         self, message: Mapping[str, Any], caller: Any, key: str, session_id: str
     ) -> bytes | None:
         """The JSON-RPC answer to ``message`` (``session_for`` said it qualifies), encoded; None
-        when the client cancelled the call (it gets no response)."""
+        when the client cancelled the call (it gets no response).
+
+        The call runs in the caller's own task (no task of its own): the answer is written in
+        the same loop step the tool returns in, before work the tool scheduled (a job's spawn)
+        runs, and ``cancel`` cancels that task, which this method tells from any other
+        cancellation by the slot it marked.
+        """
         request_id: str | int = message["id"]
         if message["method"] == "ping":
             return _encode(request_id, {})
         params = message["params"]
+        task = asyncio.current_task()
+        assert task is not None
         slot = (session_id, request_id)
-        task = asyncio.ensure_future(
-            self._call(params["name"], dict(params.get("arguments") or {}), caller, key)
-        )
         self._running[slot] = task
+        cancelled = False
         try:
-            return await _answer(task, request_id)
+            result = await self._call(
+                params["name"], dict(params.get("arguments") or {}), caller, key
+            )
+        except asyncio.CancelledError:
+            if slot not in self._cancelled:
+                raise  # the request itself was cancelled, not the call
+            cancelled = True
+        except MCPError as refusal:
+            framed = types.JSONRPCError(jsonrpc="2.0", id=request_id, error=refusal.error)
+            return framed.model_dump_json(by_alias=True, exclude_unset=True).encode("utf-8")
         finally:
             if self._running.get(slot) is task:
                 del self._running[slot]
-            if not task.done():  # the HTTP request itself was cancelled (client went away)
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            if slot in self._cancelled:  # ``cancel``'s cancellation was consumed: take it back
+                self._cancelled.discard(slot)
+                _uncancel(task)
+        if cancelled:
+            return None
+        return _encode(request_id, result)
 
     async def serve(
         self,
@@ -152,9 +169,11 @@ class QuickCalls:
         """Cancel the call ``request_id`` of ``session_id`` if it runs here; True if it did."""
         if isinstance(request_id, bool) or not isinstance(request_id, str | int):
             return False
-        task = self._running.get((session_id, request_id))
+        slot = (session_id, request_id)
+        task = self._running.get(slot)
         if task is None or task.done():
             return False
+        self._cancelled.add(slot)
         task.cancel()
         return True
 
@@ -181,17 +200,11 @@ class QuickCalls:
         return meta is None or (isinstance(meta, dict) and "progressToken" not in meta)
 
 
-async def _answer(task: asyncio.Future[dict[str, Any]], request_id: str | int) -> bytes | None:
-    try:
-        result = await asyncio.shield(task)
-    except asyncio.CancelledError:
-        if not task.cancelled():
-            raise  # the HTTP request was cancelled, not the call
-        return None
-    except MCPError as refusal:
-        framed = types.JSONRPCError(jsonrpc="2.0", id=request_id, error=refusal.error)
-        return framed.model_dump_json(by_alias=True, exclude_unset=True).encode("utf-8")
-    return _encode(request_id, result)
+def _uncancel(task: asyncio.Task[Any]) -> None:
+    """Take back a cancellation that was handled (Python 3.11+ counts them per task)."""
+    uncancel = getattr(task, "uncancel", None)
+    if uncancel is not None:
+        uncancel()
 
 
 def _encode(request_id: str | int, result: Mapping[str, Any]) -> bytes:
