@@ -86,6 +86,9 @@ class BenchProvider:
     ) -> Command:
         return Command(argv=self.argv, stdin=args["prompt"].encode(), cwd=None)
 
+    def protected_paths(self) -> list[str]:
+        return []
+
     def new_parser(self) -> CodexStreamParser:
         return CodexStreamParser()
 

@@ -82,6 +82,10 @@ class Provider(Protocol):
         """Check and normalise arguments; raise InvalidInputError naming the field."""
         ...
 
+    def protected_paths(self) -> list[str]:
+        """The owner's own state of this CLI (credentials, history): masked from every job."""
+        ...
+
     def build_command(
         self, kind: str, args: dict[str, Any], job_dir: Path, context: LaunchContext
     ) -> Command: ...

@@ -307,6 +307,9 @@ class CodexProvider:
         values["add_dirs"] = [str(Path(d).expanduser().resolve()) for d in parsed.add_dirs]
         return values
 
+    def protected_paths(self) -> list[str]:
+        return [str(self.base_home())]
+
     def base_home(self) -> Path:
         """The owner's Codex home: configured, else ``$CODEX_HOME``, else ``~/.codex``."""
         return Path(self.codex_home or os.environ.get("CODEX_HOME") or Path.home() / ".codex")

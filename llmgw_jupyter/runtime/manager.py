@@ -138,7 +138,7 @@ class Runtime:
                 [
                     self.data_dir,
                     *self.config.protected_paths,
-                    *([self.config.codex_home] if self.config.codex_home else []),
+                    *(path for cli in self.providers.values() for path in cli.protected_paths()),
                 ]
             ),
         )

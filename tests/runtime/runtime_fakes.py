@@ -132,6 +132,9 @@ class FakeProvider:
         self.commands.append(command)
         return command
 
+    def protected_paths(self) -> list[str]:
+        return []
+
     def new_parser(self) -> CodexStreamParser:
         return CodexStreamParser()
 
