@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Set up a fresh machine for llmgw-jupyter: a virtualenv with the package and its test extras,
-# and the pinned Codex CLI in a project-local npm prefix (never global). Safe to re-run.
+# and the pinned Codex and Claude Code CLIs in project-local npm prefixes (never global).
+# Safe to re-run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CODEX_VERSION="0.169.0"
+CLAUDE_VERSION="2.1.328"
 PYTHON="${PYTHON:-python3}"
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
@@ -44,4 +46,13 @@ if ! .codex-cli/node_modules/.bin/codex --version 2>/dev/null | grep -q "$CODEX_
   say "installing the Codex CLI $CODEX_VERSION into .codex-cli (npm)..."
   npm install --prefix .codex-cli --no-audit --no-fund --loglevel=error "@openai/codex@${CODEX_VERSION}"
 fi
-echo "bootstrap: $(.venv/bin/python --version), $(.codex-cli/node_modules/.bin/codex --version)"
+# Claude Code: the native binary comes as the platform package (an optional dependency); the
+# package's postinstall (install.cjs, no network) links it over the bin stub. npm warns that it
+# wants Node >= 22; it installs and runs on Node 20.
+if ! .claude-cli/node_modules/.bin/claude --version 2>/dev/null | grep -q "$CLAUDE_VERSION"; then
+  say "installing the Claude Code CLI $CLAUDE_VERSION into .claude-cli (npm, ~400 MB)..."
+  npm install --prefix .claude-cli --no-audit --no-fund --loglevel=error \
+    "@anthropic-ai/claude-code@${CLAUDE_VERSION}"
+fi
+echo "bootstrap: $(.venv/bin/python --version), $(.codex-cli/node_modules/.bin/codex --version)," \
+  "claude $(.claude-cli/node_modules/.bin/claude --version)"
