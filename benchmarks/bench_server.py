@@ -16,8 +16,10 @@ drift between machines and with their load); targets from issue 10:
   ``mcp_stub.py``, a do-nothing server replaying the answers recorded from this gateway
   (target: within 2 ms);
 - diagnostics: the gateway's own ``Gateway.call("llm_job_status")`` CPU in this process (the
-  floor under any HTTP front), 8 official-client sessions, job end -> waiting ``llm_job_watch``
-  (median < 50 ms), and a sync ``codex_request`` of an instant fake Codex over its run time.
+  floor under any HTTP front), raw MCP ``ping`` on the same quick path (the floor of the HTTP
+  front: Tornado's request cycle plus the endpoint's checks, no tool), 8 official-client
+  sessions, job end -> waiting ``llm_job_watch`` (median < 50 ms), and a sync
+  ``codex_request`` of an instant fake Codex over its run time.
 
 The fake Codex is a shell script printing the four JSONL lines of a successful ``codex exec
 --json`` (with a fresh thread id); a prompt containing ``slow`` makes it wait 0.3 s before it
@@ -177,6 +179,13 @@ class RawMCP:
             }
         )
         assert reply["result"]["isError"] is False, reply
+
+
+class RawPing(RawMCP):
+    """The HTTP front's floor: MCP ``ping`` on the same quick path, no tool behind it."""
+
+    def status(self, job_id: str) -> None:
+        assert self.post({"method": "ping"})["result"] == {}
 
 
 class RawJupyterStatus:
@@ -480,6 +489,12 @@ async def run(server: JupyterProcess, fake: Path, work: Path, args: argparse.Nam
     print(
         f"gateway floor: Gateway.call('llm_job_status') in-process {floor:.3f} ms CPU/call = "
         f"{floor / base_cpu:.2f}x of /api/status's server CPU per call"
+    )
+    ping = await load(server.token, job["id"], "raw MCP ping, owner token", RawPing)
+    print(ping)
+    print(
+        f"HTTP front floor: MCP ping {ping.cpu_ms:.3f} ms CPU/call = "
+        f"{ping.cpu_ms / base_cpu:.2f}x of /api/status's server CPU per call ({load_note()})"
     )
 
     print(f"official client, {CLIENTS} sessions:")
