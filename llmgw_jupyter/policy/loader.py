@@ -1,9 +1,17 @@
 """A policy file that is watched and reloaded, failing closed.
 
 At start a bad file raises (the gateway must not serve agents on a policy it cannot read). Later a
-bad file leaves the last good policy in force and sets ``last_error``. Change detection stats the
-file (mtime, size, inode) and, while the mtime is too recent to trust, compares a content hash, so
-two quick same-size writes are not missed.
+bad file leaves the last good policy in force and sets ``last_error``.
+
+``start`` watches the file's directory with ``watchfiles`` (OS change events, not a poll): the
+directory, because editors replace files atomically (write a temporary file, rename it over the
+old one) and a deleted file can only be seen re-created from its directory. Each event runs
+``check``, which stats the file (mtime, size, inode) and, while the mtime is too recent to trust,
+compares a content hash, so two quick same-size writes are not missed. ``check`` is also public for
+callers that look at a file only when they use it (the gateway's grant policy files).
+
+``watchfiles`` waits for events in a worker thread; ``check`` and the listeners run on the event
+loop that started the watch, so no lock is needed.
 """
 
 from __future__ import annotations
@@ -13,10 +21,11 @@ import contextlib
 import hashlib
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from watchfiles import Change, awatch
 
 from llmgw_jupyter.policy.compiled import Policy, allow_all_policy, parse_policy_text
 from llmgw_jupyter.policy.model import PolicyValidationError
@@ -25,6 +34,9 @@ log = logging.getLogger(__name__)
 
 Signature = tuple[int, int, int, int]  # mtime_ns, size, inode, device
 _RACY_SECONDS = 2.0  # mtimes this fresh may hide a second write within the same tick
+_REWATCH_SECONDS = 1.0  # how often to look for a deleted directory to come back
+_MAX_REWATCH_SECONDS = 60.0  # the longest pause between attempts after the watch failed
+_STOP_SECONDS = 5.0  # how long ``stop`` waits for the watcher thread before cancelling it
 
 
 def _signature(path: Path) -> Signature | None:
@@ -35,17 +47,40 @@ def _signature(path: Path) -> Signature | None:
     return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_dev)
 
 
+def _watched_directories(path: Path) -> frozenset[Path]:
+    """The file's directory and, for a symlink, its target's (where the edits then happen)."""
+    directories = {path.absolute().parent}
+    if path.is_symlink():
+        directories.add(path.resolve().parent)
+    return frozenset(directories)
+
+
+def _change_filter(path: Path, directories: frozenset[Path]) -> Callable[[Change, str], bool]:
+    """Keep the events that can change what ``path`` reads, or that end the watch.
+
+    For a symlink every change in its directory counts (a Kubernetes ConfigMap, for one,
+    retargets a link beside the file); ``check`` then decides cheaply whether anything changed.
+    """
+    wanted = {path.absolute(), path.resolve()}
+    anything = path.is_symlink()
+
+    def relevant(_change: Change, changed: str) -> bool:
+        changed_path = Path(changed)
+        return anything or changed_path in wanted or changed_path in directories
+
+    return relevant
+
+
 class PolicySource:
     """The current policy of one file (or the allow-all owner default when ``path`` is None)."""
 
-    def __init__(self, path: str | Path | None, *, interval: float = 0.5) -> None:
+    def __init__(self, path: str | Path | None) -> None:
         self.path = Path(path) if path is not None else None
-        self.interval = interval
         self.last_error: str | None = None
         self.generation = 0  # bumped after every reload attempt, good or bad
-        self._lock = threading.Lock()
         self._listeners: list[Callable[[PolicySource], None]] = []
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         self._signature: Signature | None = None
         self._digest: str | None = None
         if self.path is None:
@@ -62,15 +97,14 @@ class PolicySource:
         return self._policy
 
     def add_listener(self, callback: Callable[[PolicySource], None]) -> None:
-        """Called (on the checking thread) after each reload attempt."""
+        """Called (on the event loop) after each reload attempt, good or bad."""
         self._listeners.append(callback)
 
     def check(self) -> bool:
         """Reload if the file changed; True when a reload was attempted."""
         if self.path is None:
             return False
-        with self._lock:
-            attempted = self._check_locked(self.path)
+        attempted = self._reload_if_changed(self.path)
         if attempted:
             for callback in list(self._listeners):
                 try:
@@ -79,7 +113,7 @@ class PolicySource:
                     log.exception("policy reload listener failed")
         return attempted
 
-    def _check_locked(self, path: Path) -> bool:
+    def _reload_if_changed(self, path: Path) -> bool:
         signature = _signature(path)
         if signature is None:
             if self._digest == "missing":
@@ -116,21 +150,77 @@ class PolicySource:
         return True
 
     async def start(self) -> None:
-        """Watch the file from a background task on the running loop."""
-        if self.path is not None and self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._watch())
+        """Watch the file from a background task on the running loop.
+
+        On return the watch is in place and a change made between loading and watching has been
+        looked at.
+        """
+        if self.path is None or self._task is not None:
+            return
+        self._stopping = asyncio.Event()
+        watching = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._watch(self.path, watching))
+        await watching.wait()
 
     async def stop(self) -> None:
+        """Stop watching; the watcher thread notices the stop event within one ``step``."""
         task, self._task = self._task, None
-        if task is not None:
+        if task is None:
+            return
+        self._stopping.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout=_STOP_SECONDS)
+        except asyncio.TimeoutError:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def _watch(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
+    async def _watch(self, path: Path, watching: asyncio.Event) -> None:
+        """Run ``check`` on every relevant change until stopped; re-watch a replaced directory."""
+        backoff = _REWATCH_SECONDS
+        while not self._stopping.is_set():
+            directories = _watched_directories(path)
+            if not all(directory.is_dir() for directory in directories):
+                self._caught_up(watching)  # reports the file missing
+                await self._pause(_REWATCH_SECONDS)
+                continue
+            # ``awatch`` puts the OS watch in place before its first await, so a callback queued
+            # now runs once the watch is there: a change made before it is looked at then.
+            asyncio.get_running_loop().call_soon(self._caught_up, watching)
             try:
-                self.check()
+                await self._watch_directories(path, directories)
             except Exception:
-                log.exception("policy watch failed")
+                log.exception("policy watch of %s failed; watching again in %ss", path, backoff)
+                await self._pause(backoff)
+                backoff = min(backoff * 2, _MAX_REWATCH_SECONDS)
+            else:
+                backoff = _REWATCH_SECONDS
+
+    async def _watch_directories(self, path: Path, directories: frozenset[Path]) -> None:
+        """Return when stopped, when a watched directory goes away or a symlink moves elsewhere."""
+        async for changes in awatch(
+            *directories,
+            watch_filter=_change_filter(path, directories),
+            stop_event=self._stopping,
+            recursive=False,
+        ):
+            self._check_logged()
+            if any(Path(changed) in directories for _change, changed in changes):
+                return
+            if _watched_directories(path) != directories:
+                return
+
+    def _caught_up(self, watching: asyncio.Event) -> None:
+        self._check_logged()
+        watching.set()
+
+    def _check_logged(self) -> None:
+        try:
+            self.check()
+        except Exception:  # e.g. a permission error on stat: keep watching
+            log.exception("policy reload of %s failed", self.path)
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait ``seconds`` or until ``stop``, whichever comes first."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)

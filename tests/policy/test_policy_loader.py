@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +93,7 @@ def test_missing_file_keeps_the_policy_and_recovers(policy_file: Path) -> None:
 
 
 async def test_background_watch_reloads_good_and_bad_files(policy_file: Path) -> None:
-    source = PolicySource(policy_file, interval=0.01)
+    source = PolicySource(policy_file)
     reloaded = asyncio.Event()
     source.add_listener(lambda _src: reloaded.set())
     await source.start()
@@ -115,7 +116,7 @@ async def test_background_watch_reloads_good_and_bad_files(policy_file: Path) ->
 
 
 async def test_a_failing_listener_does_not_stop_the_watch(policy_file: Path) -> None:
-    source = PolicySource(policy_file, interval=0.01)
+    source = PolicySource(policy_file)
     seen = asyncio.Event()
 
     def broken(_src: PolicySource) -> None:
@@ -131,5 +132,116 @@ async def test_a_failing_listener_does_not_stop_the_watch(policy_file: Path) -> 
         write(policy_file, json.dumps(GOOD_A) + " ")
         await asyncio.wait_for(seen.wait(), timeout=10)
         assert set(source.policy.tools) == {"a"}
+    finally:
+        await source.stop()
+
+
+class Reloads:
+    """Each reload attempt the watcher makes, awaited one at a time (no sleeping)."""
+
+    def __init__(self, source: PolicySource) -> None:
+        self.queue: asyncio.Queue[int] = asyncio.Queue()
+        source.add_listener(lambda src: self.queue.put_nowait(src.generation))
+
+    async def next(self) -> int:
+        return await asyncio.wait_for(self.queue.get(), timeout=10)
+
+
+async def test_watch_sees_an_editors_atomic_replace(policy_file: Path) -> None:
+    source = PolicySource(policy_file)
+    reloads = Reloads(source)
+    await source.start()
+    try:
+        replacement = policy_file.with_name(".policy.json.swp")
+        write(replacement, GOOD_B)
+        os.replace(replacement, policy_file)
+        await reloads.next()
+        assert set(source.policy.tools) == {"b"} and source.last_error is None
+    finally:
+        await source.stop()
+
+
+async def test_watch_sees_deletion_and_recreation(policy_file: Path) -> None:
+    source = PolicySource(policy_file)
+    reloads = Reloads(source)
+    await source.start()
+    try:
+        policy_file.unlink()
+        await reloads.next()
+        assert source.last_error is not None and "missing" in source.last_error
+        assert set(source.policy.tools) == {"a"}  # fail closed: the last good policy stays
+        write(policy_file, GOOD_B)
+        await reloads.next()
+        assert set(source.policy.tools) == {"b"} and source.last_error is None
+    finally:
+        await source.stop()
+
+
+async def test_watch_survives_its_directory_being_replaced(tmp_path: Path) -> None:
+    directory = tmp_path / "conf"
+    directory.mkdir()
+    policy_file = directory / "policy.json"
+    write(policy_file, GOOD_A)
+    source = PolicySource(policy_file)
+    reloads = Reloads(source)
+    await source.start()
+    try:
+        shutil.rmtree(directory)
+        await reloads.next()
+        assert source.last_error is not None and "missing" in source.last_error
+        directory.mkdir()
+        write(policy_file, GOOD_B)
+        await reloads.next()
+        assert set(source.policy.tools) == {"b"} and source.last_error is None
+    finally:
+        await source.stop()
+
+
+async def test_watch_follows_a_retargeted_symlink(tmp_path: Path) -> None:
+    """The ConfigMap pattern: the file is a link through ``..data``, which is swapped."""
+    first, second = tmp_path / "v1", tmp_path / "v2"
+    first.mkdir()
+    second.mkdir()
+    write(first / "policy.json", GOOD_A)
+    write(second / "policy.json", GOOD_B)
+    (tmp_path / "..data").symlink_to("v1")
+    policy_file = tmp_path / "policy.json"
+    policy_file.symlink_to("..data/policy.json")
+    source = PolicySource(policy_file)
+    reloads = Reloads(source)
+    await source.start()
+    try:
+        (tmp_path / "..data_tmp").symlink_to("v2")
+        os.replace(tmp_path / "..data_tmp", tmp_path / "..data")
+        await reloads.next()
+        assert set(source.policy.tools) == {"b"} and source.last_error is None
+        write(second / "policy.json", GOOD_A)  # an edit in the link's new target directory
+        await reloads.next()
+        assert set(source.policy.tools) == {"a"}
+    finally:
+        await source.stop()
+
+
+async def test_a_change_before_start_is_seen_at_start(policy_file: Path) -> None:
+    source = PolicySource(policy_file)
+    write(policy_file, GOOD_B)
+    await source.start()
+    try:
+        assert set(source.policy.tools) == {"b"}
+    finally:
+        await source.stop()
+
+
+async def test_stop_ends_the_watch_and_start_again_works(policy_file: Path) -> None:
+    source = PolicySource(policy_file)
+    reloads = Reloads(source)
+    await source.start()
+    await source.stop()
+    await source.stop()  # idempotent
+    await source.start()
+    try:
+        write(policy_file, GOOD_B)
+        await reloads.next()
+        assert set(source.policy.tools) == {"b"}
     finally:
         await source.stop()
