@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from llmgw_jupyter.errors import ErrorCategory
 from llmgw_jupyter.records import JobStatus
 
 StatusName = Literal[
@@ -169,3 +170,154 @@ class SessionView(BaseModel):
 
 class SessionListOutput(BaseModel):
     sessions: list[SessionView]
+
+
+# -- REST-only answers --------------------------------------------------------------------------
+class ErrorDetail(BaseModel):
+    """Every refusal's error object: REST bodies, failed tool results, the MCP endpoint's 503."""
+
+    category: ErrorCategory
+    message: str
+    field: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """The one REST error shape, whatever refused (status by category: ``errors.HTTP_STATUS``)."""
+
+    error: ErrorDetail
+
+
+class ModelInfo(BaseModel):
+    """What the status bar says about the model jobs use."""
+
+    local_echo: bool
+    label: str
+
+
+class Summary(BaseModel):
+    """``GET summary``: counts for the status bar, and a broken owner policy to show."""
+
+    counts: dict[str, int]
+    pending_approvals: int
+    mcp_url: str | None = None
+    policy_error: str | None = Field(
+        default=None,
+        description="Why the owner policy file did not load (every tool call is then refused).",
+    )
+    model: ModelInfo | None = None
+
+
+class ToolCallAnswer(BaseModel):
+    """``POST tools/{tool}`` and ``POST jobs``: a tool result; a failure adds ``error``."""
+
+    is_error: bool
+    text: str
+    structured: dict[str, Any] | None = None
+    error: ErrorDetail | None = None
+
+
+class JobsPage(BaseModel):
+    """``GET jobs``: light job views, newest first, and how many match."""
+
+    jobs: list[JobView]
+    total: int
+
+
+class JobEventsPage(BaseModel):
+    """``GET jobs/{id}/events``: events after a sequence number and the job (light view)."""
+
+    events: list[EventView]
+    job: JobView
+
+
+class ApprovalsPage(BaseModel):
+    approvals: list[ApprovalView]
+
+
+class GrantView(BaseModel):
+    """A grant as the owner sees it: the token's hash stays inside."""
+
+    name: str
+    policy: dict[str, Any] | None = None
+    created_at: str
+    revoked_at: str | None = None
+    active: bool
+
+
+class GrantsPage(BaseModel):
+    grants: list[GrantView]
+
+
+class GrantCreated(BaseModel):
+    """``POST grants``: the token is shown this once."""
+
+    name: str
+    token: str
+    grant: GrantView
+
+
+class AuditEntryView(BaseModel):
+    """One audit record: the arguments' keys and hash, never their values."""
+
+    id: int
+    ts: str
+    caller: str
+    tool: str
+    decision: str
+    rule: str
+    message: str
+    arg_keys: list[str]
+    args_sha256: str
+    approval_id: str | None = None
+
+
+class AuditPage(BaseModel):
+    records: list[AuditEntryView]
+
+
+class OwnerPolicyView(BaseModel):
+    path: str | None = None
+    loaded: bool
+    generation: int
+    policy: dict[str, Any]
+
+
+class PolicyState(BaseModel):
+    """``GET policy``: the owner policy in force and the last load error."""
+
+    owner: OwnerPolicyView
+    last_error: str | None = None
+
+
+# The models the lab extension's TypeScript types are generated from (scripts/gen_contract.py).
+WIRE_MODELS: tuple[type[BaseModel], ...] = (
+    JobView,
+    EventView,
+    ApprovalView,
+    UsageView,
+    ErrorView,
+    OutputPageView,
+    SessionView,
+    JobResultOutput,
+    JobEventsOutput,
+    JobListOutput,
+    SubmitOutput,
+    RequestOutput,
+    JobCancelOutput,
+    SessionListOutput,
+    ErrorDetail,
+    ErrorBody,
+    ModelInfo,
+    Summary,
+    ToolCallAnswer,
+    JobsPage,
+    JobEventsPage,
+    ApprovalsPage,
+    GrantView,
+    GrantsPage,
+    GrantCreated,
+    AuditEntryView,
+    AuditPage,
+    OwnerPolicyView,
+    PolicyState,
+)

@@ -3,8 +3,10 @@
 Every REST verb carries ``@web.authenticated`` and ``@authorized`` (resource ``llmgw``); Jupyter's
 auth and XSRF rules apply, except that the per-server kernel token (``Authorization: token
 <kernel token>``) is accepted here, and only here, as the owner. Handlers parse, call the gateway
-(anything that runs or changes a job goes through ``Gateway.call``, so it is audited and under
-policy) or read the runtime, and render. Errors are ``{"error": {category, message, field}}``.
+and render the wire models of ``llmgw_jupyter.contract``. Tool calls and the job reads (job, jobs
+list, events, result, sessions) all pass ``Gateway.call``, the one chokepoint, so they are under
+the owner policy and audited like the same calls over MCP. Every refusal is a ``GatewayError``
+rendered by the one ``write_error`` as ``contract.ErrorBody`` with the status of its category.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import errno
 import json
 import math
 import sqlite3
-from collections.abc import Mapping
 from typing import Any
 
 from jupyter_server._tz import utcnow
@@ -23,17 +24,19 @@ from jupyter_server.auth import User
 from jupyter_server.auth.decorator import allow_unauthenticated, authorized
 from jupyter_server.base.call_context import CallContext
 from jupyter_server.base.handlers import APIHandler
+from pydantic import BaseModel
 from tornado import web
 from tornado.iostream import StreamClosedError
 
-from llmgw_jupyter.errors import GatewayError
+from llmgw_jupyter import contract
+from llmgw_jupyter.errors import ErrorCategory, GatewayError, category_for_status, category_of
 from llmgw_jupyter.gateway import ToolResult
 from llmgw_jupyter.providers.codex import CodexProvider, describe_model
 from llmgw_jupyter.runtime import JobRecord, JobStatus
 from llmgw_jupyter.server import auth
 from llmgw_jupyter.server.asgi_bridge import ASGIHandler
 from llmgw_jupyter.server.mcp_endpoint import CALLER_SCOPE_KEY, PRECHECKED_SCOPE_KEY
-from llmgw_jupyter.server.service import GatewayService, ServiceUnavailable
+from llmgw_jupyter.server.service import GatewayService
 from llmgw_jupyter.tools import Caller
 
 SERVICE_KEY = "llmgw_service"
@@ -48,57 +51,12 @@ MAX_WAIT_SECONDS = 30.0
 # for SQLite, for seeking on any filesystem (ext4 refuses a seek to 2**62 with EINVAL) and for
 # JavaScript numbers.
 MAX_QUERY_INT = 2**31 - 1
-
-STATUS_FOR_CATEGORY = {
-    "invalid_input": 400,
-    "forbidden": 403,
-    "policy_denied": 403,
-    "approval_denied": 403,
-    "approval_expired": 403,
-    # The refusal concerns a grant that no longer holds, not the requester's own credentials:
-    # 401 would tell the owner's browser to sign in again.
-    "grant_revoked": 403,
-    "not_found": 404,
-    "conflict": 409,
-    "rate_limited": 429,
-    "limit_exceeded": 429,  # a fair-share cap; Retry-After only when the refusal knows it
-    "unavailable": 503,
-    "policy_error": 503,
-    "saturated": 503,
-    "spawn_error": 503,
-    "isolation_error": 503,
-    "disk_full": 507,
-}
-CATEGORY_FOR_STATUS = {
-    400: "invalid_input",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "invalid_input",
-}
-
-
-class ApiError(web.HTTPError):
-    """A refusal rendered as ``{"error": {...}}`` with the status its category implies."""
-
-    def __init__(
-        self,
-        category: str,
-        message: str,
-        field: str | None = None,
-        *,
-        status: int | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(status or STATUS_FOR_CATEGORY.get(category, 500), log_message=None)
-        self.category = category
-        self.message = message
-        self.field = field
-        self.headers = dict(headers or {})
-
-    @classmethod
-    def of(cls, error: GatewayError) -> ApiError:
-        return cls(error.category.value, error.message, error.field)
+# What llm_job_list takes: a REST jobs query beyond it (a caller filter, several states, a
+# longer page) is answered by the runtime directly until the tool takes those too.
+TOOL_LIST_LIMIT = 200
+INVALID = ErrorCategory.INVALID_INPUT
+DISK_FULL_MESSAGE = "the gateway's disk is full (its data dir or store): nothing was saved"
+INTERNAL_MESSAGE = "internal error in the llmgw REST API"
 
 
 class _AllowKernel:
@@ -143,35 +101,32 @@ class LLMGatewayHandler(APIHandler):
         self._kernel_authenticated = True
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """The one REST error shape (``contract.ErrorBody``), whatever refused or failed."""
         error = kwargs.get("exc_info", (None, None, None))[1]
-        field = None
-        if isinstance(error, ApiError):
-            category, message, field = error.category, error.message, error.field
-            for name, value in error.headers.items():
-                self.set_header(name, value)
-        elif isinstance(error, web.HTTPError):
-            category = CATEGORY_FOR_STATUS.get(status_code, "http_error")
+        if isinstance(error, GatewayError):
+            refusal = error
+        elif isinstance(error, web.HTTPError):  # Jupyter's and Tornado's own refusals
             message = error.log_message or error.reason or self._reason
-        elif isinstance(error, GatewayError):  # one that a handler did not translate itself
-            category, message, field = error.category.value, error.message, error.field
-            status_code = STATUS_FOR_CATEGORY.get(category, 500)
+            refusal = GatewayError(category_for_status(status_code), message)
         elif is_disk_full(error):
-            category, status_code = "disk_full", STATUS_FOR_CATEGORY["disk_full"]
-            message = "the gateway's disk is full (its data dir or store): nothing was saved"
+            refusal = GatewayError(ErrorCategory.DISK_FULL, DISK_FULL_MESSAGE)
         else:
-            category, message = "internal", "internal error in the llmgw REST API"
+            refusal = GatewayError(ErrorCategory.INTERNAL, INTERNAL_MESSAGE)
+        if not isinstance(error, web.HTTPError):
+            status_code = refusal.http_status
+        if refusal.retry_after_seconds is not None:
+            self.set_header("Retry-After", str(max(1, math.ceil(refusal.retry_after_seconds))))
         self.set_status(status_code)
         if status_code >= 500:
-            self.log.warning("llmgw %s %s: %s", self.request.method, self.request.path, message)
-        body = {"error": {"category": category, "message": message, "field": field}}
-        self.finish(json.dumps(body))
+            self.log.warning(
+                "llmgw %s %s: %s", self.request.method, self.request.path, refusal.message
+            )
+        self.finish(json.dumps(_error_body(refusal)))
 
     # -- helpers ------------------------------------------------------------------------------
-    def running(self) -> GatewayService:
-        try:
-            self.service.require_running()
-        except ServiceUnavailable as refusal:
-            raise ApiError(refusal.category, refusal.message) from None
+    def running_service(self) -> GatewayService:
+        """The service, once it runs; a 503 ``unavailable`` while it starts or after it stops."""
+        self.service.require_running()
         return self.service
 
     def json_body(self) -> dict[str, Any]:
@@ -181,9 +136,9 @@ class LLMGatewayHandler(APIHandler):
         try:
             body = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as error:
-            raise ApiError("invalid_input", f"body: not valid JSON ({error})", "body") from None
+            raise GatewayError(INVALID, f"body: not valid JSON ({error})", field="body") from None
         if not isinstance(body, dict):
-            raise ApiError("invalid_input", "body: must be a JSON object", "body")
+            raise GatewayError(INVALID, "body: must be a JSON object", field="body")
         return body
 
     def int_arg(self, name: str, default: int, low: int, high: int) -> int:
@@ -206,15 +161,17 @@ class LLMGatewayHandler(APIHandler):
         if value is None or value == "":
             return default
         shown = (str(low), str(high)) if parse is int else (f"{low:g}", f"{high:g}")
-        rule = f"{name}: must be {kind} between {shown[0]} and {shown[1]}"
+        rule = GatewayError(
+            INVALID, f"{name}: must be {kind} between {shown[0]} and {shown[1]}", field=name
+        )
         if len(value) > 32:  # no number in range is this long; int() of 4300 digits is slow
-            raise ApiError("invalid_input", rule, name)
+            raise rule
         try:
             number = parse(value)
         except ValueError:
-            raise ApiError("invalid_input", rule, name) from None
+            raise rule from None
         if not (math.isfinite(number) and low <= number <= high):
-            raise ApiError("invalid_input", rule, name)
+            raise rule
         return number
 
     def str_arg(self, name: str) -> str | None:
@@ -225,40 +182,49 @@ class LLMGatewayHandler(APIHandler):
         self.set_status(status)
         self.finish(json.dumps(data))
 
+    def send_model(self, model: type[BaseModel], data: Any, status: int = 200) -> None:
+        """Send ``data`` shaped as ``model``: only its fields, checked on the way out."""
+        self.send(model.model_validate(data).model_dump(mode="json"), status)
+
     def job(self, job_id: str) -> JobRecord:
-        record = self.running().runtime.get(job_id)
+        record = self.running_service().runtime.get(job_id)
         if record is None:
-            raise ApiError("not_found", f"job {job_id} not found", "job_id")
+            raise GatewayError(ErrorCategory.NOT_FOUND, f"job {job_id} not found", field="job_id")
         return record
 
     async def call_tool(self, tool: str, arguments: dict[str, Any]) -> ToolResult:
-        service = self.running()
-        try:
-            service.require_tools()
-        except ServiceUnavailable as refusal:
-            raise ApiError(refusal.category, refusal.message) from None
+        service = self.running_service()
+        service.require_tools()
         return await service.gateway.call(tool, arguments, Caller.owner())
+
+    async def read(self, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+        """A read tool's answer through the one chokepoint, or its refusal raised."""
+        result = await self.running_service().owner_read(tool, arguments)
+        if result.is_error:
+            raise refusal_of(result)
+        return result.structured
 
     def send_tool_result(self, result: ToolResult) -> None:
         """Tool results keep their shape; a failure also carries the common ``error`` object."""
-        body: dict[str, Any] = {
-            "is_error": result.is_error,
-            "text": result.text,
-            "structured": result.structured,
-        }
+        answer = contract.ToolCallAnswer(
+            is_error=result.is_error, text=result.text, structured=result.structured
+        )
         status = 200
         if result.is_error:
-            structured = result.structured or {}
-            body["error"] = structured.get("error") or {
-                "category": result.error or "internal",
-                "message": result.text,
-                "field": None,
-            }
-            status = STATUS_FOR_CATEGORY.get(result.error or "", 500)
-            retry = structured.get("retry_after_seconds")
-            if status == 429 and isinstance(retry, int | float):
-                self.set_header("Retry-After", str(max(1, math.ceil(retry))))
-        self.send(body, status)
+            refusal = refusal_of(result)
+            answer.error = contract.ErrorDetail(
+                category=refusal.category, message=refusal.message, field=refusal.field
+            )
+            status = refusal.http_status
+            if refusal.retry_after_seconds is not None and status == 429:
+                retry = max(1, math.ceil(refusal.retry_after_seconds))
+                self.set_header("Retry-After", str(retry))
+        self.send(answer.model_dump(mode="json", exclude_none=not result.is_error), status)
+
+
+def _error_body(error: GatewayError) -> dict[str, Any]:
+    detail = contract.ErrorDetail(category=error.category, message=error.message, field=error.field)
+    return contract.ErrorBody(error=detail).model_dump(mode="json")
 
 
 _SQLITE_FULL = 13  # SQLite's result code "database or disk is full"
@@ -280,15 +246,16 @@ def is_disk_full(error: BaseException | None) -> bool:
     return False
 
 
-def _refusal(result: ToolResult) -> ApiError:
-    error = (result.structured or {}).get("error") or {}
-    retry = (result.structured or {}).get("retry_after_seconds")
-    headers = {"Retry-After": str(max(1, math.ceil(retry)))} if retry else None
-    return ApiError(
-        result.error or "internal",
+def refusal_of(result: ToolResult) -> GatewayError:
+    """A failed tool result as the error it reports (category, message, field, retry time)."""
+    structured = result.structured or {}
+    error = structured.get("error") or {}
+    retry = structured.get("retry_after_seconds")
+    return GatewayError(
+        category_of(result.error or error.get("category")) or ErrorCategory.INTERNAL,
         str(error.get("message") or result.text),
-        error.get("field"),
-        headers=headers,
+        field=error.get("field"),
+        retry_after_seconds=float(retry) if isinstance(retry, int | float) and retry else None,
     )
 
 
@@ -299,28 +266,27 @@ class SummaryHandler(LLMGatewayHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        service = self.running()
+        service = self.running_service()
         mcp_url = None
         if service.mcp is not None:
             base = self.settings.get("base_url", "/")
             mcp_url = f"{self.request.protocol}://{self.request.host}{base}{MCP_PATH}"
-        self.send(
-            {
-                "counts": service.runtime.summary(),
-                "pending_approvals": service.gateway.store.count_approvals("pending"),
-                "mcp_url": mcp_url,
-                "policy_error": service.policy_error,
-                "model": _model_of(service),
-            }
+        summary = contract.Summary(
+            counts=service.runtime.summary(),
+            pending_approvals=service.gateway.store.count_approvals("pending"),
+            mcp_url=mcp_url,
+            policy_error=service.policy_error,
+            model=_model_of(service),
         )
+        self.send(summary.model_dump(mode="json"))
 
 
-def _model_of(service: GatewayService) -> dict[str, Any]:
+def _model_of(service: GatewayService) -> contract.ModelInfo:
     """What the status bar says about the model: the bundled local echo model or another one."""
     provider = service.runtime.providers.get("codex")
     if not isinstance(provider, CodexProvider):
-        return {"local_echo": False, "label": ""}
-    return describe_model(provider.codex_home)
+        return contract.ModelInfo(local_echo=False, label="")
+    return contract.ModelInfo.model_validate(describe_model(provider.codex_home))
 
 
 class ToolHandler(LLMGatewayHandler):
@@ -334,19 +300,25 @@ class JobsHandler(LLMGatewayHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        service = self.running()
+        service = self.running_service()
         statuses = [s for s in (self.get_query_argument("status", "") or "").split(",") if s]
-        try:
-            jobs, total = service.runtime.list_jobs(
-                status=statuses or None,
-                provider=self.str_arg("provider"),
-                caller=self.str_arg("caller"),
-                limit=self.int_arg("limit", 50, 1, 500),
-                offset=self.int_arg("offset", 0, 0, MAX_QUERY_INT),
-            )
-        except GatewayError as error:
-            raise ApiError.of(error) from None
-        self.send({"jobs": [job.to_dict(include_args=False) for job in jobs], "total": total})
+        provider, caller = self.str_arg("provider"), self.str_arg("caller")
+        limit = self.int_arg("limit", 50, 1, 500)
+        offset = self.int_arg("offset", 0, 0, MAX_QUERY_INT)
+        if caller is None and len(statuses) <= 1 and limit <= TOOL_LIST_LIMIT:
+            arguments: dict[str, Any] = {"limit": limit, "offset": offset}
+            if statuses:
+                arguments["status"] = statuses[0]
+            if provider is not None:
+                arguments["provider"] = provider
+            self.send_model(contract.JobsPage, await self.read("llm_job_list", arguments))
+            return
+        # Beyond what llm_job_list takes (see TOOL_LIST_LIMIT): the runtime answers directly.
+        jobs, total = service.runtime.list_jobs(
+            status=statuses or None, provider=provider, caller=caller, limit=limit, offset=offset
+        )
+        page = {"jobs": [job.to_dict(include_args=False) for job in jobs], "total": total}
+        self.send_model(contract.JobsPage, page)
 
     @web.authenticated
     @authorized
@@ -358,7 +330,9 @@ class JobHandler(LLMGatewayHandler):
     @web.authenticated
     @authorized
     async def get(self, job_id: str) -> None:
-        self.send(self.job(job_id).to_dict())
+        # llm_job_status with its full arguments, and no events (none come after MAX_QUERY_INT).
+        arguments = {"job_id": job_id, "include_args": True, "after_seq": MAX_QUERY_INT}
+        self.send_model(contract.JobView, (await self.read("llm_job_status", arguments))["job"])
 
 
 class JobCancelHandler(LLMGatewayHandler):
@@ -367,8 +341,8 @@ class JobCancelHandler(LLMGatewayHandler):
     async def post(self, job_id: str) -> None:
         result = await self.call_tool("llm_job_cancel", {"job_id": job_id})
         if result.is_error:
-            raise _refusal(result)
-        self.send((result.structured or {})["job"])
+            raise refusal_of(result)
+        self.send_model(contract.JobView, result.structured["job"])
 
 
 class JobEventsHandler(LLMGatewayHandler):
@@ -383,55 +357,35 @@ class JobEventsHandler(LLMGatewayHandler):
     @web.authenticated
     @authorized
     async def get(self, job_id: str) -> None:
-        service = self.running()
-        record = self.job(job_id)
+        service = self.running_service()
         after = self.int_arg("after", 0, 0, MAX_QUERY_INT)
         wait = self.float_arg("wait", 0.0, 0.0, MAX_WAIT_SECONDS)
         limit = self.int_arg("limit", 200, 1, 1000)
-        events = service.runtime.events(job_id, after, limit)
-        if not events and wait > 0 and not record.is_terminal:
-            waited = await service.until_closing(
-                service.runtime.wait_for_events(job_id, after, wait, limit), self._gone
-            )
+        status = {"job_id": job_id, "after_seq": after, "limit": limit}
+        answer = await self.read("llm_job_status", status)
+        if not answer["events"] and wait > 0 and not answer["done"]:
+            # llm_job_watch answers at the first event or the job's end, like the tool over MCP.
+            watch = {"job_id": job_id, "after_seq": after, "timeout_seconds": wait}
+            waited = await service.until_closing(self.read("llm_job_watch", watch), self._gone)
             if self._gone.is_set():
                 return
             if waited is not None:
-                events, record = waited
-        record = service.runtime.get(job_id) or record
-        self.send(
-            {
-                "events": [e.to_dict() for e in events],
-                "job": record.to_dict(include_args=False),
-            }
-        )
+                answer = {**waited, "events": waited["events"][:limit]}
+        self.send_model(contract.JobEventsPage, answer)
 
 
 class JobResultHandler(LLMGatewayHandler):
     @web.authenticated
     @authorized
     async def get(self, job_id: str) -> None:
-        service = self.running()
-        record = self.job(job_id)
-        stream = self.get_query_argument("stream", "stdout")
-        try:
-            page = service.runtime.read_output(
-                job_id,
-                stream,
-                self.int_arg("offset", 0, 0, MAX_QUERY_INT),
-                self.int_arg("limit", 65536, 0, 1024 * 1024),
-            )
-        except GatewayError as error:
-            raise ApiError.of(error) from None
-        self.send(
-            {
-                "job": record.to_dict(),
-                "final_message": record.final_message,
-                "session_id": record.session_id,
-                "usage": record.usage.to_dict(),
-                "exit_code": record.exit_code,
-                "output": page.to_dict(),
-            }
-        )
+        arguments = {
+            "job_id": job_id,
+            "stream": self.get_query_argument("stream", "stdout"),
+            "offset": self.int_arg("offset", 0, 0, MAX_QUERY_INT),
+            "limit": self.int_arg("limit", 65536, 0, 1024 * 1024),
+        }
+        # The same answer as llm_job_result over MCP, ``done`` and ``error`` included.
+        self.send_model(contract.JobResultOutput, await self.read("llm_job_result", arguments))
 
 
 class StreamHandler(LLMGatewayHandler):
@@ -453,7 +407,7 @@ class StreamHandler(LLMGatewayHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        service = self.running()
+        service = self.running_service()
         runtime = service.runtime
         only = self.str_arg("job")
         after = self.int_arg("after", 0, 0, MAX_QUERY_INT)
@@ -538,6 +492,7 @@ class StreamHandler(LLMGatewayHandler):
 
 
 _ACTIVE = {"awaiting_approval", "queued", "running"}
+SESSION_PAGE = 500  # llm_session_list's largest page
 
 
 def _sse(kind: str, data: Any) -> str:
@@ -548,8 +503,8 @@ class SessionsHandler(LLMGatewayHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        sessions = self.running().runtime.sessions()
-        self.send({"sessions": [session.to_dict() for session in sessions]})
+        answer = await self.read("llm_session_list", {"limit": SESSION_PAGE})
+        self.send_model(contract.SessionListOutput, answer)
 
 
 class ApprovalsHandler(LLMGatewayHandler):
@@ -559,92 +514,92 @@ class ApprovalsHandler(LLMGatewayHandler):
         status = self.get_query_argument("status", "pending")
         if status not in ("pending", "approved", "denied", "expired", "all"):
             rule = "must be pending, approved, denied, expired or all"
-            raise ApiError("invalid_input", f"status: {rule}", "status")
+            raise GatewayError(INVALID, f"status: {rule}", field="status")
         limit = self.int_arg("limit", 100, 1, 1000)
-        records = self.running().gateway.approvals(None if status == "all" else status, limit)
-        self.send({"approvals": [record.to_dict() for record in records]})
+        gateway = self.running_service().gateway
+        records = gateway.approvals(None if status == "all" else status, limit)
+        self.send_model(contract.ApprovalsPage, {"approvals": [r.to_dict() for r in records]})
 
 
 class ApprovalDecisionHandler(LLMGatewayHandler):
     @web.authenticated
     @authorized
     async def post(self, approval_id: str, decision: str) -> None:
-        service = self.running()
+        service = self.running_service()
         reason = self.json_body().get("reason")
         if reason is not None and not isinstance(reason, str):
-            raise ApiError("invalid_input", "reason: must be a string", "reason")
+            raise GatewayError(INVALID, "reason: must be a string", field="reason")
         try:
             record = await service.gateway.decide_approval(
                 approval_id, decision == "approve", decided_by="owner", reason=reason
             )
         except GatewayError as error:
-            raise ApiError(error.category.value, error.message, "approval_id") from None
-        self.send(record.to_dict())
+            error.field = "approval_id"
+            raise
+        self.send_model(contract.ApprovalView, record.to_dict())
 
 
 class GrantsHandler(LLMGatewayHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        grants = self.running().gateway.store.list_grants()
-        self.send({"grants": [grant.to_dict() for grant in grants]})
+        grants = self.running_service().gateway.store.list_grants()
+        self.send_model(contract.GrantsPage, {"grants": [grant.to_dict() for grant in grants]})
 
     @web.authenticated
     @authorized
     async def post(self) -> None:
-        service = self.running()
+        service = self.running_service()
         body = self.json_body()
         name, policy = body.get("name"), body.get("policy")
         if not isinstance(name, str):
-            raise ApiError("invalid_input", "name: required, a string", "name")
+            raise GatewayError(INVALID, "name: required, a string", field="name")
         if not isinstance(policy, dict):
-            raise ApiError("invalid_input", "policy: required, a policy object", "policy")
+            raise GatewayError(INVALID, "policy: required, a policy object", field="policy")
         unknown = sorted(set(body) - {"name", "policy"})
         if unknown:
-            raise ApiError("invalid_input", f"{unknown[0]}: unknown field", unknown[0])
-        try:
-            grant, token = service.create_grant(name, policy)
-        except GatewayError as error:
-            raise ApiError.of(error) from None
-        self.send({"name": grant.name, "token": token, "grant": grant.to_dict()}, 201)
+            raise GatewayError(INVALID, f"{unknown[0]}: unknown field", field=unknown[0])
+        grant, token = service.create_grant(name, policy)
+        created = {"name": grant.name, "token": token, "grant": grant.to_dict()}
+        self.send_model(contract.GrantCreated, created, 201)
 
 
 class GrantHandler(LLMGatewayHandler):
     @web.authenticated
     @authorized
     async def delete(self, name: str) -> None:
-        service = self.running()
-        try:
-            enforcing = service.revoke_grant(name)
-        except GatewayError as error:
-            raise ApiError.of(error) from None
+        service = self.running_service()
+        enforcing = service.revoke_grant(name)
         if isinstance(enforcing, asyncio.Future):  # jobs, approvals, MCP sessions: done on return
             await enforcing
         if not service.hears_revocations:  # the gateway does not tell us: close them here
             await service.grant_revoked(name)
         grant = service.gateway.store.get_grant(name)
-        self.send(grant.to_dict() if grant is not None else {"name": name})
+        if grant is None:  # gone from the store meanwhile (another process): say which one
+            self.send({"name": name})
+            return
+        self.send_model(contract.GrantView, grant.to_dict())
 
 
 class AuditHandler(LLMGatewayHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        records = self.running().gateway.store.query_audit(
+        records = self.running_service().gateway.store.query_audit(
             caller=self.str_arg("caller"),
             tool=self.str_arg("tool"),
             decision=self.str_arg("decision"),
             limit=self.int_arg("limit", 100, 1, 1000),
             offset=self.int_arg("offset", 0, 0, MAX_QUERY_INT),
         )
-        self.send({"records": [record.to_dict() for record in records]})
+        self.send_model(contract.AuditPage, {"records": [r.to_dict() for r in records]})
 
 
 class PolicyHandler(LLMGatewayHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        service = self.running()
+        service = self.running_service()
         source = service.gateway.owner_policy
         owner = {
             "path": service.policy_path,
@@ -652,7 +607,7 @@ class PolicyHandler(LLMGatewayHandler):
             "generation": source.generation,
             "policy": source.policy.to_dict(),
         }
-        self.send({"owner": owner, "last_error": source.last_error})
+        self.send_model(contract.PolicyState, {"owner": owner, "last_error": source.last_error})
 
 
 # -- MCP ----------------------------------------------------------------------------------------

@@ -18,14 +18,17 @@ import contextlib
 import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pydantic import ValidationError
 from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
-from llmgw_jupyter.gateway import Gateway
+from llmgw_jupyter.contract import ErrorBody, ErrorDetail
+from llmgw_jupyter.errors import ErrorCategory, GatewayError, input_error_from_validation
+from llmgw_jupyter.gateway import Gateway, ToolResult
 from llmgw_jupyter.policy import Policy, PolicySource, load_policy
 from llmgw_jupyter.runtime import Runtime, RuntimeConfig
 from llmgw_jupyter.server import auth
@@ -41,11 +44,12 @@ from llmgw_jupyter.server.mcp_endpoint import (
     unauthenticated,
 )
 from llmgw_jupyter.store.policy import GrantRecord
-from llmgw_jupyter.tools import Caller
+from llmgw_jupyter.tools import REGISTRY, Caller, ToolContext
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+UNAVAILABLE = ErrorCategory.UNAVAILABLE
 DENY_ALL: dict[str, Any] = {"version": "1", "default": "deny", "hide": ["*"]}
 MCP_INSTRUCTIONS = (
     "Run OpenAI Codex CLI requests as durable jobs on a Jupyter server. Start one with "
@@ -83,15 +87,6 @@ class FailedPolicySource(PolicySource):
         return self._deny
 
 
-class ServiceUnavailable(Exception):
-    """The gateway cannot serve this request now; ``category`` says why."""
-
-    def __init__(self, category: str, message: str) -> None:
-        super().__init__(message)
-        self.category = category
-        self.message = message
-
-
 @dataclass
 class ServiceConfig:
     runtime: RuntimeConfig
@@ -109,7 +104,6 @@ class ServiceConfig:
     max_mcp_sessions_per_grant: int = 16
     max_mcp_grant_sessions: int = 256
     max_mcp_body_bytes: int = 4 * 1024 * 1024
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class GatewayService:
@@ -130,7 +124,6 @@ class GatewayService:
             grant_policy_dir=config.grant_policy_dir,
         )
         self.mcp: MCPEndpoint | None = None
-        self.mcp_path: str | None = None
         self.kernel_token = auth.new_kernel_token()
         self.server_url: str | None = None
         self.closing = asyncio.Event()
@@ -203,16 +196,42 @@ class GatewayService:
         if self.state == "running":
             return
         if self.state == "failed":
-            raise ServiceUnavailable("unavailable", self.failure or "the gateway failed to start")
+            raise GatewayError(UNAVAILABLE, self.failure or "the gateway failed to start")
         if self.state == "starting":
-            raise ServiceUnavailable("unavailable", "the llmgw gateway is still starting")
-        raise ServiceUnavailable("unavailable", "the llmgw gateway has stopped")
+            raise GatewayError(UNAVAILABLE, "the llmgw gateway is still starting")
+        raise GatewayError(UNAVAILABLE, "the llmgw gateway has stopped")
 
     def require_tools(self) -> None:
         """Tool calls additionally need a loaded owner policy (fail closed)."""
         self.require_running()
         if self.policy_failed:
-            raise ServiceUnavailable("policy_error", self.policy_error or "owner policy failed")
+            raise GatewayError(
+                ErrorCategory.POLICY_ERROR, self.policy_error or "owner policy failed"
+            )
+
+    async def owner_read(self, tool: str, arguments: Mapping[str, Any]) -> ToolResult:
+        """A read tool called by the owner through ``Gateway.call``, the one chokepoint: under
+        the owner policy and audited like the same read over MCP (successful reads are
+        collapsed there into one audit record per window).
+
+        With an owner policy file that did not load, every call is refused (fail closed), yet
+        the owner may still look at jobs: the same read tool then runs outside the policy, so
+        the answer keeps its shape, and is not audited (nothing in the gateway was consulted).
+        """
+        self.require_running()
+        if not self.policy_failed:
+            return await self.gateway.call(tool, arguments, Caller.owner())
+        definition = REGISTRY[tool]
+        assert definition.annotations.read_only, f"{tool} is not a read"
+        try:
+            parsed = definition.input_model.model_validate(dict(arguments))
+            output = await definition.handler(ToolContext(self.runtime, Caller.owner()), parsed)
+        except ValidationError as invalid:
+            error = input_error_from_validation(invalid)
+            return ToolResult.failure(error.category.value, error.message, field=error.field)
+        except GatewayError as error:
+            return ToolResult.failure(error.category.value, error.message, field=error.field)
+        return ToolResult.success(output)
 
     async def until_closing(self, awaitable: Awaitable[T], *stops: asyncio.Event) -> T | None:
         """Await ``awaitable`` unless the service closes (or a ``stops`` event fires) first."""
@@ -337,13 +356,11 @@ class GatewayService:
             return unauthenticated()
         try:
             self.require_tools()
-            category, message = "unavailable", "the MCP endpoint is not running"
-        except ServiceUnavailable as refusal:
-            category, message = refusal.category, refusal.message
-        return JSONResponse(
-            {"error": {"category": category, "message": message, "field": None}},
-            status_code=503,
-        )
+            refusal = GatewayError(UNAVAILABLE, "the MCP endpoint is not running")
+        except GatewayError as error:
+            refusal = error
+        body = ErrorBody(error=ErrorDetail(category=refusal.category, message=refusal.message))
+        return JSONResponse(body.model_dump(mode="json"), status_code=refusal.http_status)
 
     def mcp_body_too_large(self) -> ASGIApp:
         return body_too_large(self.config.max_mcp_body_bytes, SETTING_PREFIX + BODY_LIMIT)
