@@ -19,7 +19,7 @@ from llmgw_jupyter.policy.compiled import (
 )
 from llmgw_jupyter.policy.engine import DENIAL_PREFIX, Decision, PolicyEngine
 from llmgw_jupyter.policy.loader import PolicySource
-from llmgw_jupyter.policy.model import PolicyError, PolicyValidationError
+from llmgw_jupyter.policy.model import PolicyProblem, PolicyValidationError
 from llmgw_jupyter.store.policy import canonical_args_hash
 
 __all__ = [
@@ -28,7 +28,7 @@ __all__ = [
     "Decision",
     "Policy",
     "PolicyEngine",
-    "PolicyError",
+    "PolicyProblem",
     "PolicySource",
     "PolicyValidationError",
     "allow_all_policy",

@@ -14,7 +14,7 @@ from llmgw_jupyter.policy.limits import CompiledLimit, compile_limit
 from llmgw_jupyter.policy.model import (
     DEFAULT_APPROVAL_TIMEOUT,
     PolicyDocument,
-    PolicyError,
+    PolicyProblem,
     PolicyValidationError,
     ToolRule,
     json_pointer,
@@ -132,9 +132,9 @@ def parse_policy_text(text: str, source: str | None = None) -> Policy:
         data = json.loads(text, object_pairs_hook=_no_duplicates)
     except json.JSONDecodeError as exc:
         message = f"invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
-        raise PolicyValidationError([PolicyError("", message)], source) from None
+        raise PolicyValidationError([PolicyProblem("", message)], source) from None
     except ValueError as exc:
-        raise PolicyValidationError([PolicyError("", f"invalid JSON: {exc}")], source) from None
+        raise PolicyValidationError([PolicyProblem("", f"invalid JSON: {exc}")], source) from None
     return load_policy(data, source)
 
 

@@ -208,8 +208,8 @@ class PolicyDocument(_Strict):
 
 
 @dataclass(frozen=True)
-class PolicyError:
-    """One validation failure: where (JSON pointer) and which rule it breaks."""
+class PolicyProblem:
+    """One validation failure, as data: where (a JSON pointer) and which rule it breaks."""
 
     pointer: str
     message: str
@@ -221,7 +221,7 @@ class PolicyError:
 class PolicyValidationError(ValueError):
     """A policy document that does not validate; ``errors`` lists every failure."""
 
-    def __init__(self, errors: list[PolicyError], source: str | None = None) -> None:
+    def __init__(self, errors: list[PolicyProblem], source: str | None = None) -> None:
         self.errors = errors
         self.source = source
         head = f"{source}: " if source else ""
@@ -274,9 +274,9 @@ def _message(error: Any) -> str:
 def validate_document(data: Any, source: str | None = None) -> PolicyDocument:
     """Validate a parsed JSON policy; raise ``PolicyValidationError`` listing every error."""
     if not isinstance(data, dict):
-        raise PolicyValidationError([PolicyError("", "must be a JSON object")], source)
+        raise PolicyValidationError([PolicyProblem("", "must be a JSON object")], source)
     try:
         return PolicyDocument.model_validate(data)
     except ValidationError as exc:
-        errors = [PolicyError(json_pointer(e["loc"]), _message(e)) for e in exc.errors()]
+        errors = [PolicyProblem(json_pointer(e["loc"]), _message(e)) for e in exc.errors()]
         raise PolicyValidationError(errors, source) from None
