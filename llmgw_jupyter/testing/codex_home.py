@@ -2,49 +2,39 @@
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
+import tomli_w
+
 __all__ = ["codex_env", "find_codex_for_tests", "render_config", "write_codex_home"]
 
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 _LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
-
-
-def _toml_str(value: str) -> str:
-    # JSON string escapes are valid TOML basic-string escapes.
-    return json.dumps(value)
 
 
 def render_config(
     base_url: str, model: str = "gpt-5.5", provider: str = "mock", extra_toml: str = ""
 ) -> str:
     """The config.toml text: every switch that would make Codex reach outside turned off."""
-    if not _BARE_KEY.match(provider):
-        raise ValueError(f"provider name must be a bare TOML key, got {provider!r}")
-    text = f"""\
-model = {_toml_str(model)}
-model_provider = {_toml_str(provider)}
-check_for_update_on_startup = false
-
-[analytics]
-enabled = false
-
-[features]
-plugins = false
-unbounded_connection_retries = false
-
-[model_providers.{provider}]
-name = {_toml_str(provider)}
-base_url = {_toml_str(base_url)}
-wire_api = "responses"
-request_max_retries = 0
-stream_max_retries = 0
-"""
+    config = {
+        "model": model,
+        "model_provider": provider,
+        "check_for_update_on_startup": False,
+        "analytics": {"enabled": False},
+        "features": {"plugins": False, "unbounded_connection_retries": False},
+        "model_providers": {
+            provider: {
+                "name": provider,
+                "base_url": base_url,
+                "wire_api": "responses",
+                "request_max_retries": 0,
+                "stream_max_retries": 0,
+            }
+        },
+    }
+    text = tomli_w.dumps(config)
     if extra_toml:
         text += "\n" + extra_toml.strip("\n") + "\n"
     return text
