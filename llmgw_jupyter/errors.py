@@ -85,7 +85,9 @@ _CATEGORY_OF_STATUS: dict[int, ErrorCategory] = {
     409: ErrorCategory.CONFLICT,
     429: ErrorCategory.RATE_LIMITED,
     500: ErrorCategory.INTERNAL,
+    502: ErrorCategory.UNREACHABLE,  # a proxy in between could not reach the gateway
     503: ErrorCategory.UNAVAILABLE,
+    504: ErrorCategory.UNREACHABLE,
     507: ErrorCategory.DISK_FULL,
 }
 

@@ -34,6 +34,8 @@ POLICY_ENV = "LLMGW_POLICY"
 API_PATH = "llmgw/api/"
 MAX_WAIT_SECONDS = 30.0  # the REST long-poll's limit; waits longer than this are repeated
 CONNECT_TIMEOUT = 5.0
+MAX_SEQ = 2**31 - 1  # the largest sequence number a tool takes: no event comes after it
+SESSION_PAGE = 500  # llm_session_list's largest page
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -364,42 +366,50 @@ class RestClient(_BridgedClient):
 
 
 def _rest_error(status: int, body: Any, text: str) -> GatewayCallError:
-    """The REST error shapes: ``{"error": {...}}`` or a tool result with ``is_error``."""
+    """A REST refusal: ``contract.ErrorBody``, or a failed ``contract.ToolCallAnswer`` (its
+    ``structured`` kept as ``detail``); anything else (a proxy's page) by its status alone."""
+    from llmgw_jupyter.errors import category_for_status
+
+    fallback = category_for_status(status).value
     detail: dict[str, Any] = {}
     error: Any = None
     if isinstance(body, dict):
         structured = body.get("structured")
         if isinstance(structured, dict):
             detail = structured
-            error = structured.get("error")
-        error = error or body.get("error")
+        error = body.get("error") or detail.get("error")
         if error is None and body.get("is_error"):
-            error = {"category": "error", "message": body.get("text", "")}
-    if isinstance(error, dict):
-        return GatewayCallError(
-            str(error.get("category") or _category_for(status)),
-            str(error.get("message") or text),
-            field=error.get("field"),
-            status=status,
-            detail=detail,
-        )
-    if isinstance(error, str):
-        return GatewayCallError(_category_for(status), error, status=status, detail=detail)
+            return GatewayCallError(fallback, str(body.get("text") or text), status=status)
+    fields = _error_fields(error)
+    if fields is None:
+        return GatewayCallError(fallback, text.strip()[:500] or f"HTTP {status}", status=status)
+    category, message, field = fields
     return GatewayCallError(
-        _category_for(status), text.strip()[:500] or f"HTTP {status}", status=status
+        category or fallback, message or text, field=field, status=status, detail=detail
     )
 
 
-def _category_for(status: int) -> str:
-    return {
-        400: "invalid_input",
-        401: "auth_error",
-        403: "forbidden",
-        404: "not_found",
-        409: "conflict",
-        429: "rate_limited",
-        503: "saturated",
-    }.get(status, "error")
+def _error_fields(error: Any) -> tuple[str | None, str, str | None] | None:
+    """Category, message and field of a ``contract.ErrorDetail``; a category this client does
+    not know (a newer server) is kept as it came."""
+    from pydantic import ValidationError
+
+    from llmgw_jupyter.contract import ErrorDetail
+
+    if isinstance(error, str):
+        return None, error, None
+    if not isinstance(error, dict):
+        return None
+    try:
+        detail = ErrorDetail.model_validate(error)
+    except ValidationError:
+        field = error.get("field")
+        return (
+            str(error.get("category") or "") or None,
+            str(error.get("message") or ""),
+            field if isinstance(field, str) else None,
+        )
+    return detail.category.value, detail.message, detail.field
 
 
 # -- embedded -----------------------------------------------------------------------------------
@@ -475,51 +485,61 @@ class EmbeddedClient(_BridgedClient):
             raise GatewayCallError("unavailable", "the embedded gateway is not running")
         return self.runtime, self.gateway
 
-    def _job(self, job_id: str) -> dict[str, Any]:
-        record = self._parts()[0].get(job_id)
-        if record is None:
-            raise GatewayCallError("not_found", f"job {job_id} not found", status=404)
-        return record.to_dict()
-
     @on_own_loop
     async def summary(self) -> dict[str, Any]:
-        from llmgw_jupyter.providers.codex import describe_model
+        from llmgw_jupyter.contract import ModelInfo, Summary
+        from llmgw_jupyter.providers.codex import CodexProvider, describe_model
 
         runtime, gateway = self._parts()
-        return {
-            "counts": runtime.summary(),
-            "pending_approvals": len(gateway.approvals("pending")),
-            "mcp_url": None,
-            "model": describe_model(runtime.config.codex_home),
-        }
+        codex = runtime.providers.get("codex")
+        model = (
+            ModelInfo.model_validate(describe_model(codex.codex_home))
+            if isinstance(codex, CodexProvider)
+            else None
+        )
+        summary = Summary(
+            counts=runtime.summary(),
+            pending_approvals=len(gateway.approvals("pending")),
+            mcp_url=None,
+            policy_error=gateway.owner_policy.last_error,
+            model=model,
+        )
+        return summary.model_dump(mode="json")
 
     @on_own_loop
     async def call_tool(self, tool: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        """Every call, reads included, passes ``Gateway.call`` as the owner: the answers are
+        the tools' own (``contract``), the same as over REST and MCP."""
         from llmgw_jupyter.tools import Caller
 
         result = await self._parts()[1].call(tool, dict(arguments), Caller.owner())
         structured = dict(result.structured or {})
         if result.is_error:
-            error = structured.get("error") or {}
+            fields = _error_fields(structured.get("error"))
+            category, message, field = fields or (None, result.text, None)
             raise GatewayCallError(
-                str(error.get("category") or result.error or "error"),
-                str(error.get("message") or result.text),
-                field=error.get("field"),
+                category or result.error or "error",
+                message or result.text,
+                field=field,
                 detail=structured,
             )
         return structured
 
     @on_own_loop
     async def get_job(self, job_id: str) -> dict[str, Any]:
-        return self._job(job_id)
+        # llm_job_status with the full arguments and no events (none come after MAX_SEQ).
+        arguments = {"job_id": job_id, "include_args": True, "after_seq": MAX_SEQ}
+        return dict((await self.call_tool("llm_job_status", arguments))["job"])
 
     @on_own_loop
     async def list_jobs(
         self, *, status: str | None = None, limit: int = 20, offset: int = 0
     ) -> tuple[list[dict[str, Any]], int]:
-        with _as_call_error():
-            records, total = self._parts()[0].list_jobs(status=status, limit=limit, offset=offset)
-        return [record.to_dict() for record in records], total
+        arguments: dict[str, Any] = {"limit": limit, "offset": offset}
+        if status is not None:
+            arguments["status"] = status
+        page = await self.call_tool("llm_job_list", arguments)
+        return list(page["jobs"]), int(page["total"])
 
     @on_own_loop
     async def cancel_job(self, job_id: str) -> dict[str, Any]:
@@ -530,30 +550,26 @@ class EmbeddedClient(_BridgedClient):
     async def wait_events(
         self, job_id: str, after: int, wait: float
     ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        self._job(job_id)
-        with _as_call_error():
-            events, record = await self._parts()[0].wait_for_events(job_id, after, max(0.0, wait))
-        return [event.to_dict() for event in events], record.to_dict()
+        """As over REST: a wait is at most ``MAX_WAIT_SECONDS`` (the caller asks again)."""
+        wait = max(0.0, min(wait, MAX_WAIT_SECONDS))
+        if wait > 0:
+            arguments = {"job_id": job_id, "after_seq": after, "timeout_seconds": wait}
+            answer = await self.call_tool("llm_job_watch", arguments)
+        else:
+            answer = await self.call_tool("llm_job_status", {"job_id": job_id, "after_seq": after})
+        return list(answer["events"]), dict(answer["job"])
 
     @on_own_loop
     async def job_result(
         self, job_id: str, *, stream: str = "stdout", offset: int = 0, limit: int = 65536
     ) -> dict[str, Any]:
-        job = self._job(job_id)
-        with _as_call_error():
-            page = self._parts()[0].read_output(job_id, stream, offset, limit)
-        return {
-            "job": job,
-            "final_message": job["final_message"],
-            "session_id": job["session_id"],
-            "usage": job["usage"],
-            "exit_code": job["exit_code"],
-            "output": page.to_dict(),
-        }
+        arguments = {"job_id": job_id, "stream": stream, "offset": offset, "limit": limit}
+        return await self.call_tool("llm_job_result", arguments)
 
     @on_own_loop
     async def sessions(self) -> list[dict[str, Any]]:
-        return [session.to_dict() for session in self._parts()[0].sessions()]
+        answer = await self.call_tool("llm_session_list", {"limit": SESSION_PAGE})
+        return list(answer["sessions"])
 
     @on_own_loop
     async def approvals(self, status: str = "pending") -> list[dict[str, Any]]:

@@ -361,17 +361,20 @@ class JobEventsHandler(LLMGatewayHandler):
         after = self.int_arg("after", 0, 0, MAX_QUERY_INT)
         wait = self.float_arg("wait", 0.0, 0.0, MAX_WAIT_SECONDS)
         limit = self.int_arg("limit", 200, 1, 1000)
-        status = {"job_id": job_id, "after_seq": after, "limit": limit}
-        answer = await self.read("llm_job_status", status)
-        if not answer["events"] and wait > 0 and not answer["done"]:
-            # llm_job_watch answers at the first event or the job's end, like the tool over MCP.
-            watch = {"job_id": job_id, "after_seq": after, "timeout_seconds": wait}
-            waited = await service.until_closing(self.read("llm_job_watch", watch), self._gone)
-            if self._gone.is_set():
-                return
-            if waited is not None:
-                answer = {**waited, "events": waited["events"][:limit]}
-        self.send_model(contract.JobEventsPage, answer)
+        if wait <= 0:
+            status = {"job_id": job_id, "after_seq": after, "limit": limit}
+            self.send_model(contract.JobEventsPage, await self.read("llm_job_status", status))
+            return
+        # llm_job_watch answers at once when there are events or the job is over, else at the
+        # first event, the job's end or the timeout (its pages hold up to 200 events).
+        watch = {"job_id": job_id, "after_seq": after, "timeout_seconds": wait}
+        waited = await service.until_closing(self.read("llm_job_watch", watch), self._gone)
+        if self._gone.is_set():
+            return
+        if waited is None:  # the server is stopping: what there is now
+            status = {"job_id": job_id, "after_seq": after, "limit": limit}
+            waited = await self.read("llm_job_status", status)
+        self.send_model(contract.JobEventsPage, {**waited, "events": waited["events"][:limit]})
 
 
 class JobResultHandler(LLMGatewayHandler):

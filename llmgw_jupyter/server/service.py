@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
+from llmgw_jupyter import tools
 from llmgw_jupyter.contract import ErrorBody, ErrorDetail
 from llmgw_jupyter.errors import ErrorCategory, GatewayError, input_error_from_validation
 from llmgw_jupyter.gateway import Gateway, ToolResult
@@ -44,7 +45,7 @@ from llmgw_jupyter.server.mcp_endpoint import (
     unauthenticated,
 )
 from llmgw_jupyter.store.policy import GrantRecord
-from llmgw_jupyter.tools import REGISTRY, Caller, ToolContext
+from llmgw_jupyter.tools import Caller, ToolContext, ToolDefinition
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +222,7 @@ class GatewayService:
         self.require_running()
         if not self.policy_failed:
             return await self.gateway.call(tool, arguments, Caller.owner())
-        definition = REGISTRY[tool]
+        definition: ToolDefinition = tools.REGISTRY[tool]
         assert definition.annotations.read_only, f"{tool} is not a read"
         try:
             parsed = definition.input_model.model_validate(dict(arguments))

@@ -85,8 +85,22 @@ def test_rest_errors_keep_the_gateway_category_message_and_field() -> None:
         "no",
         "deny",
     )
-    assert _rest_error(502, None, "<html>bad gateway</html>").category == "error"
+    assert _rest_error(502, None, "<html>bad gateway</html>").category == "unreachable"
     assert _rest_error(404, None, "").category == "not_found"
+
+
+def test_bare_statuses_map_to_the_categories_the_server_uses() -> None:
+    """One table on both sides: a 401 is ``unauthorized`` (``auth_error`` is a job's CLI failing
+    to sign in to its model), a 503 ``unavailable`` (not ``saturated``: a stopping gateway)."""
+    assert _rest_error(401, None, "").category == "unauthorized"
+    assert _rest_error(503, None, "").category == "unavailable"
+    assert _rest_error(405, None, "").category == "invalid_input"
+    assert _rest_error(418, None, "").category == "http_error"
+    newer = {"error": {"category": "from_the_future", "message": "m", "field": None}}
+    assert (_rest_error(400, newer, "").category, _rest_error(400, newer, "").message) == (
+        "from_the_future",
+        "m",
+    )
 
 
 async def test_submit_wait_and_collect_from_the_kernels_loop(
