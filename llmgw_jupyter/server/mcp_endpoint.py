@@ -7,6 +7,10 @@ How it is wired: the Tornado handler (``asgi_bridge.ASGIHandler`` subclass) auth
 request and puts the caller into ``scope[CALLER_SCOPE_KEY]``; ``MCPEndpoint.asgi_app`` checks
 Host/Origin, refuses requests without a caller (401) and hands the rest to the SDK's
 ``StreamableHTTPSessionManager``. ``start()`` enters the manager once in a long-lived task.
+The requests that stream nothing (``mcp_quick``) never get that far: Jupyter's route is served
+by ``mcp_handler.QuickMCPHandler``, which answers them itself with ``host_and_origin_pass``,
+``quick_session`` and ``answer_quick`` (the same checks, the same ledger, no ASGI scope), and
+``asgi_app`` keeps its own quick branch for ASGI servers.
 
 Sessions: stateful with SSE responses (the SDK default). SSE responses carry the progress
 notifications of a running call on the call's own POST; sessions allow server-to-client
@@ -27,10 +31,8 @@ byte, and ``asgi_app`` counts what it reads before the quick path or the SDK.
 What every client can read (issue 10):
 - Tool errors are ``isError`` results with text only: no ``structuredContent``, because the
   spec requires structured content to match the tool's ``outputSchema`` and the schemas describe
-  success (the TypeScript SDK rejects a mismatch with ``-32602`` and the agent sees nothing).
-  The text carries the category, message, field, rule and ``retry_after_seconds``
-  (``[POLICY DENIED] ...`` for refusals); the same facts, as an object, are in the result's
-  ``_meta["llmgw/error"]``.
+  success; the facts are in the text and in ``_meta["llmgw/error"]`` (``mcp_results``, which
+  builds every result once in wire form for both paths).
 - Unknown tools are the protocol error ``-32602`` (the gateway still audits and rate-limits the
   attempt); an invalid ``tools/list`` cursor is ``-32602`` too (there is one page).
 - A cancelled request gets no response; event streams are primed at once (``mcp_streams``); a
