@@ -1,0 +1,832 @@
+"""A deterministic mock of the Anthropic Messages API, so Claude Code can run offline in tests.
+
+The answer to every ``POST /v1/messages`` is derived from the last user message's text, with any
+``<system-reminder>`` blocks removed (``"echo: <text>"``), so a test can tell which prompt the
+model saw. Behaviour knobs (delay, HTTP failures, dropped streams, several spaced text blocks,
+usage figures, an answer that reports the conversation's user turns) can be set from Python or
+from the prompt itself with directives such as ``[mock:delay=5]``, because tests that drive Claude
+through a notebook or a browser cannot reach the server object.
+
+A prompt holding ``[mock-shell]<command>[/mock-shell]`` makes the model call Claude Code's shell
+tool (``Bash``) with that command, as a model that obeys the prompt would; once Claude sends the
+``tool_result`` back, the answer is ``shell output: <output>``. Security tests use this to see
+exactly what a job's commands can reach.
+
+Failures carry ``x-should-retry: false`` so the CLI gives up at once instead of retrying.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import re
+import select
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+__all__ = [
+    "SHELL_TOOL",
+    "STRUCTURED_TOOL",
+    "AnthropicBehaviour",
+    "AnthropicRequest",
+    "DirectiveError",
+    "MockAnthropicServer",
+    "claude_cli_env",
+    "parse_directives",
+    "shell_command",
+    "strip_system_reminders",
+    "structured_json",
+]
+
+log = logging.getLogger(__name__)
+
+_DIRECTIVE_RE = re.compile(r"\[mock:([^\]]*)\]")
+_SHELL_RE = re.compile(r"\[mock-shell\](.*?)\[/mock-shell\]", re.DOTALL)
+_JSON_RE = re.compile(r"\[mock-json\](.*?)\[/mock-json\]", re.DOTALL)
+_REMINDER_RE = re.compile(r"<system-reminder>.*?</system-reminder>", re.DOTALL)
+SHELL_TOOL = "Bash"  # Claude Code 2.1.328's shell tool
+STRUCTURED_TOOL = "StructuredOutput"  # the tool ``--json-schema`` adds; its input is the answer
+MAX_BODY_BYTES = 64 * 1024 * 1024
+"""Larger request bodies are refused with 413 (the real API's limit is lower still)."""
+_DELTA_CHARS = 24
+"""Text is streamed in ``text_delta`` pieces of at most this many characters."""
+
+
+class DirectiveError(ValueError):
+    """A ``[mock:...]`` directive that cannot be understood (answered with HTTP 400)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class AnthropicBehaviour:
+    """How the mock answers a request; prompt directives override these fields per request."""
+
+    delay: float = 0.0
+    """Seconds to wait before answering (interrupted by ``stop()`` or a client hang-up)."""
+    fail: int | None = None
+    """Answer with this HTTP status and an Anthropic-style JSON error body instead of a message."""
+    drop: bool = False
+    """Close a streaming answer mid-stream, after ``message_start`` (non-streaming ones answer)."""
+    steps: int = 1
+    """Number of text content blocks; all but the last say ``step k/N``."""
+    step_delay: float = 0.0
+    """Seconds between two text blocks, so live progress can be observed."""
+    history: bool = False
+    """Answer ``user turns: N: <t1> | <t2> ...`` (every user text turn the request carried)."""
+    input_tokens: int | None = None
+    """Reported ``input_tokens``; by default derived from the request body's size."""
+    output_tokens: int | None = None
+    """Reported ``output_tokens``; by default derived from the answer's length."""
+    cache_read: int | None = None
+    """Reported ``cache_read_input_tokens``; by default the same as ``input_tokens``."""
+    cache_creation: int | None = None
+    """Reported ``cache_creation_input_tokens``; by default 0."""
+    reply: str | None = None
+    """Fixed answer text instead of ``echo: <last user message>``."""
+    shell: str | None = None
+    """A command the model asks Claude to run (``Bash``) before it answers."""
+    structured: str | None = None
+    """JSON the model passes to ``StructuredOutput`` (``--json-schema`` runs) before it answers."""
+
+
+_DIRECTIVE_FIELDS: dict[str, type] = {
+    "delay": float,
+    "fail": int,
+    "drop": bool,
+    "steps": int,
+    "step_delay": float,
+    "history": bool,
+    "input_tokens": int,
+    "output_tokens": int,
+    "cache_read": int,
+    "cache_creation": int,
+}
+_TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_read", "cache_creation")
+
+
+def parse_directives(text: str) -> dict[str, Any]:
+    """Parse every ``[mock:key=value,...]`` directive in ``text`` into AnthropicBehaviour fields.
+
+    A bare key (``[mock:drop]``) means true. Unknown keys or bad values raise DirectiveError so
+    a typo fails loudly instead of being ignored.
+    """
+    fields: dict[str, Any] = {}
+    for match in _DIRECTIVE_RE.finditer(text):
+        for part in match.group(1).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            key, sep, raw = part.partition("=")
+            key, raw = key.strip(), raw.strip()
+            kind = _DIRECTIVE_FIELDS.get(key)
+            if kind is None:
+                raise DirectiveError(f"unknown mock directive {key!r}")
+            try:
+                if kind is bool:
+                    value: Any = (not sep) or raw.lower() in ("1", "true", "yes", "on")
+                else:
+                    value = kind(raw)
+            except ValueError as exc:
+                raise DirectiveError(f"bad value for mock directive {key!r}: {raw!r}") from exc
+            fields[key] = value
+    if fields.get("steps", 1) < 1:
+        raise DirectiveError("mock directive 'steps' must be >= 1")
+    if not 400 <= fields.get("fail", 400) <= 599:
+        raise DirectiveError("mock directive 'fail' must be an HTTP error status (400-599)")
+    for name in _TOKEN_FIELDS:
+        if fields.get(name, 0) < 0:
+            raise DirectiveError(f"mock directive {name!r} must be >= 0")
+    for name in ("delay", "step_delay"):
+        if fields.get(name, 0.0) < 0:
+            raise DirectiveError(f"mock directive {name!r} must be >= 0")
+    return fields
+
+
+def shell_command(prompt: str) -> str | None:
+    """The command of a ``[mock-shell]...[/mock-shell]`` block in a prompt, if any."""
+    match = _SHELL_RE.search(prompt)
+    return match.group(1) if match else None
+
+
+def structured_json(prompt: str) -> str | None:
+    """The JSON of a ``[mock-json]...[/mock-json]`` block in a prompt (validated), if any."""
+    match = _JSON_RE.search(prompt)
+    if match is None:
+        return None
+    try:
+        json.loads(match.group(1))
+    except ValueError as exc:
+        raise DirectiveError(f"[mock-json] block is not valid JSON: {exc}") from exc
+    return match.group(1)
+
+
+def strip_system_reminders(text: str) -> str:
+    """``text`` without Claude Code's ``<system-reminder>`` blocks, stripped of outer spaces."""
+    return _REMINDER_RE.sub("", text).strip()
+
+
+# -- reading a Messages API request ----------------------------------------------------------
+
+
+def _user_text(message: Any) -> str:
+    """The text a user message carries (system reminders removed); "" for tool results only."""
+    if not isinstance(message, dict) or message.get("role") != "user":
+        return ""
+    content = message.get("content")
+    if isinstance(content, str):
+        return strip_system_reminders(content)
+    if not isinstance(content, list):
+        return ""
+    parts = [
+        strip_system_reminders(str(block.get("text", "")))
+        for block in content
+        if isinstance(block, dict) and block.get("type") == "text"
+    ]
+    return "\n".join(part for part in parts if part)
+
+
+def _tool_result_text(block: dict[str, Any]) -> str:
+    content = block.get("content")
+    if isinstance(content, list):
+        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return "" if content is None else str(content)
+
+
+def _messages(body: Any) -> list[Any]:
+    messages = body.get("messages") if isinstance(body, dict) else None
+    return messages if isinstance(messages, list) else []
+
+
+@dataclasses.dataclass(frozen=True)
+class AnthropicRequest:
+    """One request the mock received, as the tests need to inspect it."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    """Header names lower-cased."""
+    body: Any
+    """Parsed JSON body, or None when absent or not JSON."""
+    received_at: float
+
+    @property
+    def route(self) -> str:
+        """The path without its query string (``/v1/messages`` for ``/v1/messages?beta=true``)."""
+        return self.path.split("?", 1)[0]
+
+    @property
+    def streaming(self) -> bool:
+        return isinstance(self.body, dict) and self.body.get("stream") is True
+
+    @property
+    def model(self) -> str | None:
+        model = self.body.get("model") if isinstance(self.body, dict) else None
+        return model if isinstance(model, str) else None
+
+    @property
+    def user_texts(self) -> list[str]:
+        """The text of every user turn in order (tool-result-only messages left out)."""
+        return [text for text in map(_user_text, _messages(self.body)) if text]
+
+    @property
+    def last_user_text(self) -> str | None:
+        texts = self.user_texts
+        return texts[-1] if texts else None
+
+    @property
+    def messages(self) -> list[tuple[str, str]]:
+        """``(role, text)`` of every message, text blocks only, system reminders removed."""
+        out: list[tuple[str, str]] = []
+        for message in _messages(self.body):
+            if not isinstance(message, dict):
+                continue
+            role = str(message.get("role", ""))
+            if role == "user":
+                out.append((role, _user_text(message)))
+                continue
+            content = message.get("content")
+            if isinstance(content, str):
+                out.append((role, content))
+            elif isinstance(content, list):
+                texts = [
+                    str(b.get("text", ""))
+                    for b in content
+                    if isinstance(b, dict) and b.get("type") == "text"
+                ]
+                out.append((role, "".join(texts)))
+        return out
+
+    @property
+    def tool_outputs(self) -> list[str]:
+        """What the tools run since the last user text printed, as Claude reported it back."""
+        outputs: list[str] = []
+        for message in _messages(self.body):
+            if _user_text(message):
+                outputs = []
+            if not isinstance(message, dict) or message.get("role") != "user":
+                continue
+            content = message.get("content")
+            if isinstance(content, list):
+                outputs.extend(
+                    _tool_result_text(block)
+                    for block in content
+                    if isinstance(block, dict) and block.get("type") == "tool_result"
+                )
+        return outputs
+
+
+# -- building answers --------------------------------------------------------------------------
+
+
+def _sse(event: dict[str, Any]) -> bytes:
+    return f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
+
+
+def _usage(behaviour: AnthropicBehaviour, body_size: int, answer: str) -> dict[str, int]:
+    """Deterministic usage: the same request and answer always report the same figures."""
+    prompt_tokens = max(2, body_size // 4)
+    cache_read = behaviour.cache_read if behaviour.cache_read is not None else prompt_tokens // 2
+    return {
+        "input_tokens": (
+            behaviour.input_tokens
+            if behaviour.input_tokens is not None
+            else prompt_tokens - prompt_tokens // 2
+        ),
+        "cache_creation_input_tokens": behaviour.cache_creation or 0,
+        "cache_read_input_tokens": cache_read,
+        "output_tokens": (
+            behaviour.output_tokens
+            if behaviour.output_tokens is not None
+            else max(1, len(answer.encode()) // 4)
+        ),
+    }
+
+
+_ERROR_TYPES: dict[int, str] = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
+
+
+def error_body(status: int, message: str) -> bytes:
+    """An Anthropic API error body: ``{"type": "error", "error": {"type", "message"}}``."""
+    kind = _ERROR_TYPES.get(status, "api_error")
+    return json.dumps({"type": "error", "error": {"type": kind, "message": message}}).encode()
+
+
+def _answer_text(record: AnthropicRequest, behaviour: AnthropicBehaviour) -> str:
+    if behaviour.reply is not None:
+        return behaviour.reply
+    if behaviour.history:
+        turns = record.user_texts
+        return f"user turns: {len(turns)}: " + " | ".join(turns)
+    return f"echo: {record.last_user_text or ''}"
+
+
+def _content_blocks(
+    record: AnthropicRequest, behaviour: AnthropicBehaviour, message_id: str
+) -> list[dict[str, Any]]:
+    """The assistant's content: one tool use (``Bash``, ``StructuredOutput``), or text blocks."""
+    outputs = record.tool_outputs
+    tool: tuple[str, dict[str, Any]] | None = None
+    if behaviour.shell is not None and not outputs:
+        tool = SHELL_TOOL, {"command": behaviour.shell, "description": "Run the requested command"}
+    elif behaviour.structured is not None and not outputs:
+        tool = STRUCTURED_TOOL, json.loads(behaviour.structured)
+    if tool is not None:
+        tool_id = f"toolu_{message_id.removeprefix('msg_')}"
+        return [{"type": "tool_use", "id": tool_id, "name": tool[0], "input": tool[1]}]
+    if behaviour.shell is not None:
+        answer = "shell output: " + "\n".join(outputs)
+    elif behaviour.structured is not None:
+        answer = "structured output sent"
+    else:
+        answer = _answer_text(record, behaviour)
+    texts = [f"step {k}/{behaviour.steps}" for k in range(1, behaviour.steps)] + [answer]
+    return [{"type": "text", "text": text} for text in texts]
+
+
+def _stop_reason(blocks: list[dict[str, Any]]) -> str:
+    return "tool_use" if any(b["type"] == "tool_use" for b in blocks) else "end_turn"
+
+
+def _blocks_text(blocks: list[dict[str, Any]]) -> str:
+    return "".join(b["text"] if "text" in b else json.dumps(b.get("input")) for b in blocks)
+
+
+# -- the HTTP server ---------------------------------------------------------------------------
+
+
+class _Server(ThreadingHTTPServer):
+    """ThreadingHTTPServer that remembers open connections so stop() can cut them."""
+
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, owner: MockAnthropicServer, host: str, port: int) -> None:
+        self.owner = owner
+        self._conns: set[socket.socket] = set()
+        self._conns_lock = threading.Lock()
+        super().__init__((host, port), _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._conns_lock:
+            self._conns.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._conns_lock:
+            self._conns.discard(request)
+        super().shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if self.owner.stopping:
+            return  # connections cut by stop() fail in their handlers: expected
+        log.exception("mock server: error while handling a request from %s", client_address)
+
+    def cut_connections(self) -> None:
+        with self._conns_lock:
+            conns = list(self._conns)
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("mock %s: " + format, self.address_string(), *args)
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _read_body(self) -> bytes | None:
+        """The request body; None (after answering 413) when it is too large."""
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = 0
+        if length > MAX_BODY_BYTES:
+            self.close_connection = True
+            self._send_json(413, error_body(413, f"request body over {MAX_BODY_BYTES} bytes"))
+            return None
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _send_json(self, status: int, payload: bytes, *, failure: bool = False) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("request-id", self.server.owner.next_id("req"))
+        if failure or status >= 400:
+            self.send_header("x-should-retry", "false")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+    def _chunk(self, data: bytes) -> None:
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.flush()
+
+    def _pause(self, seconds: float) -> bool:
+        """Wait ``seconds``; False when the server stops or the client hangs up first."""
+        owner = self.server.owner
+        deadline = time.monotonic() + seconds
+        while not owner.stopping:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return True
+            try:
+                ready, _, _ = select.select([self.connection, owner.wake_fd], [], [], remaining)
+            except (OSError, ValueError):
+                return False  # the wake socket or the connection was closed by stop()
+            if self.connection in ready:
+                try:
+                    if not self.connection.recv(1, socket.MSG_PEEK):
+                        return False  # client closed its side
+                except OSError:
+                    return False
+                # Unexpected bytes from the client: fall back to waiting on the stop flag.
+                return owner.wait_stopping(remaining)
+        return False
+
+    # -- routes -----------------------------------------------------------------------------
+
+    def do_HEAD(self) -> None:
+        """``HEAD /api/hello`` is Claude Code's connectivity probe: 200 without a body."""
+        self._record(b"")
+        if self.path.split("?", 1)[0] == "/api/hello":
+            self._send_json(200, b"")
+        else:
+            self._send_json(404, b"")
+
+    def do_GET(self) -> None:
+        self._record(b"")
+        self._send_json(404, error_body(404, f"mock: no route for GET {self.path}"))
+
+    def do_POST(self) -> None:
+        raw = self._read_body()
+        if raw is None:
+            return
+        record = self._record(raw)
+        if record.route == "/v1/messages/count_tokens":
+            tokens = max(1, len(raw) // 4)
+            self._send_json(200, json.dumps({"input_tokens": tokens}).encode())
+            return
+        if record.route.rstrip("/") != "/v1/messages":
+            self._send_json(404, error_body(404, f"mock: no route for POST {self.path}"))
+            return
+        if not isinstance(record.body, dict) or not isinstance(record.body.get("messages"), list):
+            self._send_json(400, error_body(400, "messages: required, a JSON array"))
+            return
+        owner = self.server.owner
+        try:
+            behaviour = owner.behaviour_for(record.last_user_text or "")
+        except DirectiveError as exc:
+            self._send_json(400, error_body(400, str(exc)))
+            return
+        if behaviour.delay > 0 and not self._pause(behaviour.delay):
+            self.close_connection = True
+            return
+        if behaviour.fail is not None:
+            message = f"mock failure {behaviour.fail} (requested)"
+            self._send_json(behaviour.fail, error_body(behaviour.fail, message), failure=True)
+            return
+        message_id = owner.next_id("msg")
+        blocks = _content_blocks(record, behaviour, message_id)
+        usage = _usage(behaviour, len(raw), _blocks_text(blocks))
+        try:
+            if record.streaming:
+                self._stream(record, behaviour, message_id, blocks, usage)
+            else:
+                whole = self._message(record, message_id, blocks, _stop_reason(blocks), usage)
+                self._send_json(200, json.dumps(whole).encode())
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+    def _record(self, raw: bytes) -> AnthropicRequest:
+        body: Any = None
+        if raw:
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                body = None
+        record = AnthropicRequest(
+            method=self.command,
+            path=self.path,
+            headers={k.lower(): v for k, v in self.headers.items()},
+            body=body,
+            received_at=time.time(),
+        )
+        self.server.owner.record(record)
+        return record
+
+    @staticmethod
+    def _message(
+        record: AnthropicRequest,
+        message_id: str,
+        content: list[dict[str, Any]],
+        stop_reason: str | None,
+        usage: dict[str, int],
+    ) -> dict[str, Any]:
+        return {
+            "id": message_id,
+            "type": "message",
+            "role": "assistant",
+            "model": record.model or "claude-mock",
+            "content": content,
+            "stop_reason": stop_reason,
+            "stop_sequence": None,
+            "usage": usage,
+        }
+
+    def _stream(
+        self,
+        record: AnthropicRequest,
+        behaviour: AnthropicBehaviour,
+        message_id: str,
+        blocks: list[dict[str, Any]],
+        usage: dict[str, int],
+    ) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("request-id", self.server.owner.next_id("req"))
+        self.end_headers()
+        start_usage = dict(usage, output_tokens=1)
+        start = self._message(record, message_id, [], None, start_usage)
+        self._chunk(_sse({"type": "message_start", "message": start}))
+        if behaviour.drop:
+            # Half an event, then a hard close: the client sees a broken chunked stream.
+            self._chunk(b'event: content_block_start\ndata: {"type":')
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        self._chunk(_sse({"type": "ping"}))
+        for index, block in enumerate(blocks):
+            if index and behaviour.step_delay > 0 and not self._pause(behaviour.step_delay):
+                self.close_connection = True
+                return
+            self._stream_block(index, block)
+        delta = {"stop_reason": _stop_reason(blocks), "stop_sequence": None}
+        self._chunk(_sse({"type": "message_delta", "delta": delta, "usage": {**usage}}))
+        self._chunk(_sse({"type": "message_stop"}))
+        self.wfile.write(b"0\r\n\r\n")
+
+    def _stream_block(self, index: int, block: dict[str, Any]) -> None:
+        if block["type"] == "tool_use":
+            start_block = dict(block, input={})
+            whole = json.dumps(block["input"])
+            pieces = [whole[i : i + _DELTA_CHARS] for i in range(0, len(whole), _DELTA_CHARS)]
+            deltas = [{"type": "input_json_delta", "partial_json": p} for p in pieces]
+        else:
+            start_block = {"type": "text", "text": ""}
+            text = block["text"]
+            pieces = [text[i : i + _DELTA_CHARS] for i in range(0, len(text), _DELTA_CHARS)]
+            deltas = [{"type": "text_delta", "text": p} for p in pieces or [""]]
+        self._chunk(
+            _sse({"type": "content_block_start", "index": index, "content_block": start_block})
+        )
+        for delta in deltas:
+            self._chunk(_sse({"type": "content_block_delta", "index": index, "delta": delta}))
+        self._chunk(_sse({"type": "content_block_stop", "index": index}))
+
+
+class MockAnthropicServer:
+    """The mock server: ``start()``/``stop()`` or ``with``; ``base_url`` is ANTHROPIC_BASE_URL."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        behaviour: AnthropicBehaviour | None = None,
+    ) -> None:
+        self._host = host
+        self._port = port
+        self.behaviour: AnthropicBehaviour = behaviour or AnthropicBehaviour()
+        """Applies to every request (after any queued one-shot behaviours)."""
+        self._queued: list[AnthropicBehaviour] = []
+        self._requests: list[AnthropicRequest] = []
+        self._cond = threading.Condition()
+        self._counter = 0
+        self._stopping = threading.Event()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._httpd: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> MockAnthropicServer:
+        """Bind (port 0 = a free port) and serve from a daemon thread."""
+        if self._httpd is not None:
+            raise RuntimeError("mock server already started")
+        if self._stopping.is_set():
+            raise RuntimeError("a stopped mock server cannot be restarted")
+        self._httpd = _Server(self, self._host, self._port)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="mock-anthropic",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving; wakes sleeping handlers and cuts open connections, never hangs."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+        httpd, self._httpd = self._httpd, None
+        if httpd is not None:
+            httpd.shutdown()
+            httpd.cut_connections()
+            httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def __enter__(self) -> MockAnthropicServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._httpd is None:
+            raise RuntimeError("mock server not started")
+        return int(self._httpd.server_address[1])
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:PORT``: the ``ANTHROPIC_BASE_URL`` for Claude Code (no ``/v1``)."""
+        return f"http://{self._host}:{self.port}"
+
+    # -- behaviour --------------------------------------------------------------------------
+
+    def set_behaviour(self, **fields: Any) -> AnthropicBehaviour:
+        """Replace the standing behaviour: ``set_behaviour(delay=5)``; no arguments resets it."""
+        self.behaviour = AnthropicBehaviour(**fields)
+        return self.behaviour
+
+    def queue_behaviour(self, **fields: Any) -> None:
+        """Use this behaviour for the next message request only (queued in order)."""
+        with self._cond:
+            self._queued.append(AnthropicBehaviour(**fields))
+
+    def behaviour_for(self, prompt: str) -> AnthropicBehaviour:
+        """The behaviour for one request: queued or standing one, then prompt directives."""
+        with self._cond:
+            base = self._queued.pop(0) if self._queued else self.behaviour
+        overrides = parse_directives(prompt)
+        command = shell_command(prompt)
+        if command is not None:
+            overrides["shell"] = command
+        structured = structured_json(prompt)
+        if structured is not None:
+            overrides["structured"] = structured
+        return dataclasses.replace(base, **overrides) if overrides else base
+
+    # -- request log ------------------------------------------------------------------------
+
+    @property
+    def requests(self) -> list[AnthropicRequest]:
+        """A snapshot of every request received so far (probes included), oldest first."""
+        with self._cond:
+            return list(self._requests)
+
+    @property
+    def message_requests(self) -> list[AnthropicRequest]:
+        """Only the ``POST /v1/messages`` requests (one per model turn)."""
+        return [r for r in self.requests if r.method == "POST" and r.route == "/v1/messages"]
+
+    def record(self, request: AnthropicRequest) -> None:
+        with self._cond:
+            self._requests.append(request)
+            self._cond.notify_all()
+
+    def wait_for_requests(self, n: int, timeout: float = 10.0) -> list[AnthropicRequest]:
+        """Block until at least ``n`` requests were received; TimeoutError otherwise."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: len(self._requests) >= n, timeout=timeout):
+                raise TimeoutError(
+                    f"mock server got {len(self._requests)} request(s), expected {n} "
+                    f"within {timeout} s"
+                )
+            return list(self._requests)
+
+    def clear(self) -> None:
+        """Forget logged requests and reset the behaviour to the default (echo, no delay)."""
+        with self._cond:
+            self._requests.clear()
+            self._queued.clear()
+            self.behaviour = AnthropicBehaviour()
+
+    def next_id(self, prefix: str) -> str:
+        """A fresh id such as ``msg_mock_000001`` (one counter for every kind)."""
+        with self._cond:
+            self._counter += 1
+            return f"{prefix}_mock_{self._counter:06d}"
+
+    # -- internals for the handler ----------------------------------------------------------
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    @property
+    def wake_fd(self) -> socket.socket:
+        """Readable once stop() was called; handlers select on it while sleeping."""
+        return self._wake_r
+
+    def wait_stopping(self, timeout: float) -> bool:
+        """Sleep up to ``timeout``; True when the time passed without a stop."""
+        return not self._stopping.wait(timeout)
+
+
+def claude_cli_env(
+    base_url: str, state_dir: Path, base: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """An environment that runs the real Claude Code CLI offline against ``base_url``.
+
+    Config and temporary files go to private directories under ``state_dir`` (created), the key
+    is a dummy, update checks, telemetry and other non-essential traffic are off, and API errors
+    are not retried. Loopback is added to NO_PROXY so a proxy cannot swallow the requests.
+    """
+    env = dict(os.environ if base is None else base)
+    for name in list(env):
+        if name.startswith(("ANTHROPIC_", "CLAUDE_")):
+            del env[name]  # an outer Claude session's settings must not leak into the test
+    config_dir = Path(state_dir) / "config"
+    tmp_dir = Path(state_dir) / "tmp"
+    config_dir.mkdir(parents=True, exist_ok=True)
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    env.update(
+        ANTHROPIC_BASE_URL=base_url,
+        ANTHROPIC_API_KEY="sk-ant-mock-dummy",
+        CLAUDE_CONFIG_DIR=str(config_dir),
+        CLAUDE_CODE_TMPDIR=str(tmp_dir),
+        DISABLE_AUTOUPDATER="1",
+        DISABLE_TELEMETRY="1",
+        CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
+        CLAUDE_CODE_MAX_RETRIES="0",
+    )
+    for name in ("NO_PROXY", "no_proxy"):
+        hosts = [h for h in env.get(name, "").split(",") if h.strip()]
+        hosts += [h for h in ("127.0.0.1", "localhost") if h not in hosts]
+        env[name] = ",".join(hosts)
+    return env
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve until SIGINT/SIGTERM; the first stdout line is the base URL."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    def _exit(signum: int, frame: Any) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, _exit)
+    signal.signal(signal.SIGINT, _exit)
+    server = MockAnthropicServer(host=args.host, port=args.port).start()
+    try:
+        print(server.base_url, flush=True)
+        threading.Event().wait()
+    except (SystemExit, KeyboardInterrupt):
+        pass
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
