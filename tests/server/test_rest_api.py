@@ -21,6 +21,7 @@ import pytest
 from jupyter_fixtures import *  # noqa: F403 - pytest-jupyter fixtures, see the module
 from jupyter_fixtures import Served
 
+from llmgw_jupyter.contract import JobResultOutput
 from llmgw_jupyter.runtime.manager import JOB_ENV_NAMES
 from llmgw_jupyter.server.auth import SERVER_TOKEN_ENV, SERVER_URL_ENV
 
@@ -206,6 +207,40 @@ async def test_a_job_submitted_followed_and_collected(
     assert summary["mcp_url"] == llmgw.url("llmgw/mcp")
     audit = (await http.get("audit", params={"tool": "codex_request_async"})).json()["records"]
     assert [(r["caller"], r["decision"]) for r in audit] == [("owner", "allow")]
+    # The reads above passed Gateway.call as the owner: audited like the same tools over MCP.
+    llmgw.service.gateway.flush_audit()
+    for tool in ("llm_job_status", "llm_job_watch", "llm_job_result", "llm_job_list"):
+        reads = (await http.get("audit", params={"tool": tool, "caller": "owner"})).json()
+        assert {r["decision"] for r in reads["records"]} == {"allow"}, tool
+
+
+async def test_the_result_is_the_same_answer_as_llm_job_result(http: httpx.AsyncClient) -> None:
+    """``done`` and ``error`` as over MCP: one contract model, one tool behind both."""
+    job_id = await submit(http, "hello result")
+    await finished(http, job_id)
+    rest = (await http.get(f"jobs/{job_id}/result", params={"limit": 100})).json()
+    tool = (await http.post("tools/llm_job_result", json={"job_id": job_id, "limit": 100})).json()
+    assert set(rest) == set(JobResultOutput.model_fields)
+    assert (rest["done"], rest["error"]) == (True, None)
+    assert rest == tool["structured"]
+
+
+READS_DENIED_POLICY = {
+    "version": "1",
+    "default": "allow",
+    "tools": {"llm_job_result": {"action": "deny", "reason": "no raw output here"}},
+}
+
+
+@pytest.mark.parametrize("owner_policy", [json.dumps(READS_DENIED_POLICY)])
+async def test_rest_reads_are_under_the_owner_policy(http: httpx.AsyncClient) -> None:
+    job_id = await submit(http, "policy reads")
+    await finished(http, job_id)
+    refused = await http.get(f"jobs/{job_id}/result")
+    assert refused.status_code == 403, refused.text
+    assert error_of(refused)["category"] == "policy_denied"
+    assert "no raw output here" in error_of(refused)["message"]
+    assert (await http.get(f"jobs/{job_id}")).status_code == 200
 
 
 async def test_cancel_a_running_job(http: httpx.AsyncClient) -> None:
