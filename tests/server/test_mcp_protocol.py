@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import contextlib
 import inspect
 import json
 import time
@@ -189,6 +190,25 @@ async def test_a_cancelled_streaming_call_gets_no_response(owner: Raw, llmgw: Se
     # The session goes on.
     listed = events((await owner.post(request("tools/list", None, 3))).text)[-1]
     assert listed["result"]["tools"]
+
+
+async def test_a_quick_call_whose_client_went_away_is_stopped(owner: Raw, llmgw: Served) -> None:
+    """As on the ASGI path: the waiting call ends ``disconnect_grace`` (5 s) after the client
+    closed its connection, instead of holding its approval until the timeout (60 s)."""
+    async with httpx.AsyncClient(timeout=WAIT) as gone:
+        call = asyncio.create_task(
+            gone.post(owner.url, json=job_list("left-1", progress=False), headers=owner.headers)
+        )
+        await pending_approvals(llmgw, 1)
+        call.cancel()  # the client gives up: its connection closes
+        with contextlib.suppress(asyncio.CancelledError):
+            await call
+    deadline = time.monotonic() + WAIT
+    while llmgw.service.gateway.approvals() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert llmgw.service.gateway.approvals() == []
+    listed = events((await owner.post(request("tools/list", None, 4))).text)[-1]
+    assert listed["result"]["tools"]  # the session goes on
 
 
 async def test_a_cancelled_quick_call_gets_no_response(owner: Raw, llmgw: Served) -> None:
