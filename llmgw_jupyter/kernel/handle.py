@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -27,14 +27,17 @@ from llmgw_jupyter.kernel.presentation import (
     state_badge_html,
 )
 from llmgw_jupyter.kernel.tasks import RETRY_DELAYS, keep
+from llmgw_jupyter.records import ACTIVE_STATUSES as _ACTIVE
+from llmgw_jupyter.records import TERMINAL_STATUSES as _TERMINAL
 from llmgw_jupyter.render import escape_markdown, escape_text, markdown_to_html, text_to_html
 
 if TYPE_CHECKING:
     from llmgw_jupyter.kernel.widget import JobWidget
 
 log = logging.getLogger(__name__)
-TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled", "timed_out", "interrupted"})
-ACTIVE_STATUSES = frozenset({"awaiting_approval", "queued", "running"})
+# Job views carry statuses as plain strings: the records' sets, as those strings.
+TERMINAL_STATUSES = frozenset(status.value for status in _TERMINAL)
+ACTIVE_STATUSES = frozenset(status.value for status in _ACTIVE)
 MAX_EVENTS_KEPT = 5000
 SESSION_WAIT_SECONDS = 60.0
 JOB_MIME = "application/vnd.llmgw.job+json"
@@ -235,7 +238,7 @@ class JobHandle:
         """Fetch the job and any new events now (blocking, short)."""
         while True:
             events, job = self._client.blocking(self._client.wait_events(self.id, self._after, 0))
-            self._apply(job, events)
+            self.merge_update(job, events)
             if not events or self._after >= int(job.get("last_seq") or 0):
                 return self
 
@@ -246,9 +249,15 @@ class JobHandle:
         with contextlib.suppress(ValueError):
             self._listeners.remove(listener)
 
-    def _apply(self, job: Mapping[str, Any], events: list[dict[str, Any]]) -> None:
-        """Merge a job view and events; older views and repeated events are ignored."""
-        fresh = [event for event in events if int(event["seq"]) > self._after]
+    def merge_update(
+        self, job: Mapping[str, Any], events: Sequence[Mapping[str, Any]] = ()
+    ) -> None:
+        """Merge a job view and events fetched anywhere into this handle, then tell listeners.
+
+        Views older than the one held and events already seen are ignored, so the follow task
+        and a blocking wait may both deliver the same update.
+        """
+        fresh = [dict(event) for event in events if int(event["seq"]) > self._after]
         if fresh:
             self._events.extend(fresh)
             del self._events[:-MAX_EVENTS_KEPT]
@@ -268,6 +277,10 @@ class JobHandle:
             self._notify(fresh)
             if self.done and self._displays:
                 self._update_displays()
+
+    # The old name, still called by %llm_cancel in kernel/magics.py: remove once it calls
+    # merge_update (that file has another owner).
+    _apply = merge_update
 
     def _notify(self, fresh: list[dict[str, Any]]) -> None:
         for listener in list(self._listeners):
@@ -296,7 +309,7 @@ class JobHandle:
             events, job = self._client.blocking(
                 self._client.wait_events(self.id, self._after, chunk), timeout=chunk + 60
             )
-            self._apply(job, events)
+            self.merge_update(job, events)
         return self.done
 
     def result(self, timeout: float | None = None) -> JobResult:
@@ -330,7 +343,7 @@ class JobHandle:
     async def _await(self) -> JobResult:
         while not self.done:
             events, job = await self._client.wait_events(self.id, self._after, MAX_WAIT_SECONDS)
-            self._apply(job, events)
+            self.merge_update(job, events)
         return self._result()
 
     def __await__(self) -> Generator[Any, None, JobResult]:
@@ -370,22 +383,18 @@ class JobHandle:
                 return
             failures = 0
             self.lost = None
-            self._apply(job, events)
-
-    def stop_following(self) -> None:
-        if self._follow_task is not None:
-            self._follow_task.cancel()
+            self.merge_update(job, events)
 
     # -- actions -----------------------------------------------------------------------------
     def cancel(self) -> str:
         """Cancel the job (its whole process group); returns the new status."""
         job = self._client.blocking(self._client.cancel_job(self.id))
-        self._apply(job, [])
+        self.merge_update(job)
         return str(self._job["status"])
 
     async def acancel(self) -> str:
         job = await self._client.cancel_job(self.id)
-        self._apply(job, [])
+        self.merge_update(job)
         return str(self._job["status"])
 
     def fork(self, prompt: str, **options: Any) -> JobHandle:
@@ -421,7 +430,7 @@ class JobHandle:
             events, job = self._client.blocking(
                 self._client.wait_events(self.id, self._after, min(remaining, MAX_WAIT_SECONDS))
             )
-            self._apply(job, events)
+            self.merge_update(job, events)
         session = self._job.get("session_id")
         if session is None:
             raise GatewayCallError(
@@ -447,7 +456,7 @@ class JobHandle:
         self._approval = await self._client.decide_approval(approval["id"], approve)
         self._approval_stale = False
         _, job = await self._client.wait_events(self.id, self._after, 0)
-        self._apply(job, [])
+        self.merge_update(job)
         return str(self._job["status"])
 
     async def apending_approval(self) -> dict[str, Any] | None:

@@ -399,8 +399,9 @@ class JobWidget(widgets.VBox):
 
 
 def _events_html(events: list[dict[str, Any]]) -> str:
-    """The latest events, oldest first, each with its sequence number for tests and tools."""
-    shown = [event for event in events if event.get("type") != "job.status"][-EVENTS_SHOWN:]
+    """The latest progress events (status changes left out by the caller), oldest first, each
+    with its sequence number for tests and tools."""
+    shown = events[-EVENTS_SHOWN:]
     if not shown:
         return f'<div class="llmgw-event-empty" style="{TEXT_STYLE}"><i>no progress yet</i></div>'
     lines = []
