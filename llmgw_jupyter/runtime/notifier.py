@@ -1,7 +1,7 @@
 """Wake-ups for everything that waits on jobs: no sleep loops anywhere.
 
 Waiters register *before* they look at the store, so a change between the look and the wait is
-never missed.
+never missed. Subscribers get a bounded feed of changes; one that falls behind gets ``RESYNC``.
 """
 
 from __future__ import annotations
@@ -11,26 +11,46 @@ import contextlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
+from llmgw_jupyter.records import JobRecord
+
 
 @dataclass(frozen=True)
 class JobChange:
+    """A job changed: its status now, and its last event's sequence number.
+
+    ``RESYNC`` (``is_resync``; an empty ``job_id``, status ``"resync"``) is not a job: it tells a
+    subscriber that fell behind that changes were lost and it must reload everything it follows
+    from the runtime (``list_jobs``, ``get``, ``events``). Changes after it arrive as usual.
+    """
+
     job_id: str
     status: str
     last_seq: int
 
+    @property
+    def is_resync(self) -> bool:
+        return self.status == RESYNC_STATUS and not self.job_id
+
+
+RESYNC_STATUS = "resync"
+RESYNC = JobChange("", RESYNC_STATUS, -1)
+
 
 class ChangeSubscription:
-    """A bounded feed of changes; a slow reader loses the oldest and is told to resync."""
+    """A bounded feed of changes. A reader that lets it fill up loses what it has not read and
+    gets one ``RESYNC`` in its place (then new changes as usual), so it knows to reload."""
 
     def __init__(self, owner: JobNotifier, maxsize: int) -> None:
+        if maxsize < 2:
+            raise ValueError("a subscription holds at least 2 changes (a resync and one more)")
         self._owner = owner
         self._queue: asyncio.Queue[JobChange] = asyncio.Queue(maxsize)
-        self.dropped = 0
 
     def _offer(self, change: JobChange) -> None:
         if self._queue.full():
-            self._queue.get_nowait()
-            self.dropped += 1
+            while not self._queue.empty():  # all of it is superseded by the reload
+                self._queue.get_nowait()
+            self._queue.put_nowait(RESYNC)
         self._queue.put_nowait(change)
 
     async def get(self, timeout: float | None = None) -> JobChange | None:
@@ -74,6 +94,11 @@ class JobNotifier:
                 future.set_result(None)
         for subscription in list(self._subscriptions):
             subscription._offer(change)
+
+    def notify_record(self, record: JobRecord | None) -> None:
+        """A job was stored in a new state (None: nothing changed, nothing to tell)."""
+        if record is not None:
+            self.notify(JobChange(record.id, record.status.value, record.last_seq))
 
     def subscribe(self, maxsize: int = 1000) -> ChangeSubscription:
         subscription = ChangeSubscription(self, maxsize)

@@ -27,27 +27,37 @@ class CappedOutput:
     short job on ext4, and readers already treat a missing file as an empty stream.
     """
 
-    def __init__(self, directory: Path, cap_bytes: int) -> None:
+    def __init__(self, directory: Path, cap_bytes: int, *, persisted: bool = False) -> None:
         self.directory = directory
         self.cap_bytes = cap_bytes
         self.sizes = {"stdout": 0, "stderr": 0}
         self.overflowed = False
+        # True: an executor already wrote the bytes to the files; they are only counted here.
+        self.persisted = persisted
         self._files: dict[str, BinaryIO] = {}
+
+    @classmethod
+    def resume(cls, directory: Path, cap_bytes: int, *, persisted: bool) -> CappedOutput:
+        """Continue after what is already on disk (a run followed again after a restart)."""
+        output = cls(directory, cap_bytes, persisted=persisted)
+        output.sizes = {stream: output_size(directory, stream) for stream in output.sizes}
+        return output
 
     @property
     def total(self) -> int:
         return self.sizes["stdout"] + self.sizes["stderr"]
 
     def write(self, stream: str, data: bytes) -> bytes:
-        """Write what fits under the cap; returns the part written (callers parse only that)."""
+        """Write what fits under the cap; returns the part kept (callers parse only that)."""
         room = self.cap_bytes - self.total
         if len(data) > room:
             self.overflowed = True
             data = data[: max(room, 0)]
         if data:
-            handle = self._files.get(stream) or self._open(stream)
-            handle.write(data)
-            handle.flush()  # readers (paged results, other processes) see it at once
+            if not self.persisted:
+                handle = self._files.get(stream) or self._open(stream)
+                handle.write(data)
+                handle.flush()  # readers (paged results, other processes) see it at once
             self.sizes[stream] += len(data)
         return data
 

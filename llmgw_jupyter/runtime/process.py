@@ -90,14 +90,6 @@ def signal_group(pgid: int, sig: signal.Signals) -> bool:
     return True
 
 
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
-
-
 async def terminate_group(process: CliProcess, grace_seconds: float) -> None:
     """SIGTERM the group, then SIGKILL it if the leader is still there after the grace period."""
     pgid = process.pid

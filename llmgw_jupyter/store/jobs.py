@@ -8,6 +8,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from llmgw_jupyter.errors import ErrorCategory
 from llmgw_jupyter.records import JobEvent, JobRecord, JobStatus, SessionRecord
 from llmgw_jupyter.store.db import Database
 from llmgw_jupyter.store.rows import event_from_row, job_from_row
@@ -40,6 +41,7 @@ _UPDATABLE = frozenset(
 )
 
 EventRow = tuple[float, str, str, dict[str, Any]]  # ts, type, summary, data
+UNSTARTED_STATUSES = (JobStatus.QUEUED, JobStatus.AWAITING_APPROVAL)
 
 
 class IdempotencyConflict(Exception):
@@ -76,6 +78,12 @@ class JobStore:
             self._append_events(conn, values["id"], [first_event])
             row = conn.execute("SELECT * FROM jobs WHERE id = ?", (values["id"],)).fetchone()
         return job_from_row(row)
+
+    def find_by_idempotency_key(self, caller: str, key: str) -> JobRecord | None:
+        row = self.db.query_one(
+            "SELECT * FROM jobs WHERE caller = ? AND idempotency_key = ?", (caller, key)
+        )
+        return job_from_row(row) if row is not None else None
 
     def get_job(self, job_id: str) -> JobRecord | None:
         row = self.db.query_one("SELECT * FROM jobs WHERE id = ?", (job_id,))
@@ -122,6 +130,32 @@ class JobStore:
             self._append_events(conn, job_id, [(ts, "job.status", summary or status.value, data)])
             row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return job_from_row(row)
+
+    def end_unstarted(
+        self,
+        job_id: str,
+        status: JobStatus,
+        ts: float,
+        *,
+        message: str | None = None,
+        category: ErrorCategory | None = None,
+        cancel_reason: str | None = None,
+    ) -> JobRecord | None:
+        """End a job that never ran (cancelled, refused at launch, or the gateway stopped).
+
+        Only from awaiting_approval or queued (None otherwise). The status event's summary is
+        the failure's message, else the cancel reason, else the status."""
+        return self.transition(
+            job_id,
+            status,
+            ts,
+            expect=UNSTARTED_STATUSES,
+            finished_at=ts,
+            error_category=category.value if category is not None else None,
+            error_message=message,
+            cancel_reason=cancel_reason,
+            summary=(message if category is not None else None) or cancel_reason or status.value,
+        )
 
     def list_jobs(
         self,

@@ -1,0 +1,93 @@
+"""The local executor: each job's CLI is a child of the runtime, with pipes, in its own session.
+
+Isolated jobs run inside the bubblewrap boundary (``isolation.py``). The pipes die with the
+runtime, so a run cannot be followed again after a restart: recovery stops it instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Mapping
+from pathlib import Path
+
+from llmgw_jupyter.runtime.executor import ByteStream, ExecutionRef, LaunchRequest
+from llmgw_jupyter.runtime.isolation import Boundary
+from llmgw_jupyter.runtime.process import (
+    CliProcess,
+    is_same_process,
+    process_start_time,
+    signal_group,
+    spawn,
+    terminate_group,
+)
+
+
+class LocalExecution:
+    """A running child process group; the prompt is written to its stdin as it starts."""
+
+    persists_output = False
+
+    def __init__(self, process: CliProcess, argv: list[str], stdin: bytes | None) -> None:
+        assert process.stdout is not None and process.stderr is not None
+        self.process = process
+        self.argv = argv
+        self.ref = ExecutionRef(process.pid, process_start_time(process.pid))
+        self.streams: Mapping[str, ByteStream] = {
+            "stdout": process.stdout,
+            "stderr": process.stderr,
+        }
+        self._stdin = asyncio.ensure_future(_feed_stdin(process, stdin))
+
+    async def wait(self) -> int | None:
+        return await self.process.wait_exit()
+
+    async def stop(self, grace_seconds: float) -> None:
+        await terminate_group(self.process, grace_seconds)
+
+    def release(self) -> None:
+        signal_group(self.process.pid, signal.SIGKILL)  # leftovers must not outlive the job
+        if not self._stdin.done():
+            self._stdin.cancel()
+
+
+class LocalExecutor:
+    """Runs jobs as children of this process (see ``executor.py`` for the contract)."""
+
+    name = "local"
+
+    def __init__(self, boundary: Boundary) -> None:
+        self.boundary = boundary
+
+    async def launch(self, request: LaunchRequest) -> LocalExecution:
+        argv = request.argv
+        if request.isolated:
+            cwd = request.cwd or os.getcwd()
+            argv = self.boundary.wrap(request.argv, cwd=cwd, mounts=request.mounts)
+        process = await spawn(
+            argv, cwd=request.cwd, env=dict(request.env), stdin=request.stdin is not None
+        )
+        return LocalExecution(process, argv, request.stdin)
+
+    def stop_orphan(self, ref: ExecutionRef) -> bool:
+        if not ref.pid or not is_same_process(ref.pid, ref.start_time):
+            return False
+        signal_group(ref.pid, signal.SIGKILL)
+        return True
+
+    def reattach(self, ref: ExecutionRef, job_dir: Path) -> None:
+        return None  # the run's pipes died with the runtime that started it
+
+
+async def _feed_stdin(process: asyncio.subprocess.Process, data: bytes | None) -> None:
+    """Write the prompt and close stdin: an open stdin makes ``codex exec`` wait forever."""
+    if process.stdin is None:
+        return
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        if data:
+            process.stdin.write(data)
+            await process.stdin.drain()
+        process.stdin.close()
+        await process.stdin.wait_closed()

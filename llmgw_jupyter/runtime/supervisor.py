@@ -1,0 +1,392 @@
+"""One job from launch to its final status: start it through the executor, read and parse its
+output as it arrives, enforce its limits (cancel, wall-clock, idle, output cap, a disk that
+cannot take more), stop it, and settle how it ended."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import json
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmgw_jupyter.errors import ErrorCategory, GatewayError
+from llmgw_jupyter.providers.base import ParsedEvent, Provider, StreamParser
+from llmgw_jupyter.records import JobRecord, JobStatus
+from llmgw_jupyter.runtime import output as job_output
+from llmgw_jupyter.runtime.admission import Admission
+from llmgw_jupyter.runtime.config import RuntimeConfig
+from llmgw_jupyter.runtime.datadir import DiskReserve, is_disk_full
+from llmgw_jupyter.runtime.executor import ByteStream, Execution, Executor
+from llmgw_jupyter.runtime.launch import prepare_launch
+from llmgw_jupyter.runtime.notifier import JobChange, JobNotifier
+from llmgw_jupyter.runtime.outcome import (
+    STORAGE_STOPS,
+    Limits,
+    StopReason,
+    final_status,
+    status_summary,
+)
+from llmgw_jupyter.store.jobs import JobStore
+
+READ_CHUNK = 64 * 1024
+MAX_LINE_BYTES = 1024 * 1024
+STDERR_TAIL_BYTES = 4096
+PIPE_DRAIN_SECONDS = 5.0
+
+
+@dataclass
+class RunningJob:
+    """A launched (or launching) job: what its supervisor and the runtime share."""
+
+    job_id: str
+    provider: str
+    stop_reason: StopReason | None = None
+    error_detail: str | None = None
+    cancel_reason: str | None = None
+    last_output: float = field(default_factory=time.monotonic)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    events_stored: int = 0
+    session_recorded: bool = False
+    task: asyncio.Task[None] | None = None
+
+    def request_stop(self, reason: StopReason, *, detail: str | None = None) -> None:
+        """Stop the job for ``reason`` unless it is already being stopped for another."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+            self.error_detail = detail
+        self.wake.set()
+
+    def cancel(self, reason: str) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = StopReason.CANCEL
+            self.cancel_reason = reason
+        self.wake.set()
+
+    def shut_down(self, cancel_reason: str | None) -> None:
+        """The gateway stops: this overrides any other stop (the job ends interrupted or
+        cancelled, with ``cancel_reason``)."""
+        self.stop_reason = StopReason.SHUTDOWN
+        self.cancel_reason = cancel_reason
+        self.wake.set()
+
+
+class JobSupervisor:
+    """Runs jobs one at a time each (one call of ``run`` per job, many at once)."""
+
+    def __init__(
+        self,
+        *,
+        config: RuntimeConfig,
+        providers: dict[str, Provider],
+        executor: Executor,
+        admission: Admission,
+        store: JobStore,
+        notifier: JobNotifier,
+        reserve: DiskReserve,
+        data_dir: Path,
+        runtime_id: str,
+    ) -> None:
+        self.config = config
+        self.providers = providers
+        self.executor = executor
+        self.admission = admission
+        self.store = store
+        self.notifier = notifier
+        self.reserve = reserve
+        self.data_dir = data_dir
+        self.runtime_id = runtime_id
+
+    def job_dir(self, job_id: str) -> Path:
+        return job_output.job_dir(self.data_dir, job_id)
+
+    # -- launch -------------------------------------------------------------------------------
+    async def run(self, running: RunningJob) -> None:
+        """Launch a queued job and supervise it to its end (a job no longer queued is left)."""
+        job_id = running.job_id
+        record = self.store.get_job(job_id)
+        if record is None or record.status is not JobStatus.QUEUED:
+            return
+        isolated = self.admission.isolated(record.caller)
+        try:
+            self.admission.check_isolation(record.caller)
+            request = prepare_launch(
+                record,
+                self.providers[record.provider],
+                self.config,
+                data_dir=self.data_dir,
+                job_dir=self.job_dir(job_id),
+                isolated=isolated,
+            )
+        except GatewayError as error:
+            self._fail_unstarted(job_id, error.category, error.message)
+            return
+        except OSError as error:
+            category = ErrorCategory.DISK_FULL if error.errno == errno.ENOSPC else None
+            self._fail_unstarted(
+                job_id, category or ErrorCategory.SPAWN_ERROR, f"could not prepare the job: {error}"
+            )
+            return
+        try:
+            execution = await self.executor.launch(request)
+        except GatewayError as error:
+            self._fail_unstarted(job_id, error.category, error.message)
+            return
+        except OSError as error:
+            self._fail_unstarted(
+                job_id, ErrorCategory.SPAWN_ERROR, f"could not start {request.argv[0]}: {error}"
+            )
+            return
+        now = time.time()
+        started = self.store.transition(
+            job_id,
+            JobStatus.RUNNING,
+            now,
+            expect=[JobStatus.QUEUED],
+            started_at=now,
+            pid=execution.ref.pid,
+            pid_start_time=execution.ref.start_time,
+            argv_json=json.dumps(execution.argv),
+            runtime_id=self.runtime_id,
+        )
+        if started is None:  # cancelled while spawning
+            await execution.stop(self.config.kill_grace_seconds)
+            await execution.wait()
+            execution.release()
+            return
+        self.notifier.notify_record(started)
+        output = job_output.CappedOutput(
+            self.job_dir(job_id), self.config.output_cap_bytes, persisted=execution.persists_output
+        )
+        await self.follow(running, started, execution, output)
+
+    def _fail_unstarted(self, job_id: str, category: ErrorCategory, message: str) -> None:
+        self.notifier.notify_record(
+            self.store.end_unstarted(
+                job_id, JobStatus.FAILED, time.time(), message=message, category=category
+            )
+        )
+
+    async def resume(self, running: RunningJob, *, record: JobRecord, execution: Execution) -> None:
+        """Supervise a run an earlier runtime started, which the executor follows again: its
+        output continues after what is on disk, its events after the stored ones."""
+        running.events_stored = record.last_seq
+        running.session_recorded = record.session_id is not None
+        output = job_output.CappedOutput.resume(
+            self.job_dir(record.id),
+            self.config.output_cap_bytes,
+            persisted=execution.persists_output,
+        )
+        await self.follow(running, record, execution, output)
+
+    # -- supervision --------------------------------------------------------------------------
+    async def follow(
+        self,
+        running: RunningJob,
+        record: JobRecord,
+        execution: Execution,
+        output: job_output.CappedOutput,
+    ) -> None:
+        """Supervise a running job's execution until it ended, then settle its final status."""
+        parser = self.providers[record.provider].new_parser()
+        stderr_tail = bytearray()
+        streams = execution.streams
+        pumps = [
+            asyncio.ensure_future(
+                self._pump(running, record, streams["stdout"], "stdout", output, parser, None)
+            ),
+            asyncio.ensure_future(
+                self._pump(
+                    running, record, streams["stderr"], "stderr", output, parser, stderr_tail
+                )
+            ),
+        ]
+        exit_code = await self._watch(running, record, execution)
+        execution.release()
+        _, pending = await asyncio.wait(pumps, timeout=PIPE_DRAIN_SECONDS)
+        for task in pending:
+            task.cancel()
+        output.close()
+        self._settle(running, record, parser, exit_code, output, bytes(stderr_tail))
+
+    async def _watch(
+        self, running: RunningJob, record: JobRecord, execution: Execution
+    ) -> int | None:
+        """Wait for the exit while enforcing cancel, wall-clock and idle limits."""
+        wall = float(record.args.get("timeout_seconds") or self.config.wall_timeout_seconds)
+        idle = self.config.idle_timeout_seconds
+        started = time.monotonic()
+        exited = asyncio.ensure_future(execution.wait())
+        stopping: asyncio.Future[None] | None = None
+        while not exited.done():
+            if running.stop_reason is None:
+                now = time.monotonic()
+                if now - started >= wall:
+                    running.stop_reason = StopReason.WALL_TIMEOUT
+                elif now - running.last_output >= idle:
+                    running.stop_reason = StopReason.IDLE_TIMEOUT
+            if running.stop_reason is not None and stopping is None:
+                stopping = asyncio.ensure_future(execution.stop(self.config.kill_grace_seconds))
+            running.wake.clear()
+            woken = asyncio.ensure_future(running.wake.wait())
+            deadline = min(started + wall, running.last_output + idle) - time.monotonic()
+            timeout = None if stopping is not None else max(deadline, 0.0) + 0.01
+            await asyncio.wait({exited, woken}, timeout=timeout, return_when="FIRST_COMPLETED")
+            woken.cancel()
+        if stopping is not None:
+            stopping.cancel()
+        return exited.result()
+
+    async def _pump(
+        self,
+        running: RunningJob,
+        record: JobRecord,
+        reader: ByteStream,
+        stream: str,
+        output: job_output.CappedOutput,
+        parser: StreamParser,
+        tail: bytearray | None,
+    ) -> None:
+        pending = bytearray()
+        discarding = False  # inside an over-long line: not parsed, still kept on disk
+        while True:
+            chunk = await reader.read(READ_CHUNK)
+            if not chunk:
+                break
+            running.last_output = time.monotonic()
+            try:
+                kept = output.write(stream, chunk)
+            except OSError as error:
+                running.request_stop(_storage_stop(error), detail=str(error))
+                continue  # keep draining the pipe so the CLI is not blocked on a full pipe
+            if output.overflowed and running.stop_reason is None:
+                running.request_stop(StopReason.OVERFLOW)
+            if tail is not None:
+                tail += kept
+                del tail[:-STDERR_TAIL_BYTES]
+                continue
+            pending += kept
+            lines: list[bytes] = []
+            while (end := pending.find(b"\n")) >= 0:
+                if not discarding:
+                    lines.append(bytes(pending[:end]))
+                discarding = False
+                del pending[: end + 1]
+            if len(pending) > MAX_LINE_BYTES:
+                pending.clear()
+                discarding = True
+            if lines and running.stop_reason not in STORAGE_STOPS:
+                self._parse_safely(running, record, parser, lines)
+        if tail is None and pending and not discarding:
+            self._parse_safely(running, record, parser, [bytes(pending)])
+
+    def _parse_safely(
+        self, running: RunningJob, record: JobRecord, parser: StreamParser, lines: list[bytes]
+    ) -> None:
+        """A store that cannot take events (full disk) stops the job; the pump keeps draining
+        the pipe so the CLI is never left blocked on a full pipe."""
+        try:
+            self._parse_lines(running, record, parser, lines)
+        except (sqlite3.OperationalError, OSError) as error:
+            running.request_stop(_storage_stop(error), detail=str(error))
+
+    def _parse_lines(
+        self, running: RunningJob, record: JobRecord, parser: StreamParser, lines: list[bytes]
+    ) -> None:
+        parsed: list[ParsedEvent] = []
+        for line in lines:
+            parsed.extend(parser.feed(line))
+        if not parsed:
+            return
+        now = time.time()
+        room = self.config.max_events_per_job - running.events_stored
+        rows = [(now, e.type, e.summary, e.data) for e in parsed[: max(room, 0)]]
+        running.events_stored += len(rows)
+        if parser.session_id and not running.session_recorded:
+            running.session_recorded = True
+            self._record_session(record, parser.session_id, now)
+        if rows:
+            last_seq = self.store.append_events(record.id, rows)
+            self.notifier.notify(JobChange(record.id, JobStatus.RUNNING.value, last_seq))
+
+    def _record_session(self, record: JobRecord, session_id: str, now: float) -> None:
+        parent = record.args.get("session_id") if record.kind == "fork" else None
+        self.store.update_job(record.id, session_id=session_id)
+        self.store.record_session(
+            session_id=session_id,
+            provider=record.provider,
+            caller=record.caller,
+            parent_session_id=parent,
+            working_dir=record.working_dir,
+            job_id=record.id,
+            ts=now,
+        )
+
+    # -- settling -----------------------------------------------------------------------------
+    def _settle(
+        self,
+        running: RunningJob,
+        record: JobRecord,
+        parser: StreamParser,
+        exit_code: int | None,
+        output: job_output.CappedOutput,
+        stderr_tail: bytes,
+    ) -> None:
+        if running.stop_reason is StopReason.DISK_FULL:
+            self.reserve.release()  # room to record this ending
+        status, fields = final_status(
+            running.stop_reason,
+            cancel_reason=running.cancel_reason,
+            error_detail=running.error_detail,
+            parser=parser,
+            exit_code=exit_code,
+            output_sizes=output.sizes,
+            stderr_tail=stderr_tail,
+            limits=Limits(
+                wall_seconds=record.args.get("timeout_seconds") or self.config.wall_timeout_seconds,
+                idle_seconds=self.config.idle_timeout_seconds,
+                output_cap_bytes=self.config.output_cap_bytes,
+            ),
+        )
+        try:
+            done = self.store.transition(
+                record.id,
+                status,
+                fields["finished_at"],
+                expect=[JobStatus.RUNNING],
+                summary=status_summary(status, fields),
+                **fields,
+            )
+        except sqlite3.OperationalError as error:
+            if not is_disk_full(error):
+                raise
+            self.reserve.release()
+            done = self._settle_without_space(record.id, str(error), fields)
+        self.notifier.notify_record(done)
+
+    def _settle_without_space(
+        self, job_id: str, detail: str, fields: dict[str, Any]
+    ) -> JobRecord | None:
+        """A full disk refused the final record: with the reserve released, store how the job
+        ended, so it is never left ``running`` (restart recovery covers a still-full disk)."""
+        message = f"the gateway's disk is full ({detail}); the output captured so far is kept"
+        fields = {**fields, "error_category": ErrorCategory.DISK_FULL.value}
+        fields["error_message"] = message
+        with contextlib.suppress(sqlite3.OperationalError):
+            return self.store.transition(
+                job_id,
+                JobStatus.FAILED,
+                fields["finished_at"],
+                expect=[JobStatus.RUNNING],
+                summary=f"failed: {message}",
+                **fields,
+            )
+        return self.store.get_job(job_id)
+
+
+def _storage_stop(error: BaseException) -> StopReason:
+    return StopReason.DISK_FULL if is_disk_full(error) else StopReason.WRITE_ERROR
