@@ -40,7 +40,7 @@ from llmgw_jupyter.records import ACTIVE_STATUSES, TERMINAL_STATUSES
 from llmgw_jupyter.runtime.manager import Runtime
 from llmgw_jupyter.store.policy import ApprovalRecord, GrantRecord, PolicyStore
 from llmgw_jupyter.tools.context import Caller, ProgressCallback, ToolContext
-from llmgw_jupyter.tools.registry import JOB_STARTING_TOOLS, REGISTRY, TOOL_NAMES, ToolDefinition
+from llmgw_jupyter.tools.registry import ToolDefinition, ToolRegistry
 from llmgw_jupyter.tools.schemas import MAX_ARGUMENT_DEPTH, MAX_ARGUMENT_NODES, MAX_INT
 
 log = logging.getLogger(__name__)
@@ -112,8 +112,11 @@ class Gateway:
         clock: Callable[[], float] = time.time,
         revocation_check_seconds: float = REVOCATION_CHECK_SECONDS,
         refusal_audit_window_seconds: float = REFUSAL_AUDIT_WINDOW_SECONDS,
+        tools: ToolRegistry | None = None,
     ) -> None:
         self.runtime = runtime
+        # The tools of the providers this runtime runs, unless given.
+        self.tools = tools or ToolRegistry.for_providers(runtime.providers)
         self.owner_policy = owner_policy or PolicySource(None)
         self.grant_policy_dir = Path(grant_policy_dir).expanduser() if grant_policy_dir else None
         self._grant_sources: dict[str, PolicySource] = {}
@@ -263,8 +266,8 @@ class Gateway:
     def list_tools(self, caller: Caller) -> list[ToolDefinition]:
         """The tools this caller may see: hidden and never-allowed tools are left out."""
         return [
-            REGISTRY[name]
-            for name in self.engine.visible_tools(self.policy_for(caller), TOOL_NAMES)
+            self.tools[name]
+            for name in self.engine.visible_tools(self.policy_for(caller), self.tools.names)
         ]
 
     # -- the chokepoint ---------------------------------------------------------------------
@@ -327,7 +330,7 @@ class Gateway:
         caller: Caller,
         progress: ProgressCallback | None,
     ) -> ToolResult:
-        tool = REGISTRY.get(tool_name)
+        tool = self.tools.get(tool_name)
         if tool is None:
             shown = _shown_tool(tool_name)
             limited = self.engine.charge(self.policy_for(caller), caller.key)
@@ -369,11 +372,11 @@ class Gateway:
                 caller, tool_name, "deny", decision.rule, decision.reason, args, collapse=True
             )
             return ToolResult.denied(decision)
-        ctx = ToolContext(self.runtime, caller, progress)
+        ctx = ToolContext(self.runtime, caller, progress, light_arg_keys=self.tools.light_arg_keys)
         approval: ApprovalRecord | None = None
         if decision.outcome == "require_approval":
             timeout = decision.approval_timeout_seconds or DEFAULT_APPROVAL_TIMEOUT
-            if tool_name in JOB_STARTING_TOOLS:
+            if tool_name in self.tools.job_starting:
                 ctx.needs_approval = True
 
                 async def hold(job_id: str) -> dict[str, Any]:

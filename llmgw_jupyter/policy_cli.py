@@ -53,11 +53,13 @@ def run_check(args: argparse.Namespace) -> int:
     policy = _load(args.file, sys.stderr)
     if policy is None:
         return 1
-    from llmgw_jupyter.tools.registry import TOOL_NAMES  # the CLI knows the gateway's tools
+    # The CLI knows the tools of the installed providers (configured ones need a server).
+    from llmgw_jupyter.tools.registry import builtin_registry
 
-    for name in policy.unknown_tools(TOOL_NAMES):
+    known = builtin_registry().names
+    for name in policy.unknown_tools(known):
         print(
-            f"warning: /tools/{name}: no such tool (known: {', '.join(TOOL_NAMES)})",
+            f"warning: /tools/{name}: no such tool (known: {', '.join(known)})",
             file=sys.stderr,
         )
     print("OK")

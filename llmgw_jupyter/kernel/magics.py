@@ -1,9 +1,10 @@
 """IPython magics: ``%codex_async``, ``%codex_fork``, ``%llm_jobs``, ``%llm_job``, ``%llm_cancel``,
 ``%llm_result`` and ``%llm_approvals``.
 
-Options are parsed with argparse (``--help`` on every magic); the Codex options are checked by
-the tool's own pydantic schema before anything is sent, so the rules live in one place. Prompt
-text after the options is taken verbatim, then ``{expr}`` fields are filled from the notebook.
+Options are parsed with argparse (``--help`` on every magic); a provider's options come from its
+tools' input models (help texts, choices) and are checked by them before anything is sent, so
+the rules live in one place. Prompt text after the options is taken verbatim, then ``{expr}``
+fields are filled from the notebook.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shlex
 import sys
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
@@ -41,11 +43,12 @@ from llmgw_jupyter.kernel.presentation import (
     timestamp,
 )
 from llmgw_jupyter.kernel.tasks import RETRY_DELAYS, spawn
-from llmgw_jupyter.providers.codex import SandboxMode
+from llmgw_jupyter.providers.registry import installed_providers, load_provider_class
 from llmgw_jupyter.render import escape_text
-from llmgw_jupyter.tools.schemas import CodexForkInput, CodexRequestAsyncInput
+from llmgw_jupyter.tools.schemas import ProviderInputs, provider_inputs
 
-# Option name of each tool argument, to name the option in a validation error.
+# Option name of each tool argument, to name the option in a validation error. Other simple
+# arguments of a provider's model become ``--field-name`` options.
 OPTION_FOR_FIELD = {
     "prompt": "PROMPT",
     "model": "--model",
@@ -93,26 +96,50 @@ def _describe(model: type[BaseModel], field: str) -> str:
     return (model.model_fields[field].description or "").replace("%", "%%")
 
 
-def _add_codex_options(parser: MagicParser, model: type[BaseModel], *, resume: bool) -> None:
-    """The Codex options, with help texts and choices taken from the tool's schema."""
-    parser.add_argument("--model", help=_describe(model, "model"))
-    parser.add_argument(
-        "--sandbox", choices=get_args(SandboxMode), help=_describe(model, "sandbox")
-    )
-    parser.add_argument("--cd", metavar="DIR", help=_describe(model, "working_dir"))
-    parser.add_argument(
-        "--add-dir",
-        metavar="DIR",
-        action="append",
-        dest="add_dir",
-        help=_describe(model, "add_dirs") + " (repeatable)",
-    )
+# Arguments the magics set themselves, or that have no option (structured values).
+_NO_OPTION = {"prompt", "session_id", "last", "wait_seconds", "config_overrides", "output_schema"}
+# Option of each field with a fixed spelling: (option, dest, metavar, value type, repeatable).
+_FIXED_OPTIONS: dict[str, tuple[str, str, str | None, type | None, bool]] = {
+    "model": ("--model", "model", None, None, False),
+    "sandbox": ("--sandbox", "sandbox", None, None, False),
+    "working_dir": ("--cd", "cd", "DIR", None, False),
+    "add_dirs": ("--add-dir", "add_dir", "DIR", None, True),
+    "timeout_seconds": ("--timeout", "timeout", "SECONDS", float, False),
+    "idempotency_key": ("--key", "key", "KEY", None, False),
+}
+
+
+def _choices(model: type[BaseModel], field: str) -> tuple[Any, ...] | None:
+    """The values of a Literal field (``str | None`` wrappers looked through)."""
+    annotation = model.model_fields[field].annotation
+    for candidate in (annotation, *get_args(annotation)):
+        values = get_args(candidate)
+        if values and all(isinstance(v, str) for v in values):
+            return values
+    return None
+
+
+def _argument_options(model: type[BaseModel]) -> list[tuple[str, str]]:
+    """(field, dest) of every argument the model's options set, in the model's order."""
+    found = []
+    for field in model.model_fields:
+        if field in _NO_OPTION:
+            continue
+        fixed = _FIXED_OPTIONS.get(field)
+        found.append((field, fixed[1] if fixed else field))
+    return found
+
+
+def _add_request_options(parser: MagicParser, model: type[BaseModel], *, resume: bool) -> None:
+    """A provider's options, with help texts and choices taken from the tool's schema."""
+    fixed_order = [f for f in _FIXED_OPTIONS if f in model.model_fields]
+    others = [f for f, _ in _argument_options(model) if f not in _FIXED_OPTIONS]
+    for field in fixed_order[:4]:  # --model --sandbox --cd --add-dir, then --session
+        _add_field_option(parser, model, field)
     if resume:
         parser.add_argument("--session", metavar="ID", help=_describe(model, "session_id"))
-    parser.add_argument(
-        "--timeout", metavar="SECONDS", type=float, help=_describe(model, "timeout_seconds")
-    )
-    parser.add_argument("--key", metavar="KEY", help=_describe(model, "idempotency_key"))
+    for field in [*fixed_order[4:], *others]:
+        _add_field_option(parser, model, field)
     parser.add_argument(
         "--wait",
         action="store_true",
@@ -123,28 +150,64 @@ def _add_codex_options(parser: MagicParser, model: type[BaseModel], *, resume: b
     parser.add_argument("--quiet", action="store_true", help="no widget or progress output")
 
 
-def _build_parsers() -> dict[str, MagicParser]:
-    parsers: dict[str, MagicParser] = {}
-    codex = MagicParser(
-        "codex_async",
-        "Start a Codex request as a background job and show its live widget.\n"
-        "  %codex_async [options] PROMPT      or      %%codex_async [options]  (cell = prompt)\n"
+def _add_field_option(parser: MagicParser, model: type[BaseModel], field: str) -> None:
+    option, dest, metavar, kind, repeat = _FIXED_OPTIONS.get(
+        field, ("--" + field.replace("_", "-"), field, None, None, False)
+    )
+    annotation = model.model_fields[field].annotation
+    if field not in _FIXED_OPTIONS and "list" in str(annotation):
+        repeat = True
+    help_text = _describe(model, field) + (" (repeatable)" if repeat else "")
+    extra: dict[str, Any] = {"type": kind} if kind is not None else {}
+    parser.add_argument(
+        option,
+        dest=dest,
+        metavar=metavar,
+        choices=_choices(model, field),
+        action="append" if repeat else "store",
+        help=help_text,
+        **extra,
+    )
+
+
+# The providers with magics: %<name>_async and %<name>_fork drive the provider's tools.
+MAGIC_PROVIDERS = ("codex",)
+
+
+def magic_inputs(provider: str) -> tuple[str, ProviderInputs]:
+    """The provider's label and tool input models, from the installed provider class."""
+    cls = load_provider_class(provider, installed_providers()[provider])
+    return cls.tool_spec.label, provider_inputs(provider, cls.tool_spec)
+
+
+def _build_provider_parsers(provider: str) -> dict[str, MagicParser]:
+    label, inputs = magic_inputs(provider)
+    request = MagicParser(
+        f"{provider}_async",
+        f"Start a {label} request as a background job and show its live widget.\n"
+        f"  %{provider}_async [options] PROMPT      or      %%{provider}_async [options]  "
+        "(cell = prompt)\n"
         "{name} and {expression} in the prompt are filled from the notebook; write {{ and }}\n"
         "for literal braces (braces holding no valid, defined expression are kept as written).",
     )
-    _add_codex_options(codex, CodexRequestAsyncInput, resume=True)
-    parsers["codex_async"] = codex
-
+    _add_request_options(request, inputs.request_async, resume=True)
     fork = MagicParser(
-        "codex_fork",
-        "Run a prompt against a fork of a Codex session; the original session is unchanged.\n"
-        "  %codex_fork [options] SESSION PROMPT   %codex_fork [options] --last PROMPT\n"
-        "  %%codex_fork [options] SESSION         (the cell is the prompt)\n"
+        f"{provider}_fork",
+        f"Run a prompt against a fork of a {label} session; the original session is "
+        "unchanged.\n"
+        f"  %{provider}_fork [options] SESSION PROMPT   %{provider}_fork [options] --last PROMPT\n"
+        f"  %%{provider}_fork [options] SESSION         (the cell is the prompt)\n"
         "SESSION is a session id, a job id, or a variable holding a job handle.",
     )
-    fork.add_argument("--last", action="store_true", help=_describe(CodexForkInput, "last"))
-    _add_codex_options(fork, CodexForkInput, resume=False)
-    parsers["codex_fork"] = fork
+    fork.add_argument("--last", action="store_true", help=_describe(inputs.fork, "last"))
+    _add_request_options(fork, inputs.fork, resume=False)
+    return {f"{provider}_async": request, f"{provider}_fork": fork}
+
+
+def _build_parsers() -> dict[str, MagicParser]:
+    parsers: dict[str, MagicParser] = {}
+    for provider in MAGIC_PROVIDERS:
+        parsers.update(_build_provider_parsers(provider))
 
     jobs = MagicParser("llm_jobs", "A table of recent jobs: id, status, age, prompt, session.")
     jobs.add_argument("--status", help="only jobs in this state (e.g. running)")
@@ -241,16 +304,11 @@ def split_options(line: str, parser: argparse.ArgumentParser) -> tuple[list[str]
 
 
 def split_all(line: str) -> list[str]:
-    """Every token of a line without free text (quotes allowed)."""
-    tokens: list[str] = []
-    pos = 0
-    while True:
-        while pos < len(line) and line[pos].isspace():
-            pos += 1
-        if pos >= len(line):
-            return tokens
-        token, pos = _read_token(line, pos)
-        tokens.append(token)
+    """Every token of a line without free text (shell quoting)."""
+    try:
+        return shlex.split(line)
+    except ValueError as error:  # "No closing quotation"
+        raise UsageError(f"{error} in the magic's options") from None
 
 
 def parse(
@@ -262,7 +320,7 @@ def parse(
     their whole line.
     """
     parser = PARSERS[magic]
-    if magic in ("codex_async", "codex_fork"):
+    if magic.removesuffix("_async").removesuffix("_fork") in MAGIC_PROVIDERS:
         tokens, rest = split_options(line, parser)
     else:
         tokens, rest = split_all(line), ""
@@ -363,23 +421,33 @@ class LLMGatewayMagics(Magics):
     @no_var_expand
     def codex_async(self, line: str, cell: str | None = None) -> Any:
         """Start a Codex request as a background job; see ``%codex_async --help``."""
+        return self._request_magic("codex", line, cell)
+
+    def _request_magic(self, provider: str, line: str, cell: str | None) -> Any:
+        magic = f"{provider}_async"
         try:
-            options, rest = parse("codex_async", line, self._ns)
+            options, rest = parse(magic, line, self._ns)
         except _HelpShown:
             return None
-        prompt = self._prompt(rest, cell, "codex_async")
-        arguments = self._codex_arguments(options, prompt)
+        prompt = self._prompt(rest, cell, magic)
+        model = magic_inputs(provider)[1].request_async
+        arguments = self._request_arguments(model, options, prompt)
         if options.session:
             arguments["session_id"] = options.session
-        self._validate("codex_async", CodexRequestAsyncInput, arguments)
-        return self._start("codex_request_async", arguments, options)
+        self._validate(magic, model, arguments)
+        return self._start(f"{provider}_request_async", arguments, options)
 
     # -- %codex_fork / %%codex_fork --------------------------------------------------------------
     @line_cell_magic
     @no_var_expand
     def codex_fork(self, line: str, cell: str | None = None) -> Any:
         """Run a prompt against a fork of a session; see ``%codex_fork --help``."""
-        parser = PARSERS["codex_fork"]
+        return self._fork_magic("codex", line, cell)
+
+    def _fork_magic(self, provider: str, line: str, cell: str | None) -> Any:
+        magic = f"{provider}_fork"
+        model = magic_inputs(provider)[1].fork
+        parser = PARSERS[magic]
         try:
             tokens, rest = split_options(line, parser)
             session_token: str | None = None
@@ -392,24 +460,24 @@ class LLMGatewayMagics(Magics):
         except _HelpShown:
             return None
         if options.last and session_token:
-            raise UsageError("%codex_fork: give SESSION or --last, not both")
+            raise UsageError(f"%{magic}: give SESSION or --last, not both")
         if not options.last and not session_token:
-            raise UsageError("%codex_fork: SESSION is required (or --last)")
-        prompt = self._prompt(rest, cell, "codex_fork")
-        arguments = self._codex_arguments(options, prompt)
+            raise UsageError(f"%{magic}: SESSION is required (or --last)")
+        prompt = self._prompt(rest, cell, magic)
+        arguments = self._request_arguments(model, options, prompt)
         if options.last:
             arguments["last"] = True
         else:
             arguments["session_id"] = "0"  # checked below, once resolved
-        self._validate("codex_fork", CodexForkInput, arguments, skip={"session_id"})
+        self._validate(magic, model, arguments, skip={"session_id"})
         if session_token:
             try:
                 arguments["session_id"] = self._resolve_session(session_token)
             except GatewayCallError as error:
                 self._report(error)
                 return None
-            self._validate("codex_fork", CodexForkInput, arguments)
-        return self._start("codex_fork_session", arguments, options)
+            self._validate(magic, model, arguments)
+        return self._start(f"{provider}_fork_session", arguments, options)
 
     # -- %llm_jobs ---------------------------------------------------------------------------
     @line_magic
@@ -564,18 +632,15 @@ class LLMGatewayMagics(Magics):
         return interpolate(text, self._ns)
 
     @staticmethod
-    def _codex_arguments(options: argparse.Namespace, prompt: str) -> dict[str, Any]:
-        """Tool arguments; Codex works in the notebook's directory unless ``--cd`` says else."""
-        arguments: dict[str, Any] = {"prompt": prompt, "working_dir": os.getcwd()}
-        for option, field in (
-            ("model", "model"),
-            ("sandbox", "sandbox"),
-            ("cd", "working_dir"),
-            ("add_dir", "add_dirs"),
-            ("timeout", "timeout_seconds"),
-            ("key", "idempotency_key"),
-        ):
-            value = getattr(options, option)
+    def _request_arguments(
+        model: type[BaseModel], options: argparse.Namespace, prompt: str
+    ) -> dict[str, Any]:
+        """Tool arguments; the CLI works in the notebook's directory unless ``--cd`` says else."""
+        arguments: dict[str, Any] = {"prompt": prompt}
+        if "working_dir" in model.model_fields:
+            arguments["working_dir"] = os.getcwd()
+        for field, dest in _argument_options(model):
+            value = getattr(options, dest)
             if value is not None:
                 arguments[field] = value
         return arguments

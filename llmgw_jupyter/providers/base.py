@@ -2,14 +2,85 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
+
+from pydantic import AfterValidator, BaseModel
 
 from llmgw_jupyter.errors import ErrorCategory
 from llmgw_jupyter.records import Usage
 
-__all__ = ["Command", "LaunchContext", "Mounts", "ParsedEvent", "Provider", "StreamParser"]
+__all__ = [
+    "Command",
+    "LaunchContext",
+    "Mounts",
+    "ParsedEvent",
+    "Provider",
+    "ProviderClass",
+    "ProviderConfigError",
+    "ProviderSettings",
+    "SessionId",
+    "StreamParser",
+    "ToolSpec",
+]
+
+_SESSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def _session_id(value: str) -> str:
+    if not _SESSION_RE.match(value):
+        raise ValueError("session_id must be letters, digits, . _ - and not start with '-'")
+    return value
+
+
+# A CLI's session id as callers pass it: never an option, never a path.
+SessionId = Annotated[str, AfterValidator(_session_id)]
+
+
+class ProviderConfigError(ValueError):
+    """A provider's configuration is wrong: says which provider, which setting and why."""
+
+    def __init__(self, provider: str, setting: str, message: str) -> None:
+        super().__init__(f"provider {provider!r}, setting {setting!r}: {message}")
+        self.provider = provider
+        self.setting = setting
+
+
+@dataclass(frozen=True)
+class ProviderSettings:
+    """One provider's configuration: where its CLI is, its own home, and options of its own."""
+
+    path: str | None = None  # the CLI executable; None: the provider's env variable, then PATH
+    home: str | None = None  # the CLI's own state dir (Codex: CODEX_HOME); None: its default
+    options: Mapping[str, Any] = field(default_factory=dict)  # provider-specific settings
+    class_ref: str | None = None  # "module:Class"; None: the installed provider of that name
+
+    def check_options(self, provider: str, known: Collection[str]) -> None:
+        """Refuse options the provider does not know (a typo must not pass silently)."""
+        for name in self.options:
+            if name not in known:
+                raise ProviderConfigError(
+                    provider,
+                    f"options.{name}",
+                    f"unknown option (known: {', '.join(sorted(known)) or 'none'})",
+                )
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """What the tool layer needs to offer a CLI as tools: ``<name>_request`` (waits),
+    ``<name>_request_async`` and ``<name>_fork_session`` are built from it."""
+
+    label: str  # "Codex": tool titles and field descriptions
+    request_noun: str  # "an OpenAI Codex CLI request": the tools' descriptions
+    command: str  # "codex exec": named in the waiting tool's description
+    args_model: type[BaseModel]  # the request's own arguments (prompt, model, ...), extra=forbid
+    light_arg_keys: tuple[str, ...]  # arguments small enough for every job view
+    session_id: Any = SessionId  # the type of one of its session ids
+    can_fork: bool = True  # False: no fork tool
 
 
 @dataclass(frozen=True)
@@ -72,7 +143,10 @@ class StreamParser(Protocol):
 
 
 class Provider(Protocol):
-    name: str
+    """One coding-agent CLI: how to check, validate, launch and read it, and its tools."""
+
+    name: str  # the registry name and the tools' prefix ("codex" -> codex_request_async)
+    tool_spec: ToolSpec
 
     def check_ready(self) -> None:
         """Raise a GatewayError that says how to fix it when the CLI cannot be started."""
@@ -91,3 +165,14 @@ class Provider(Protocol):
     ) -> Command: ...
 
     def new_parser(self) -> StreamParser: ...
+
+
+class ProviderClass(Protocol):
+    """What the registry imports ("module:Class"): builds a provider from its settings."""
+
+    name: str
+    tool_spec: ToolSpec
+
+    def from_settings(self, settings: ProviderSettings) -> Provider:
+        """Raise ProviderConfigError naming the setting when the settings are wrong."""
+        ...

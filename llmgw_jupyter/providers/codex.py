@@ -14,8 +14,8 @@ import shutil
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import tomli_w
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -30,7 +30,17 @@ from llmgw_jupyter.errors import (
     InvalidInputError,
     input_error_from_validation,
 )
-from llmgw_jupyter.providers.base import Command, LaunchContext, Mounts, ParsedEvent, Verdict
+from llmgw_jupyter.providers.base import (
+    Command,
+    LaunchContext,
+    Mounts,
+    ParsedEvent,
+    ProviderConfigError,
+    ProviderSettings,
+    SessionId,
+    ToolSpec,
+    Verdict,
+)
 from llmgw_jupyter.records import Usage
 
 CODEX_PATH_ENV = "LLMGW_CODEX_PATH"
@@ -44,12 +54,12 @@ ConfigScalar = str | int | float | bool
 SafeText = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
 
 _MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
-_SESSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _CONFIG_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+){0,7}$")
 # Caller-supplied ``-c`` keys are an allow list: only keys that cannot change sandboxing,
 # networking, credentials, endpoints, file locations, instructions or tools. Codex adds keys in
 # every release, so anything not named here is refused. The owner may widen it in configuration
-# (``c.LLMGatewayApp.codex_config_keys``); a policy narrows it per grant with argument rules.
+# (``c.LLMGatewayApp.codex_config_keys``, or the codex provider's ``config_keys`` option); a
+# policy narrows it per grant with argument rules.
 DEFAULT_ALLOWED_CONFIG_KEYS = frozenset(
     {
         "model_reasoning_effort",
@@ -210,15 +220,6 @@ def check_config_keys(overrides: dict[str, Any], allowed: frozenset[str]) -> Non
             )
 
 
-def _session_id(value: str) -> str:
-    if not _SESSION_RE.match(value):
-        raise ValueError("session_id must be letters, digits, . _ - and not start with '-'")
-    return value
-
-
-SessionId = Annotated[str, AfterValidator(_session_id)]
-
-
 class CodexResumeArgs(CodexArgs):
     session_id: SessionId = Field(description="Codex session (thread) id to continue or fork.")
 
@@ -254,20 +255,45 @@ def find_codex(explicit: str | None = None) -> str:
     )
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
+def _toml_value(value: object) -> str:
+    """A ``-c`` value: scalars written by tomli-w, arrays kept on one line (as Codex shows them)."""
     if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return json.dumps(str(value))  # a TOML basic string accepts JSON's escapes
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    return tomli_w.dumps({"v": value}).removeprefix("v = ").rstrip("\n")
+
+
+# Arguments small enough for every job view; the rest (prompt, output schema, config overrides)
+# is named in ``omitted_args`` and shown by llm_job_status with include_args: true.
+LIGHT_ARG_KEYS = ("model", "sandbox", "working_dir", "add_dirs", "session_id", "timeout_seconds")
 
 
 class CodexProvider:
     """Builds Codex command lines and parses its JSONL stream."""
 
     name = "codex"
+    tool_spec = ToolSpec(
+        label="Codex",
+        request_noun="an OpenAI Codex CLI request",
+        command="codex exec",
+        args_model=CodexArgs,
+        light_arg_keys=LIGHT_ARG_KEYS,
+        session_id=SessionId,
+    )
+
+    @classmethod
+    def from_settings(cls, settings: ProviderSettings) -> CodexProvider:
+        """``path`` is the codex executable, ``home`` its CODEX_HOME; option ``config_keys``
+        widens the caller ``-c`` allow list."""
+        settings.check_options(cls.name, {"config_keys"})
+        keys = settings.options.get("config_keys")
+        allowed = None
+        if keys is not None:
+            if not isinstance(keys, (list, tuple)) or not all(isinstance(k, str) for k in keys):
+                raise ProviderConfigError(
+                    cls.name, "options.config_keys", "must be a list of Codex config key names"
+                )
+            allowed = DEFAULT_ALLOWED_CONFIG_KEYS | frozenset(keys)
+        return cls(settings.path, codex_home=settings.home, allowed_config_keys=allowed)
 
     def __init__(
         self,

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field, replace
 from pathlib import Path
 
-from llmgw_jupyter.providers.base import Provider
+from llmgw_jupyter.providers.base import Provider, ProviderSettings
 
 
 @dataclass
@@ -20,10 +20,11 @@ class RuntimeConfig:
     kill_grace_seconds: float = 3.0
     retention_seconds: float | None = 30 * 86400.0
     max_events_per_job: int = 5000
-    codex_path: str | None = None
-    codex_home: str | None = None
     env: dict[str, str] = field(default_factory=dict)  # set in every job's environment
-    providers: dict[str, Provider] | None = None  # replaces the built-in set (tests, new CLIs)
+    # Each provider's CLI path, home and options by name; a name that is not installed needs
+    # its ``class_ref`` ("module:Class"). See providers/registry.py.
+    provider_settings: dict[str, ProviderSettings] = field(default_factory=dict)
+    providers: dict[str, Provider] | None = None  # instances: replace the registry (tests)
     # Isolation: "bwrap" runs jobs inside a bubblewrap boundary; "off" runs them as plain
     # children. Grants' jobs never run without the boundary (refused, fail closed); the owner's
     # run without it when ``isolate_owner`` is False.
@@ -32,25 +33,39 @@ class RuntimeConfig:
     bwrap_path: str | None = None
     protected_paths: list[str] = field(default_factory=list)  # hidden from jobs, besides defaults
     env_passthrough: list[str] = field(default_factory=list)  # more server variables jobs get
-    codex_config_keys: list[str] | None = None  # widens the caller -c allow list
     max_active_per_grant: int = 8  # a grant's queued + running + awaiting jobs
     # Directories grants' jobs may work in (working_dir, add_dirs); None: anywhere not protected.
     # The server sets its root dir: a grant picking "/" would otherwise see the whole machine.
     grant_roots: list[str] | None = None
     owner_reserved_queue: int = 8  # queue places grants can never take
+    # Transitional spellings of provider_settings["codex"] (path, home, options.config_keys):
+    # accepted when building a config, never stored; callers move to provider_settings.
+    codex_path: InitVar[str | None] = None
+    codex_home: InitVar[str | None] = None
+    codex_config_keys: InitVar[list[str] | None] = None
 
+    def __post_init__(
+        self, codex_path: str | None, codex_home: str | None, codex_config_keys: list[str] | None
+    ) -> None:
+        if codex_path is None and codex_home is None and codex_config_keys is None:
+            return
+        codex = self.provider_settings.get("codex", ProviderSettings())
+        options = dict(codex.options)
+        if codex_config_keys is not None:
+            options["config_keys"] = list(codex_config_keys)
+        self.provider_settings = {
+            **self.provider_settings,
+            "codex": replace(
+                codex,
+                path=codex_path if codex_path is not None else codex.path,
+                home=codex_home if codex_home is not None else codex.home,
+                options=options,
+            ),
+        }
 
 
 def builtin_providers(config: RuntimeConfig) -> dict[str, Provider]:
-    from llmgw_jupyter.providers.codex import CodexProvider
+    """The installed providers and the configured ones, each built from its own settings."""
+    from llmgw_jupyter.providers.registry import build_providers
 
-    allowed = None
-    if config.codex_config_keys is not None:
-        from llmgw_jupyter.providers.codex import DEFAULT_ALLOWED_CONFIG_KEYS
-
-        allowed = DEFAULT_ALLOWED_CONFIG_KEYS | frozenset(config.codex_config_keys)
-    return {
-        "codex": CodexProvider(
-            config.codex_path, codex_home=config.codex_home, allowed_config_keys=allowed
-        )
-    }
+    return build_providers(config.provider_settings)

@@ -18,7 +18,9 @@ from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Dict, Float, Int, List, TraitError, Unicode, default, validate
 
 from llmgw_jupyter.paths import DATA_DIR_ENV, resolve_data_dir
+from llmgw_jupyter.providers.base import ProviderConfigError, ProviderSettings
 from llmgw_jupyter.providers.codex import CODEX_PATH_ENV
+from llmgw_jupyter.providers.registry import installed_providers, load_provider_class
 from llmgw_jupyter.runtime import RuntimeConfig
 from llmgw_jupyter.server import auth
 from llmgw_jupyter.server.handlers import MCP_PATH, SERVICE_KEY, routes
@@ -46,11 +48,26 @@ class LLMGatewayApp(ExtensionApp):
     data_dir = Unicode(
         help=f"Store and job output directory (env {DATA_DIR_ENV}, else <jupyter data dir>/llmgw)."
     ).tag(config=True)
+    providers = Dict(
+        key_trait=Unicode(),
+        value_trait=Dict(),
+        default_value={},
+        help="Coding-agent CLIs by name: {name: {'class': 'module:Class', 'path': CLI "
+        "executable, 'home': its state dir, 'options': {...}}}. 'class' may be left out for "
+        "installed providers (entry points of the group llmgw_jupyter.providers, e.g. codex); "
+        "every installed provider runs, with its defaults unless configured here.",
+    ).tag(config=True)
     codex_path = Unicode(
-        None, allow_none=True, help=f"The Codex CLI executable (env {CODEX_PATH_ENV}, then PATH)."
+        None,
+        allow_none=True,
+        help=f"The Codex CLI executable (env {CODEX_PATH_ENV}, then PATH); the same as "
+        "providers['codex']['path'], which wins when both are set.",
     ).tag(config=True)
     codex_home = Unicode(
-        None, allow_none=True, help="CODEX_HOME for the Codex jobs (default: Codex's own)."
+        None,
+        allow_none=True,
+        help="CODEX_HOME for the Codex jobs (default: Codex's own); the same as "
+        "providers['codex']['home'].",
     ).tag(config=True)
     owner_policy = Unicode(
         None,
@@ -129,7 +146,8 @@ class LLMGatewayApp(ExtensionApp):
         Unicode(),
         help="Codex config keys callers may set with config_overrides, besides the built-in "
         "allow list (reasoning effort, summary, verbosity). Never add keys that change sandboxing, "
-        "networking, credentials, endpoints, files, instructions or tools.",
+        "networking, credentials, endpoints, files, instructions or tools. The same as "
+        "providers['codex']['options']['config_keys'].",
     ).tag(config=True)
     grant_roots = List(
         Unicode(),
@@ -164,6 +182,17 @@ class LLMGatewayApp(ExtensionApp):
         value = proposal["value"]
         return str(Path(value).expanduser().resolve()) if value else value
 
+    @validate("providers")
+    def _check_providers(self, proposal: Any) -> dict[str, dict[str, Any]]:
+        """Each entry's shape, and its class importable: a mistake names provider and setting."""
+        value: dict[str, dict[str, Any]] = dict(proposal["value"])
+        try:
+            for name, entry in value.items():
+                provider_settings(name, entry)
+        except ProviderConfigError as error:
+            raise TraitError(f"LLMGatewayApp.providers: {error}") from None
+        return value
+
     @validate("isolation")
     def _check_isolation(self, proposal: Any) -> str:
         value = str(proposal["value"])
@@ -188,14 +217,12 @@ class LLMGatewayApp(ExtensionApp):
             idle_timeout_seconds=self.idle_timeout_seconds,
             kill_grace_seconds=self.kill_grace_seconds,
             retention_seconds=self.retention_days * 86400.0 or None,
-            codex_path=self.codex_path,
-            codex_home=self.codex_home,
+            provider_settings=self._provider_settings(),
             isolation=self.isolation,
             isolate_owner=self.isolate_owner_jobs,
             bwrap_path=self.bwrap_path,
             protected_paths=list(self.protected_paths),
             env_passthrough=list(self.job_env),
-            codex_config_keys=list(self.codex_config_keys) or None,
             max_active_per_grant=self.max_active_jobs_per_grant,
             grant_roots=list(self.grant_roots) or [self._server_root()],
             owner_reserved_queue=min(self.owner_reserved_queue, self.max_queued),
@@ -217,6 +244,18 @@ class LLMGatewayApp(ExtensionApp):
         )
         self.service = GatewayService(config, owner_token=self._owner_token)
         self.settings[SERVICE_KEY] = self.service
+
+    def _provider_settings(self) -> dict[str, ProviderSettings]:
+        """``providers``, with the codex_* traits filling what the codex entry leaves unset."""
+        entries = {name: dict(entry) for name, entry in self.providers.items()}
+        codex = entries.setdefault("codex", {})
+        codex.setdefault("path", self.codex_path)
+        codex.setdefault("home", self.codex_home)
+        if self.codex_config_keys:
+            options = dict(codex.get("options") or {})
+            options.setdefault("config_keys", list(self.codex_config_keys))
+            codex["options"] = options
+        return {name: provider_settings(name, entry) for name, entry in entries.items()}
 
     def _server_root(self) -> str:
         root = getattr(self.serverapp, "root_dir", None)
@@ -267,3 +306,35 @@ class LLMGatewayApp(ExtensionApp):
     async def stop_extension(self) -> None:
         if self.service is not None:
             await self.service.stop()
+
+
+_ENTRY_KEYS = ("class", "path", "home", "options")
+
+
+def provider_settings(name: str, entry: dict[str, Any]) -> ProviderSettings:
+    """One ``providers`` entry as settings; its class (given or installed) is imported here."""
+    for key in entry:
+        if key not in _ENTRY_KEYS:
+            raise ProviderConfigError(
+                name, key, f"unknown setting (known: {', '.join(_ENTRY_KEYS)})"
+            )
+    for key in ("class", "path", "home"):
+        if entry.get(key) is not None and not isinstance(entry[key], str):
+            raise ProviderConfigError(name, key, "must be a string")
+    options = entry.get("options") or {}
+    if not isinstance(options, dict):
+        raise ProviderConfigError(name, "options", "must be a dict")
+    ref = entry.get("class") or installed_providers().get(name)
+    if ref is None:
+        raise ProviderConfigError(
+            name, "class", "needed: no installed provider has that name ('module:Class')"
+        )
+    load_provider_class(name, ref)
+    home = entry.get("home")
+    # Jobs run in their own working dirs: a relative home would mean something else there.
+    return ProviderSettings(
+        path=entry.get("path") or None,
+        home=str(Path(home).expanduser().resolve()) if home else None,
+        options=dict(options),
+        class_ref=entry.get("class") or None,
+    )

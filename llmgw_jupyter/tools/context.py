@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from llmgw_jupyter.runtime.manager import Runtime
+if TYPE_CHECKING:  # the handlers get a runtime; the tool models never need one (magics)
+    from llmgw_jupyter.runtime.manager import Runtime
 
 ProgressCallback = Callable[[float, float | None, str | None], Awaitable[None]]
 # Grant names end up in caller keys, file names (<grant_policy_dir>/<name>.json) and per-caller
@@ -52,6 +53,8 @@ class ToolContext:
     needs_approval: bool = False
     # Set by the gateway when the call needs approval: turns a new job id into a pending approval.
     hold_for_approval: Callable[[str], Awaitable[dict[str, Any]]] | None = field(default=None)
+    # Each provider's small arguments, kept in light job views (see ToolRegistry.light_arg_keys).
+    light_arg_keys: Mapping[str, Sequence[str]] = field(default_factory=dict)
 
     async def report(self, progress: float, total: float | None, message: str | None) -> None:
         if self.progress is not None:

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel
 
 from llmgw_jupyter.contract import (
     ApprovalView,
@@ -27,9 +31,6 @@ from llmgw_jupyter.errors import InvalidInputError, NotFoundError
 from llmgw_jupyter.records import JobRecord, JobSpec
 from llmgw_jupyter.tools.context import ToolContext
 from llmgw_jupyter.tools.schemas import (
-    CodexForkInput,
-    CodexRequestAsyncInput,
-    CodexRequestInput,
     JobCancelInput,
     JobListInput,
     JobResultInput,
@@ -41,10 +42,25 @@ from llmgw_jupyter.tools.schemas import (
 _TOOL_ONLY_FIELDS = {"wait_seconds", "last"}
 
 
-def job_view(record: JobRecord, *, full_args: bool = False) -> JobView:
+def job_view(
+    record: JobRecord,
+    *,
+    full_args: bool = False,
+    light_arg_keys: Mapping[str, Sequence[str]] | None = None,
+) -> JobView:
     """The job as a caller sees it; without ``full_args`` only the small arguments are kept, so
-    a list or a poll never echoes a huge prompt, output schema or override table."""
-    return JobView.model_validate(record.to_dict(include_args=full_args))
+    a list or a poll never echoes a huge prompt, output schema or override table. Which are
+    small is the job's provider's say (``light_arg_keys``), else the records' default."""
+    view = record.to_dict(include_args=full_args)
+    keys = (light_arg_keys or {}).get(record.provider)
+    if not full_args and keys is not None:
+        view["args"] = {key: record.args[key] for key in keys if key in record.args}
+        view["omitted_args"] = sorted(set(record.args) - set(keys))
+    return JobView.model_validate(view)
+
+
+def _view(ctx: ToolContext, record: JobRecord, *, full_args: bool = False) -> JobView:
+    return job_view(record, full_args=full_args, light_arg_keys=ctx.light_arg_keys)
 
 
 def visible_job(ctx: ToolContext, job_id: str) -> JobRecord:
@@ -55,23 +71,29 @@ def visible_job(ctx: ToolContext, job_id: str) -> JobRecord:
     return record
 
 
-def _check_session(ctx: ToolContext, session_id: str) -> None:
-    """Sessions are the caller's own: each caller's Codex sessions live in its own Codex home.
+def _check_session(ctx: ToolContext, provider: str, label: str, session_id: str) -> None:
+    """Sessions are the caller's own: each caller's sessions live in its own home of the CLI.
 
-    A grant is told another caller's session does not exist; the owner, who can see every
-    session, is told why it cannot continue a grant's one (and sessions unknown to the gateway,
-    e.g. from the owner's own Codex use, stay the owner's to try)."""
+    A grant is told another caller's session (or another CLI's) does not exist; the owner, who
+    can see every session, is told why it cannot continue it (and sessions unknown to the
+    gateway, e.g. from the owner's own use of the CLI, stay the owner's to try)."""
     session = ctx.runtime.session(session_id)
     if ctx.caller.is_owner:
         if session is not None and session.caller != ctx.caller.key:
             raise InvalidInputError(
                 "session_id",
                 f"session {session_id} belongs to {session.caller}: every caller's sessions live "
-                "in its own Codex home, out of other callers' reach; read its answers with "
+                f"in its own {label} home, out of other callers' reach; read its answers with "
                 "llm_job_result, or start a new request",
             )
+        if session is not None and session.provider != provider:
+            raise InvalidInputError(
+                "session_id",
+                f"session {session_id} is a {session.provider} session; continue it with "
+                f"{session.provider}_request_async",
+            )
         return
-    if session is None or session.caller != ctx.caller.key:
+    if session is None or session.caller != ctx.caller.key or session.provider != provider:
         raise NotFoundError(f"session {session_id}")
 
 
@@ -83,7 +105,7 @@ def _poll_hint(record: JobRecord) -> str:
 
 
 async def _submit(
-    ctx: ToolContext, tool: str, kind: str, args: dict[str, Any]
+    ctx: ToolContext, provider: str, tool: str, kind: str, args: dict[str, Any]
 ) -> tuple[JobRecord, ApprovalView | None]:
     """Start (or, under approval, hold) a job; a repeated idempotency key returns the old one."""
     key = args.get("idempotency_key")
@@ -91,7 +113,7 @@ async def _submit(
     if existing is not None:
         return existing, None
     spec = JobSpec(
-        provider="codex",
+        provider=provider,
         tool=tool,
         kind=kind,
         args=args,
@@ -125,68 +147,88 @@ def _submit_message(record: JobRecord, approval: ApprovalView | None) -> str:
     return f"Job {record.id} is {record.status.value}. " + _poll_hint(record)
 
 
-def _codex_args(model: CodexRequestAsyncInput | CodexForkInput) -> dict[str, Any]:
+def _request_args(model: BaseModel) -> dict[str, Any]:
     return model.model_dump(exclude=_TOOL_ONLY_FIELDS, exclude_none=True)
 
 
-async def codex_request_async(ctx: ToolContext, args: CodexRequestAsyncInput) -> SubmitOutput:
-    if args.session_id:
-        _check_session(ctx, args.session_id)
-    kind = "resume" if args.session_id else "exec"
-    record, approval = await _submit(ctx, "codex_request_async", kind, _codex_args(args))
-    return SubmitOutput(
-        job=job_view(record, full_args=True),
-        approval=approval,
-        message=_submit_message(record, approval),
-    )
+@dataclass(frozen=True)
+class ProviderHandlers:
+    """The handlers of one provider's tools: ``<provider>_request``, ``_request_async`` and
+    ``_fork_session``. Arguments arrive validated by the tool's input model."""
 
+    provider: str
+    label: str
 
-async def codex_fork_session(ctx: ToolContext, args: CodexForkInput) -> SubmitOutput:
-    session_id = args.session_id
-    if args.last:
-        scope = None if ctx.caller.is_owner else ctx.caller.key
-        # Sessions remember the resolved dir (as the provider resolves it): compare like with like.
-        within = str(Path(args.working_dir).expanduser().resolve()) if args.working_dir else None
-        latest = ctx.runtime.latest_session(caller=scope, working_dir=within)
-        if latest is None:
-            where = f" in {args.working_dir}" if args.working_dir else ""
-            raise NotFoundError(f"a session{where} known to this gateway")
-        session_id = latest.session_id
-    assert session_id is not None
-    _check_session(ctx, session_id)
-    codex_args = {**_codex_args(args), "session_id": session_id}
-    record, approval = await _submit(ctx, "codex_fork_session", "fork", codex_args)
-    return SubmitOutput(
-        job=job_view(record, full_args=True),
-        approval=approval,
-        message=_submit_message(record, approval),
-    )
+    def tool(self, suffix: str) -> str:
+        return f"{self.provider}_{suffix}"
 
-
-async def codex_request(ctx: ToolContext, args: CodexRequestInput) -> RequestOutput:
-    """Run and wait up to ``wait_seconds``; the job outlives the wait (and the client's timeout)."""
-    if args.session_id:
-        _check_session(ctx, args.session_id)
-    kind = "resume" if args.session_id else "exec"
-    record, approval = await _submit(ctx, "codex_request", kind, _codex_args(args))
-    record = await _follow(ctx, record, args.wait_seconds)
-    if not record.is_terminal:
-        return RequestOutput(
-            done=False,
-            job=job_view(record, full_args=True),
-            approval=approval,
-            message=f"Job {record.id} is still {record.status.value} after {args.wait_seconds:g} s;"
-            " it goes on in the background. " + _poll_hint(record),
+    async def request_async(self, ctx: ToolContext, args: Any) -> SubmitOutput:
+        if args.session_id:
+            _check_session(ctx, self.provider, self.label, args.session_id)
+        kind = "resume" if args.session_id else "exec"
+        record, approval = await _submit(
+            ctx, self.provider, self.tool("request_async"), kind, _request_args(args)
         )
-    return RequestOutput(
-        done=True,
-        job=job_view(record, full_args=True),
-        final_message=record.final_message,
-        session_id=record.session_id,
-        usage=UsageView(**record.usage.to_dict()),
-        message=f"Job {record.id} {record.status.value}."
-        + (f" {record.error_message}" if record.error_message else ""),
-    )
+        return SubmitOutput(
+            job=_view(ctx, record, full_args=True),
+            approval=approval,
+            message=_submit_message(record, approval),
+        )
+
+    async def fork_session(self, ctx: ToolContext, args: Any) -> SubmitOutput:
+        session_id = args.session_id
+        if args.last:
+            scope = None if ctx.caller.is_owner else ctx.caller.key
+            # Sessions remember the resolved dir (as the provider resolves it): like with like.
+            within = (
+                str(Path(args.working_dir).expanduser().resolve()) if args.working_dir else None
+            )
+            latest = ctx.runtime.latest_session(
+                caller=scope, provider=self.provider, working_dir=within
+            )
+            if latest is None:
+                where = f" in {args.working_dir}" if args.working_dir else ""
+                raise NotFoundError(f"a session{where} known to this gateway")
+            session_id = latest.session_id
+        assert session_id is not None
+        _check_session(ctx, self.provider, self.label, session_id)
+        fork_args = {**_request_args(args), "session_id": session_id}
+        record, approval = await _submit(
+            ctx, self.provider, self.tool("fork_session"), "fork", fork_args
+        )
+        return SubmitOutput(
+            job=_view(ctx, record, full_args=True),
+            approval=approval,
+            message=_submit_message(record, approval),
+        )
+
+    async def request(self, ctx: ToolContext, args: Any) -> RequestOutput:
+        """Run and wait up to ``wait_seconds``; the job outlives the wait (and the client's
+        timeout)."""
+        if args.session_id:
+            _check_session(ctx, self.provider, self.label, args.session_id)
+        kind = "resume" if args.session_id else "exec"
+        record, approval = await _submit(
+            ctx, self.provider, self.tool("request"), kind, _request_args(args)
+        )
+        record = await _follow(ctx, record, args.wait_seconds)
+        if not record.is_terminal:
+            return RequestOutput(
+                done=False,
+                job=_view(ctx, record, full_args=True),
+                approval=approval,
+                message=f"Job {record.id} is still {record.status.value} after "
+                f"{args.wait_seconds:g} s; it goes on in the background. " + _poll_hint(record),
+            )
+        return RequestOutput(
+            done=True,
+            job=_view(ctx, record, full_args=True),
+            final_message=record.final_message,
+            session_id=record.session_id,
+            usage=UsageView(**record.usage.to_dict()),
+            message=f"Job {record.id} {record.status.value}."
+            + (f" {record.error_message}" if record.error_message else ""),
+        )
 
 
 async def _follow(ctx: ToolContext, record: JobRecord, seconds: float) -> JobRecord:
@@ -208,7 +250,7 @@ async def _follow(ctx: ToolContext, record: JobRecord, seconds: float) -> JobRec
 async def llm_job_status(ctx: ToolContext, args: JobStatusInput) -> JobEventsOutput:
     record = visible_job(ctx, args.job_id)
     events = ctx.runtime.events(record.id, args.after_seq, args.limit)
-    return _events_output(record, events, args.after_seq, full_args=args.include_args)
+    return _events_output(ctx, record, events, args.after_seq, full_args=args.include_args)
 
 
 async def llm_job_watch(ctx: ToolContext, args: JobWatchInput) -> JobEventsOutput:
@@ -218,14 +260,19 @@ async def llm_job_watch(ctx: ToolContext, args: JobWatchInput) -> JobEventsOutpu
     )
     for event in events:
         await ctx.report(event.seq, None, f"{event.type}: {event.summary}")
-    return _events_output(record, events, args.after_seq)
+    return _events_output(ctx, record, events, args.after_seq)
 
 
 def _events_output(
-    record: JobRecord, events: list[Any], after_seq: int, *, full_args: bool = False
+    ctx: ToolContext,
+    record: JobRecord,
+    events: list[Any],
+    after_seq: int,
+    *,
+    full_args: bool = False,
 ) -> JobEventsOutput:
     return JobEventsOutput(
-        job=job_view(record, full_args=full_args),
+        job=_view(ctx, record, full_args=full_args),
         events=[EventView.model_validate(e.to_dict()) for e in events],
         next_after_seq=events[-1].seq if events else after_seq,
         done=record.is_terminal,
@@ -235,7 +282,7 @@ def _events_output(
 async def llm_job_result(ctx: ToolContext, args: JobResultInput) -> JobResultOutput:
     record = visible_job(ctx, args.job_id)
     page = ctx.runtime.read_output(record.id, args.stream, args.offset, args.limit)
-    view = job_view(record)
+    view = _view(ctx, record)
     return JobResultOutput(
         done=record.is_terminal,
         job=view,
@@ -251,7 +298,7 @@ async def llm_job_result(ctx: ToolContext, args: JobResultInput) -> JobResultOut
 async def llm_job_cancel(ctx: ToolContext, args: JobCancelInput) -> JobCancelOutput:
     record = visible_job(ctx, args.job_id)
     cancelled = await ctx.runtime.cancel(record.id, f"cancelled by {ctx.caller.key}")
-    return JobCancelOutput(job=job_view(cancelled))
+    return JobCancelOutput(job=_view(ctx, cancelled))
 
 
 async def llm_job_list(ctx: ToolContext, args: JobListInput) -> JobListOutput:
@@ -264,7 +311,7 @@ async def llm_job_list(ctx: ToolContext, args: JobListInput) -> JobListOutput:
         offset=args.offset,
     )
     return JobListOutput(
-        jobs=[job_view(r) for r in records], total=total, limit=args.limit, offset=args.offset
+        jobs=[_view(ctx, r) for r in records], total=total, limit=args.limit, offset=args.offset
     )
 
 

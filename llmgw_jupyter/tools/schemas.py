@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from llmgw_jupyter.contract import StatusName
-from llmgw_jupyter.providers.codex import CodexArgs, SessionId
+from llmgw_jupyter.providers.base import ToolSpec
 
 JobId = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$", description="Job id.")
 
@@ -30,35 +32,72 @@ class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-# -- inputs -------------------------------------------------------------------------------
-class CodexRequestAsyncInput(CodexArgs):
-    session_id: SessionId | None = Field(
-        default=None, description="Resume this Codex session instead of starting a new one."
+# -- inputs of a provider's tools ------------------------------------------------------------
+@dataclass(frozen=True)
+class ProviderInputs:
+    """The input models of one provider's tools, built from its request arguments."""
+
+    request_async: type[BaseModel]  # <name>_request_async: the arguments plus session_id
+    request: type[BaseModel]  # <name>_request: ... plus wait_seconds
+    fork: type[BaseModel]  # <name>_fork_session: the arguments plus session_id or last
+
+
+def _one_source(model: Any) -> Any:
+    if (model.session_id is None) == (not model.last):
+        raise ValueError("give exactly one of session_id or last: true")
+    return model
+
+
+@cache
+def provider_inputs(name: str, spec: ToolSpec) -> ProviderInputs:
+    """``codex`` -> CodexRequestAsyncInput, CodexRequestInput, CodexForkInput (one class each,
+    made once: the schema titles and field order are those of the hand-written models)."""
+    prefix = "".join(part.capitalize() for part in name.split("_"))
+    session: Any = spec.session_id | None
+    validators: dict[str, Any] = {"_one_source": model_validator(mode="after")(_one_source)}
+    request_async = create_model(
+        f"{prefix}RequestAsyncInput",
+        __base__=spec.args_model,
+        __module__=__name__,
+        session_id=(
+            session,
+            Field(
+                default=None,
+                description=f"Resume this {spec.label} session instead of starting a new one.",
+            ),
+        ),
     )
-
-
-class CodexRequestInput(CodexRequestAsyncInput):
-    wait_seconds: float = Field(
-        default=45.0,
-        ge=0,
-        le=MAX_WAIT_SECONDS,
-        description="How long to wait for the answer; after that the job goes on and the answer "
-        "says how to poll it.",
+    request = create_model(
+        f"{prefix}RequestInput",
+        __base__=request_async,
+        __module__=__name__,
+        wait_seconds=(
+            float,
+            Field(
+                default=45.0,
+                ge=0,
+                le=MAX_WAIT_SECONDS,
+                description="How long to wait for the answer; after that the job goes on and the "
+                "answer says how to poll it.",
+            ),
+        ),
     )
-
-
-class CodexForkInput(CodexArgs):
-    session_id: SessionId | None = Field(default=None, description="Session to fork.")
-    last: bool = Field(
-        default=False,
-        description="Fork the most recent session this gateway knows (within working_dir if set).",
+    fork = create_model(
+        f"{prefix}ForkInput",
+        __base__=spec.args_model,
+        __module__=__name__,
+        __validators__=validators,
+        session_id=(session, Field(default=None, description="Session to fork.")),
+        last=(
+            bool,
+            Field(
+                default=False,
+                description="Fork the most recent session this gateway knows (within "
+                "working_dir if set).",
+            ),
+        ),
     )
-
-    @model_validator(mode="after")
-    def _one_source(self) -> CodexForkInput:
-        if (self.session_id is None) == (not self.last):
-            raise ValueError("give exactly one of session_id or last: true")
-        return self
+    return ProviderInputs(request_async, request, fork)
 
 
 class JobStatusInput(_Input):

@@ -11,10 +11,15 @@ from llmgw_jupyter.kernel.magics import (
     LLMGatewayMagics,
     _HelpShown,
     interpolate,
+    magic_inputs,
     parse,
+    split_all,
     split_options,
 )
-from llmgw_jupyter.tools.schemas import CodexForkInput, CodexRequestAsyncInput
+
+CODEX_INPUTS = magic_inputs("codex")[1]
+CodexRequestAsyncInput = CODEX_INPUTS.request_async
+CodexForkInput = CODEX_INPUTS.fork
 
 NS = {"n": 3, "name": "world", "items": ["a", "b"], "pi": 3.14159, "boom": lambda: 1 / 0}
 
