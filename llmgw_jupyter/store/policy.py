@@ -18,10 +18,18 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from llmgw_jupyter.errors import ErrorCategory, GatewayError
+from llmgw_jupyter.errors import ErrorCategory, GatewayError, InvalidInputError
 from llmgw_jupyter.store.db import Database
 
 APPROVAL_STATUSES = ("pending", "approved", "denied", "expired")
+"""Every state of an approval request (the ``status`` column); a listing asks for one of them."""
+
+
+def _known_approval_status(status: str) -> str:
+    if status not in APPROVAL_STATUSES:
+        *most, last = APPROVAL_STATUSES
+        raise InvalidInputError("status", f"must be {', '.join(most)} or {last}")
+    return status
 
 
 def canonical_json(value: Any) -> str:
@@ -330,6 +338,8 @@ class PolicyStore:
         offset: int = 0,
     ) -> list[ApprovalRecord]:
         """Newest first; ``status=None`` lists every status."""
+        if status is not None:
+            _known_approval_status(status)
         where, params = _filters({"status": status, "caller": caller})
         rows = self.db.query(
             f"SELECT * FROM approvals{where} ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
@@ -338,7 +348,9 @@ class PolicyStore:
         return [ApprovalRecord.from_row(r) for r in rows]
 
     def count_approvals(self, status: str = "pending") -> int:
-        row = self.db.query_one("SELECT count(*) FROM approvals WHERE status = ?", (status,))
+        row = self.db.query_one(
+            "SELECT count(*) FROM approvals WHERE status = ?", (_known_approval_status(status),)
+        )
         return int(row[0]) if row is not None else 0
 
     def set_approval_job(self, approval_id: str, job_id: str) -> None:

@@ -9,7 +9,12 @@ import pytest
 
 from llmgw_jupyter.errors import ErrorCategory, GatewayError
 from llmgw_jupyter.store.db import Database
-from llmgw_jupyter.store.policy import PolicyStore, canonical_args_hash, hash_token
+from llmgw_jupyter.store.policy import (
+    APPROVAL_STATUSES,
+    PolicyStore,
+    canonical_args_hash,
+    hash_token,
+)
 
 
 def test_canonical_args_hash_ignores_key_order_and_spacing() -> None:
@@ -68,6 +73,18 @@ class TestApprovals:
         assert [a.id for a in store.list_approvals(status=None, caller="grant:a")] == [soon.id]
         assert store.decide_approval("nope", True, "owner") is None
         assert store.get_approval("nope") is None
+
+    def test_listing_an_unknown_status_is_refused_by_name(self, store: PolicyStore) -> None:
+        rule = "status: must be pending, approved, denied or expired"
+        with pytest.raises(GatewayError, match=rule) as refused:
+            store.list_approvals(status="aproved")
+        assert refused.value.category is ErrorCategory.INVALID_INPUT
+        assert refused.value.field == "status"
+        with pytest.raises(GatewayError, match=rule):
+            store.count_approvals("all")
+        assert {
+            status: store.count_approvals(status) for status in APPROVAL_STATUSES
+        } == dict.fromkeys(APPROVAL_STATUSES, 0)
 
 
 class TestAudit:
