@@ -54,6 +54,9 @@ class ChangeSubscription:
         self._queue.put_nowait(change)
 
     async def get(self, timeout: float | None = None) -> JobChange | None:
+        """The next change, or None when none came within ``timeout`` (0: only a queued one)."""
+        if not self._queue.empty():
+            return self._queue.get_nowait()
         try:
             return await asyncio.wait_for(self._queue.get(), timeout)
         except asyncio.TimeoutError:

@@ -40,6 +40,23 @@ def test_the_cap_is_shared_by_both_streams_and_the_kept_part_is_returned(tmp_pat
     assert (tmp_path / "job" / "stderr.log").read_bytes() == b"abcd"
 
 
+def test_output_an_executor_persisted_is_counted_against_the_cap_not_written_again(
+    tmp_path: Path,
+) -> None:
+    job = tmp_path / "job"
+    job.mkdir()
+    (job / "stdout.jsonl").write_bytes(b"1234")  # written by the executor before a restart
+    out = output.CappedOutput.resume(job, cap_bytes=10, persisted=True)
+
+    assert out.sizes == {"stdout": 4, "stderr": 0}
+    assert out.write("stdout", b"5678") == b"5678"
+    assert out.write("stderr", b"abcdef") == b"ab" and out.overflowed
+    out.close()
+
+    assert (job / "stdout.jsonl").read_bytes() == b"1234"  # the runtime wrote nothing
+    assert not (job / "stderr.log").exists()
+
+
 def test_output_is_on_disk_as_soon_as_it_is_written(tmp_path: Path) -> None:
     out = output.CappedOutput(tmp_path / "job", cap_bytes=1000)
     out.write("stdout", b'{"type": "turn.started"}\n')

@@ -10,6 +10,7 @@ from runtime_helpers import WAIT, Fakes, RuntimeFactory, current, spec, wait_sta
 
 from llmgw_jupyter.errors import ErrorCategory, GatewayError, InvalidInputError, NotFoundError
 from llmgw_jupyter.runtime import JobChange, JobRecord, JobSpec, JobStatus, Runtime
+from llmgw_jupyter.runtime.notifier import RESYNC
 
 # Runs until the test opens the gate; logs its start so tests can see what ran and in which order.
 GATED = """
@@ -294,3 +295,26 @@ async def test_subscribers_see_every_change_of_a_job_in_order(
     assert seqs == sorted(seqs) and seqs[-1] == current(rt, job.id).last_seq
     statuses = [c.status for c in changes]
     assert statuses[0] == "queued" and statuses[-1] == "succeeded" and "running" in statuses
+
+
+async def test_a_subscriber_that_falls_behind_is_told_to_resync_then_follows_again(
+    runtime: RuntimeFactory, fakes: Fakes
+) -> None:
+    rt = await runtime(providers={"fake": fakes.provider(QUICK)})
+    feed = rt.subscribe(maxsize=3)
+    held = [await rt.submit(spec(f"held {i}", hold=True)) for i in range(5)]  # 5 changes, room 3
+
+    unread: list[JobChange] = []
+    while (change := await feed.get(timeout=0)) is not None:
+        unread.append(change)
+    assert unread[0] is RESYNC and unread[0].is_resync  # what was lost is not replayed...
+    assert [c.job_id for c in unread[1:]] == [held[3].id, held[4].id]  # ...newer changes follow
+    assert not any(c.is_resync for c in unread[1:])
+    jobs, total = rt.list_jobs(status="awaiting_approval")  # the reload a resync asks for
+    assert total == 5 and {j.id for j in jobs} == {j.id for j in held}
+
+    await rt.cancel(held[0].id)
+    change = await feed.get(timeout=WAIT)
+    assert change is not None and not change.is_resync
+    assert (change.job_id, change.status) == (held[0].id, "cancelled")
+    feed.close()

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from llmgw_jupyter.errors import ErrorCategory
 from llmgw_jupyter.runtime import JobRecord, JobStatus
 from llmgw_jupyter.store.db import Database, SchemaTooNewError
 from llmgw_jupyter.store.jobs import IdempotencyConflict, JobStore
@@ -114,6 +115,41 @@ def test_a_repeated_idempotency_key_of_one_caller_raises_with_the_existing_job(
 
     assert conflict.value.existing.id == "a"
     assert store.get_job("c") is None
+
+
+def test_a_job_is_found_by_its_callers_idempotency_key_only(store: JobStore) -> None:
+    insert(store, "a", idempotency_key="k")
+    insert(store, "b", idempotency_key="k", caller="grant:bot")
+
+    assert stored(store, "a") == store.find_by_idempotency_key("owner", "k")
+    found = store.find_by_idempotency_key("grant:bot", "k")
+    assert found is not None and found.id == "b"
+    assert store.find_by_idempotency_key("grant:other", "k") is None
+    assert store.find_by_idempotency_key("owner", "other") is None
+
+
+def test_ending_an_unstarted_job_records_why_and_never_ends_a_running_one(
+    store: JobStore,
+) -> None:
+    insert(store, "a")
+    insert(store, "b", status="awaiting_approval")
+    insert(store, "c")
+    store.transition("c", JobStatus.RUNNING, 2.0)
+
+    failed = store.end_unstarted(
+        "a", JobStatus.FAILED, 3.0, message="cannot start", category=ErrorCategory.SPAWN_ERROR
+    )
+    assert failed is not None and failed.status is JobStatus.FAILED and failed.finished_at == 3.0
+    assert failed.error_category is ErrorCategory.SPAWN_ERROR
+    assert failed.error_message == "cannot start" and failed.cancel_reason is None
+    cancelled = store.end_unstarted("b", JobStatus.CANCELLED, 3.0, cancel_reason="denied")
+    assert cancelled is not None and cancelled.cancel_reason == "denied"
+    assert cancelled.error_category is None
+    assert store.end_unstarted("c", JobStatus.CANCELLED, 3.0, cancel_reason="late") is None
+    assert stored(store, "c").status is JobStatus.RUNNING
+
+    summaries = [store.events_after(job, 1, 10)[-1].summary for job in ("a", "b")]
+    assert summaries == ["cannot start", "denied"]
 
 
 def test_only_mutable_columns_can_be_updated(store: JobStore) -> None:
