@@ -186,6 +186,11 @@ class LLMGatewayHandler(APIHandler):
         """Send ``data`` shaped as ``model``: only its fields, checked on the way out."""
         self.send(model.model_validate(data).model_dump(mode="json"), status)
 
+    def send_answer(self, model: type[BaseModel], answer: dict[str, Any]) -> None:
+        """Send a tool's answer (already its contract model's dump) as ``model``: only the
+        fields ``model`` names, not checked a second time."""
+        self.send({name: answer[name] for name in model.model_fields})
+
     def job(self, job_id: str) -> JobRecord:
         record = self.running_service().runtime.get(job_id)
         if record is None:
@@ -311,7 +316,7 @@ class JobsHandler(LLMGatewayHandler):
                 arguments["status"] = statuses[0]
             if provider is not None:
                 arguments["provider"] = provider
-            self.send_model(contract.JobsPage, await self.read("llm_job_list", arguments))
+            self.send_answer(contract.JobsPage, await self.read("llm_job_list", arguments))
             return
         # Beyond what llm_job_list takes (see TOOL_LIST_LIMIT): the runtime answers directly.
         jobs, total = service.runtime.list_jobs(
@@ -332,7 +337,7 @@ class JobHandler(LLMGatewayHandler):
     async def get(self, job_id: str) -> None:
         # llm_job_status with its full arguments, and no events (none come after MAX_QUERY_INT).
         arguments = {"job_id": job_id, "include_args": True, "after_seq": MAX_QUERY_INT}
-        self.send_model(contract.JobView, (await self.read("llm_job_status", arguments))["job"])
+        self.send_answer(contract.JobView, (await self.read("llm_job_status", arguments))["job"])
 
 
 class JobCancelHandler(LLMGatewayHandler):
@@ -342,7 +347,7 @@ class JobCancelHandler(LLMGatewayHandler):
         result = await self.call_tool("llm_job_cancel", {"job_id": job_id})
         if result.is_error:
             raise refusal_of(result)
-        self.send_model(contract.JobView, result.structured["job"])
+        self.send_answer(contract.JobView, result.structured["job"])
 
 
 class JobEventsHandler(LLMGatewayHandler):
@@ -363,7 +368,7 @@ class JobEventsHandler(LLMGatewayHandler):
         limit = self.int_arg("limit", 200, 1, 1000)
         if wait <= 0:
             status = {"job_id": job_id, "after_seq": after, "limit": limit}
-            self.send_model(contract.JobEventsPage, await self.read("llm_job_status", status))
+            self.send_answer(contract.JobEventsPage, await self.read("llm_job_status", status))
             return
         # llm_job_watch answers at once when there are events or the job is over, else at the
         # first event, the job's end or the timeout (its pages hold up to 200 events).
@@ -374,7 +379,7 @@ class JobEventsHandler(LLMGatewayHandler):
         if waited is None:  # the server is stopping: what there is now
             status = {"job_id": job_id, "after_seq": after, "limit": limit}
             waited = await self.read("llm_job_status", status)
-        self.send_model(contract.JobEventsPage, {**waited, "events": waited["events"][:limit]})
+        self.send_answer(contract.JobEventsPage, {**waited, "events": waited["events"][:limit]})
 
 
 class JobResultHandler(LLMGatewayHandler):
@@ -388,7 +393,7 @@ class JobResultHandler(LLMGatewayHandler):
             "limit": self.int_arg("limit", 65536, 0, 1024 * 1024),
         }
         # The same answer as llm_job_result over MCP, ``done`` and ``error`` included.
-        self.send_model(contract.JobResultOutput, await self.read("llm_job_result", arguments))
+        self.send_answer(contract.JobResultOutput, await self.read("llm_job_result", arguments))
 
 
 class StreamHandler(LLMGatewayHandler):
@@ -507,7 +512,7 @@ class SessionsHandler(LLMGatewayHandler):
     @authorized
     async def get(self) -> None:
         answer = await self.read("llm_session_list", {"limit": SESSION_PAGE})
-        self.send_model(contract.SessionListOutput, answer)
+        self.send_answer(contract.SessionListOutput, answer)
 
 
 class ApprovalsHandler(LLMGatewayHandler):
