@@ -61,14 +61,18 @@ def _change_filter(path: Path, directories: frozenset[Path]) -> Callable[[Change
     For a symlink every change in its directory counts (a Kubernetes ConfigMap, for one,
     retargets a link beside the file); ``check`` then decides cheaply whether anything changed.
     """
-    wanted = {path.absolute(), path.resolve()}
+    wanted = {path.absolute(), path.resolve()} | _as_reported(directories)
     anything = path.is_symlink()
 
     def relevant(_change: Change, changed: str) -> bool:
-        changed_path = Path(changed)
-        return anything or changed_path in wanted or changed_path in directories
+        return anything or Path(changed) in wanted
 
     return relevant
+
+
+def _as_reported(directories: frozenset[Path]) -> frozenset[Path]:
+    """The directories as given and resolved: some backends (macOS) report resolved paths."""
+    return directories | {directory.resolve() for directory in directories}
 
 
 class PolicySource:
@@ -198,6 +202,7 @@ class PolicySource:
 
     async def _watch_directories(self, path: Path, directories: frozenset[Path]) -> None:
         """Return when stopped, when a watched directory goes away or a symlink moves elsewhere."""
+        gone_if_changed = _as_reported(directories)
         async for changes in awatch(
             *directories,
             watch_filter=_change_filter(path, directories),
@@ -205,8 +210,8 @@ class PolicySource:
             recursive=False,
         ):
             self._check_logged()
-            if any(Path(changed) in directories for _change, changed in changes):
-                return
+            if any(Path(changed) in gone_if_changed for _change, changed in changes):
+                return  # a watched directory itself was deleted or moved: watch it anew
             if _watched_directories(path) != directories:
                 return
 
