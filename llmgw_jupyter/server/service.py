@@ -26,7 +26,6 @@ from pydantic import ValidationError
 from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
-from llmgw_jupyter import tools
 from llmgw_jupyter.contract import ErrorBody, ErrorDetail
 from llmgw_jupyter.errors import ErrorCategory, GatewayError, input_error_from_validation
 from llmgw_jupyter.gateway import Gateway, ToolResult
@@ -59,19 +58,6 @@ MCP_INSTRUCTIONS = (
 )
 _WILDCARD_IPS = {"", "0.0.0.0", "::", "localhost", "127.0.0.1"}
 SETTING_PREFIX = "c.LLMGatewayApp."  # how refusals tell the owner to change a limit
-# Tools that answer at once: without a progress token they skip the SSE response (mcp_quick).
-# codex_request and llm_job_watch wait, so they keep the SDK's stream (and its keep-alive pings).
-QUICK_TOOLS = frozenset(
-    {
-        "codex_request_async",
-        "codex_fork_session",
-        "llm_job_status",
-        "llm_job_result",
-        "llm_job_cancel",
-        "llm_job_list",
-        "llm_session_list",
-    }
-)
 
 
 class FailedPolicySource(PolicySource):
@@ -222,11 +208,14 @@ class GatewayService:
         self.require_running()
         if not self.policy_failed:
             return await self.gateway.call(tool, arguments, Caller.owner())
-        definition: ToolDefinition = tools.REGISTRY[tool]
+        definition: ToolDefinition = self.gateway.tools[tool]
         assert definition.annotations.read_only, f"{tool} is not a read"
         try:
             parsed = definition.input_model.model_validate(dict(arguments))
-            output = await definition.handler(ToolContext(self.runtime, Caller.owner()), parsed)
+            context = ToolContext(
+                self.runtime, Caller.owner(), light_arg_keys=self.gateway.tools.light_arg_keys
+            )
+            output = await definition.handler(context, parsed)
         except ValidationError as invalid:
             error = input_error_from_validation(invalid)
             return ToolResult.failure(error.category.value, error.message, field=error.field)
@@ -332,7 +321,10 @@ class GatewayService:
             allowed_origins=_unique(origins),
             dns_rebinding_protection=protect,
             caller_key=lambda caller: caller.key,
-            quick_tools=QUICK_TOOLS.__contains__,
+            # Tools that answer at once skip the SSE response without a progress token
+            # (mcp_quick); <provider>_request and llm_job_watch wait, so they keep the SDK's
+            # stream (and its keep-alive pings).
+            quick_tools=self.gateway.tools.is_quick,
             version=self.config.version,
             instructions=MCP_INSTRUCTIONS,
             max_sessions_per_grant=self.config.max_mcp_sessions_per_grant,
