@@ -170,14 +170,19 @@ def _add_field_option(parser: MagicParser, model: type[BaseModel], field: str) -
     )
 
 
-# The providers with magics: %<name>_async and %<name>_fork drive the provider's tools.
-MAGIC_PROVIDERS = ("codex",)
+# The providers with magics: %<name>_async and %<name>_fork drive the provider's tools. Codex's
+# are methods of LLMGatewayMagics; every other installed provider's are registered on load.
+MAGIC_PROVIDERS = ("codex", *(name for name in installed_providers() if name != "codex"))
 
 
 def magic_inputs(provider: str) -> tuple[str, ProviderInputs]:
     """The provider's label and tool input models, from the installed provider class."""
     cls = load_provider_class(provider, installed_providers()[provider])
     return cls.tool_spec.label, provider_inputs(provider, cls.tool_spec)
+
+
+def _can_fork(provider: str) -> bool:
+    return load_provider_class(provider, installed_providers()[provider]).tool_spec.can_fork
 
 
 def _build_provider_parsers(provider: str) -> dict[str, MagicParser]:
@@ -191,6 +196,8 @@ def _build_provider_parsers(provider: str) -> dict[str, MagicParser]:
         "for literal braces (braces holding no valid, defined expression are kept as written).",
     )
     _add_request_options(request, inputs.request_async, resume=True)
+    if not _can_fork(provider):
+        return {f"{provider}_async": request}
     fork = MagicParser(
         f"{provider}_fork",
         f"Run a prompt against a fork of a {label} session; the original session is "
@@ -915,7 +922,26 @@ def approvals_text(approvals: Sequence[Mapping[str, Any]]) -> str:
 
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext llmgw_jupyter``: register the magics (the gateway is chosen on first use)."""
-    ipython.register_magics(LLMGatewayMagics(ipython))
+    magics = LLMGatewayMagics(ipython)
+    ipython.register_magics(magics)
+    for provider in MAGIC_PROVIDERS[1:]:
+        for suffix, run in (("async", magics._request_magic), ("fork", magics._fork_magic)):
+            if f"{provider}_{suffix}" in PARSERS:
+                ipython.register_magic_function(
+                    _provider_magic(run, provider), "line_cell", f"{provider}_{suffix}"
+                )
+
+
+def _provider_magic(
+    run: Callable[[str, str, str | None], Any], provider: str
+) -> Callable[[str, str | None], Any]:
+    """``%<provider>_async`` / ``_fork`` of an installed provider, like Codex's."""
+
+    def magic(line: str, cell: str | None = None) -> Any:
+        return run(provider, line, cell)
+
+    magic.__doc__ = f"See %{provider}_async --help or %{provider}_fork --help."
+    return no_var_expand(magic)
 
 
 def unload_ipython_extension(ipython: Any) -> None:

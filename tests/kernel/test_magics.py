@@ -17,6 +17,7 @@ from llmgw_jupyter.kernel.magics import (
     split_options,
 )
 
+FAKE_PROVIDER = "llmgw_jupyter.testing.fake_provider:FakeProvider"
 CODEX_INPUTS = magic_inputs("codex")[1]
 CodexRequestAsyncInput = CODEX_INPUTS.request_async
 CodexForkInput = CODEX_INPUTS.fork
@@ -161,3 +162,38 @@ def test_an_invalid_field_from_the_gateway_is_named_as_the_option(
     error = GatewayCallError("invalid_input", "working_dir: does not exist", field="working_dir")
     LLMGatewayMagics._report(error)
     assert capsys.readouterr().err == "llmgw: invalid_input: --cd: working_dir: does not exist\n"
+
+
+def test_split_all_is_shell_splitting_with_a_one_line_error() -> None:
+    assert split_all("""a 'b c' "d \\"e\\"" """) == ["a", "b c", 'd "e"']
+    with pytest.raises(UsageError, match="No closing quotation"):
+        split_all("'open")
+
+
+def test_every_installed_provider_gets_magics_from_its_own_input_models(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from llmgw_jupyter.kernel import magics
+    from llmgw_jupyter.providers.registry import installed_providers
+
+    installed = {**installed_providers(), "fake": FAKE_PROVIDER}
+    monkeypatch.setattr(magics, "installed_providers", lambda: installed)
+    monkeypatch.setattr(magics, "MAGIC_PROVIDERS", ("codex", "fake"))
+    for name, parser in magics._build_provider_parsers("fake").items():
+        monkeypatch.setitem(magics.PARSERS, name, parser)
+    from traitlets.config import Config
+
+    config = Config()
+    config.HistoryManager.enabled = False
+    shell = InteractiveShell(config=config)
+    magics.load_ipython_extension(shell)
+    assert {"fake_async", "fake_fork"} <= set(shell.magics_manager.magics["cell"])
+
+    shell.run_line_magic("fake_async", "--help")
+    usage = capsys.readouterr().out
+    assert usage.startswith("usage: %fake_async") and "--cd DIR" in usage
+    assert "--sandbox" not in usage, "Codex's options are Codex's"
+    with pytest.raises(UsageError, match=r"%fake_async: --model: model must be a slug"):
+        shell.run_line_magic("fake_async", "--model 'no slug' hello")
