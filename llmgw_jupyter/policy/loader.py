@@ -37,6 +37,10 @@ _RACY_SECONDS = 2.0  # mtimes this fresh may hide a second write within the same
 _REWATCH_SECONDS = 1.0  # how often to look for a deleted directory to come back
 _MAX_REWATCH_SECONDS = 60.0  # the longest pause between attempts after the watch failed
 _STOP_SECONDS = 5.0  # how long ``stop`` waits for the watcher thread before cancelling it
+# A polling watcher (WATCHFILES_FORCE_POLLING, for filesystems without change events) takes its
+# first snapshot in its own thread shortly after the watch starts: one more look after this long
+# covers a change made in that moment.
+_SECOND_LOOK_SECONDS = 1.0
 
 
 def _signature(path: Path) -> Signature | None:
@@ -85,6 +89,7 @@ class PolicySource:
         self._listeners: list[Callable[[PolicySource], None]] = []
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+        self._second_look: asyncio.TimerHandle | None = None
         self._signature: Signature | None = None
         self._digest: str | None = None
         if self.path is None:
@@ -172,6 +177,8 @@ class PolicySource:
         if task is None:
             return
         self._stopping.set()
+        if self._second_look is not None:
+            self._second_look.cancel()
         try:
             await asyncio.wait_for(asyncio.shield(task), timeout=_STOP_SECONDS)
         except asyncio.TimeoutError:
@@ -190,7 +197,9 @@ class PolicySource:
                 continue
             # ``awatch`` puts the OS watch in place before its first await, so a callback queued
             # now runs once the watch is there: a change made before it is looked at then.
-            asyncio.get_running_loop().call_soon(self._caught_up, watching)
+            loop = asyncio.get_running_loop()
+            loop.call_soon(self._caught_up, watching)
+            self._second_look = loop.call_later(_SECOND_LOOK_SECONDS, self._check_logged)
             try:
                 await self._watch_directories(path, directories)
             except Exception:
