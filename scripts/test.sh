@@ -23,6 +23,8 @@ echo "== mypy" && mypy
 echo "== import-linter (declared layers, pyproject.toml)" && lint-imports
 echo "== labextension lint and unit tests"
 (cd labextension && jlpm install --immutable >/dev/null && jlpm lint:check && jlpm test)
+echo "== labextension/src/contract.ts is current (regenerated from llmgw_jupyter/contract.py)"
+python scripts/gen_contract.py && git diff --exit-code -- labextension/src/contract.ts
 # -- third-party MCP clients (tests/server/test_mcp_third_party_clients.py) -----------------------
 # The official TypeScript SDK, pinned with its lock file; installed once.
 if [ ! -d tests/clients/node_modules/@modelcontextprotocol/sdk ]; then
