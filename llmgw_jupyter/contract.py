@@ -172,6 +172,10 @@ class SessionListOutput(BaseModel):
     sessions: list[SessionView]
 
 
+# A field a JSON answer may leave out (every other field is always sent, null when empty).
+MAY_BE_ABSENT = "x-may-be-absent"
+
+
 # -- REST-only answers --------------------------------------------------------------------------
 class ErrorDetail(BaseModel):
     """Every refusal's error object: REST bodies, failed tool results, the MCP endpoint's 503."""
@@ -213,7 +217,9 @@ class ToolCallAnswer(BaseModel):
     is_error: bool
     text: str
     structured: dict[str, Any] | None = None
-    error: ErrorDetail | None = None
+    error: ErrorDetail | None = Field(
+        default=None, json_schema_extra={MAY_BE_ABSENT: True}, description="Failures only."
+    )
 
 
 class JobsPage(BaseModel):

@@ -7,91 +7,56 @@ import { ServerConnection } from '@jupyterlab/services';
 /** Path of the gateway API below the Jupyter server's base URL. */
 export const API_NAMESPACE = 'llmgw/api';
 
-/** Token usage of a job. */
-export interface IUsage {
-  input_tokens?: number | null;
-  cached_input_tokens?: number | null;
-  output_tokens?: number | null;
-  reasoning_output_tokens?: number | null;
-}
-
-/** A job as returned by `JobRecord.to_dict()`. */
-export interface IJobView {
-  id: string;
-  provider: string;
-  tool: string;
-  kind: string;
-  caller: string;
-  status: string;
-  args: { [key: string]: any };
-  /** Arguments left out of `args` in light views (lists, streams); GET jobs/{id} has them. */
-  omitted_args?: string[];
-  argv?: string[] | null;
-  working_dir?: string | null;
-  created_at: string | null;
-  queued_at?: string | null;
-  started_at?: string | null;
-  finished_at?: string | null;
-  updated_at?: string | null;
-  exit_code?: number | null;
-  pid?: number | null;
-  session_id?: string | null;
-  parent_session_id?: string | null;
-  usage?: IUsage | null;
-  final_message?: string | null;
-  error?: { category: string; message: string } | null;
-  cancel_reason?: string | null;
-  last_seq?: number;
-  prompt_preview?: string | null;
-}
-
-/** One progress event of a job. */
-export interface IJobEvent {
-  seq: number;
-  ts: string;
-  type: string;
-  summary: string;
-  data?: any;
-}
-
 /**
- * A job event as carried by the event stream (`event: event`). The contract
- * names the job; events without `job_id` belong to the preceding `job`.
+ * The wire types, generated from the server's contract (llmgw_jupyter/contract.py)
+ * into ./contract.ts by scripts/gen_contract.py: never written by hand here.
  */
-export interface IStreamJobEvent extends IJobEvent {
-  job_id?: string;
-}
+import type {
+  IApprovalView,
+  IErrorDetail,
+  IEventView,
+  IJobView,
+  ISummary,
+  IToolCallAnswer,
+  IUsageView
+} from './contract';
 
-/** `GET summary`. */
-export interface ISummary {
-  counts: { [status: string]: number };
-  pending_approvals: number;
-  mcp_url?: string;
-  /** The model jobs use: the bundled local echo model or another one. */
-  model?: { local_echo: boolean; label: string } | null;
-}
+export type {
+  ErrorCategory,
+  IErrorBody,
+  IErrorDetail,
+  IJobEventsPage,
+  IJobResultOutput,
+  IJobsPage,
+  IJobView,
+  IModelInfo,
+  ISummary
+} from './contract';
+
+/** Token usage of a job. */
+export type IUsage = IUsageView;
+
+/** One progress event of a job (REST events and the event stream's `event`). */
+export type IJobEvent = IEventView;
+
+/** A job event as carried by the event stream (`event: event`). */
+export type IStreamJobEvent = IEventView;
 
 /** A pending (or decided) approval. */
-export interface IApproval {
-  id: string;
-  caller: string;
-  tool: string;
-  arguments: any;
-  job_id?: string | null;
-  created_at?: string | null;
-  expires_at?: string | null;
-  status: string;
-  decided_by?: string | null;
-  decided_at?: string | null;
-  reason?: string | null;
-}
+export type IApproval = IApprovalView;
 
 /** `POST tools/{tool}`. */
-export interface IToolResult {
-  is_error: boolean;
-  text: string;
-  structured?: { [key: string]: any } | null;
-}
+export type IToolResult = IToolCallAnswer;
+
+/** A job's status name. */
+export type JobStatus = IJobView['status'];
+
+/** The error object of a refusal. */
+export type IGatewayError = IErrorDetail;
+
+/** The summary before the first answer, or after an older server's. */
+export type ISummaryLike = Pick<ISummary, 'counts' | 'pending_approvals'> &
+  Partial<ISummary>;
 
 /** Job states that are over: no further events are expected. */
 export const TERMINAL_STATUSES: ReadonlySet<string> = new Set([

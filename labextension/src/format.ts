@@ -1,7 +1,7 @@
 /**
  * Pure formatting helpers shared by the widgets (and unit tested).
  */
-import { IApproval, IJobView, isTerminal, ISummary, IUsage } from './api';
+import { IApproval, IJobView, isTerminal, ISummaryLike, IUsage } from './api';
 import { ConnectionState } from './model';
 
 /** What the status bar shows. */
@@ -13,7 +13,7 @@ export interface IStatusView {
 }
 
 /** Number of pending approvals of a summary. */
-export function pendingApprovals(summary: ISummary | null): number {
+export function pendingApprovals(summary: ISummaryLike | null): number {
   if (!summary) {
     return 0;
   }
@@ -27,7 +27,7 @@ export function pendingApprovals(summary: ISummary | null): number {
  * Status bar text, e.g. "Codex: 2 running · 1 queued · 1 needs approval".
  */
 export function statusView(
-  summary: ISummary | null,
+  summary: ISummaryLike | null,
   connection: ConnectionState
 ): IStatusView {
   if (connection === 'unreachable') {
@@ -42,6 +42,14 @@ export function statusView(
       text: 'Codex',
       state: 'connecting',
       title: 'Connecting to the llmgw gateway…'
+    };
+  }
+  const policyError = policyErrorText(summary);
+  if (policyError) {
+    return {
+      text: 'Codex: owner policy broken',
+      state: 'unreachable',
+      title: policyError
     };
   }
   const running = summary.counts?.running ?? 0;
@@ -73,6 +81,20 @@ export function statusView(
     state: 'active',
     title: `Codex jobs (${how}). Click to open the jobs panel.`
   };
+}
+
+/**
+ * Why the owner policy file did not load ('' when it did): every tool call is
+ * refused until it is fixed and the server restarted.
+ */
+export function policyErrorText(summary: ISummaryLike | null): string {
+  return summary?.policy_error ?? '';
+}
+
+/** What a job's state in words is made of (a status this version may not know yet). */
+export interface IJobStateFields {
+  status: IJobView['status'] | string;
+  cancel_reason?: string | null;
 }
 
 /** "owner" or the grant name of a "grant:NAME" caller. */
@@ -182,7 +204,7 @@ export function jobPrompt(job: IJobView): string {
 }
 
 /** What the status bar says about the model jobs use ('' when nothing to say). */
-export function modelView(summary: ISummary | null): {
+export function modelView(summary: ISummaryLike | null): {
   text: string;
   title: string;
 } {
@@ -288,7 +310,7 @@ export function ageTitle(job: IJobView, now: number = Date.now()): string {
  * The state a job is shown in: what happened, not only the runtime status.
  * A job cancelled because its approval was denied is "denied", and so on.
  */
-export function jobState(job: Pick<IJobView, 'status' | 'cancel_reason'>): {
+export function jobState(job: IJobStateFields): {
   state: string;
   label: string;
 } {
@@ -313,7 +335,7 @@ export function jobState(job: Pick<IJobView, 'status' | 'cancel_reason'>): {
  * `decision` is the job's approval record when known.
  */
 export function outcomeText(
-  job: Pick<IJobView, 'status' | 'cancel_reason'>,
+  job: IJobStateFields,
   decision: IApproval | null | undefined
 ): string {
   if (job.status !== 'cancelled') {

@@ -80,7 +80,7 @@ function approvalLabel(approval: IApproval): string {
 }
 
 function startedJobId(result: IToolResult): string | null {
-  const s = result.structured ?? {};
+  const s: { [key: string]: any } = result.structured ?? {};
   const id = s.job_id ?? s.id ?? s.job?.id ?? null;
   return typeof id === 'string' ? id : null;
 }

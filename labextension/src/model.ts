@@ -18,6 +18,7 @@ import {
   isTerminal,
   IStreamJobEvent,
   ISummary,
+  ISummaryLike,
   IToolResult,
   REQUEST_ARGUMENTS,
   requestAPI
@@ -645,11 +646,12 @@ export class GatewayModel implements IDisposable {
     }
   }
 
-  private _setSummary(summary: ISummary): void {
+  private _setSummary(summary: ISummaryLike): void {
     const normalized: ISummary = {
       counts: summary?.counts ?? {},
       pending_approvals: summary?.pending_approvals ?? 0,
-      mcp_url: summary?.mcp_url,
+      mcp_url: summary?.mcp_url ?? null,
+      policy_error: summary?.policy_error ?? null,
       model: summary?.model ?? null
     };
     for (const status of Object.keys(normalized.counts)) {
@@ -892,10 +894,10 @@ export class GatewayModel implements IDisposable {
         void this.fetchEvents(job.id).catch(() => undefined);
       }
     } else if (message.event === 'event') {
-      const { job_id, ...event } = payload as IStreamJobEvent;
+      const event = payload as IStreamJobEvent;
       // The stream writes a job's events right after the job itself, so an
       // event without job_id belongs to the job of the last `job` message.
-      const jobId = job_id || this._streamJobId;
+      const jobId = event.job_id || this._streamJobId;
       if (
         !jobId ||
         !this._watched.has(jobId) ||
@@ -912,7 +914,7 @@ export class GatewayModel implements IDisposable {
         void this.fetchEvents(jobId).catch(() => undefined);
         return;
       }
-      this._appendEvents(jobId, [event]);
+      this._appendEvents(jobId, [{ ...event, job_id: jobId }]);
     }
   }
 

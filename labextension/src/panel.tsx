@@ -30,6 +30,7 @@ import {
   formatUsage,
   jobState,
   outcomeText,
+  policyErrorText,
   shortId,
   statusLabel
 } from './format';
@@ -63,6 +64,29 @@ function ConnectionBadge(props: { model: GatewayModel }): JSX.Element {
     >
       {labels[state] ?? state}
     </span>
+  );
+}
+
+/** A broken owner policy (every tool call is refused) says so at the top. */
+function PolicyError(props: { model: GatewayModel }): JSX.Element | null {
+  const { model } = props;
+  const message = useSignalValue([model.summaryChanged], () =>
+    policyErrorText(model.summary)
+  );
+  if (!message) {
+    return null;
+  }
+  return (
+    <div
+      className="llmgw-policy-error"
+      data-testid="llmgw-policy-error"
+      role="alert"
+    >
+      <strong>
+        The owner policy did not load: every tool call is refused.
+      </strong>{' '}
+      {message}
+    </div>
   );
 }
 
@@ -425,6 +449,7 @@ function Panel(props: IPanelProps): JSX.Element {
           Refresh
         </SmallButton>
       </header>
+      <PolicyError model={model} />
       <Approvals model={model} commands={commands} />
       <JobList {...props} />
     </div>

@@ -25,17 +25,43 @@ export function makeJob(id: string, partial: Partial<IJobView> = {}): IJobView {
     caller: 'owner',
     status: 'queued',
     args: { prompt: `prompt of ${id}`, model: null, sandbox: 'read-only' },
-    created_at: '2025-01-01T00:00:00Z',
-    updated_at: '2025-01-01T00:00:00Z',
-    last_seq: 0,
+    omitted_args: [],
+    argv: null,
+    working_dir: null,
+    idempotency_key: null,
     prompt_preview: `prompt of ${id}`,
+    created_at: '2025-01-01T00:00:00Z',
+    queued_at: null,
+    started_at: null,
+    finished_at: null,
+    updated_at: '2025-01-01T00:00:00Z',
+    exit_code: null,
+    pid: null,
     session_id: null,
+    parent_session_id: null,
+    usage: {
+      input_tokens: null,
+      cached_input_tokens: null,
+      output_tokens: null,
+      reasoning_output_tokens: null
+    },
+    final_message: null,
+    error: null,
+    cancel_reason: null,
+    last_seq: 0,
+    stdout_bytes: 0,
+    stderr_bytes: 0,
     ...partial
   };
 }
 
-export function makeEvent(seq: number, type = 'item.completed'): IJobEvent {
+export function makeEvent(
+  seq: number,
+  type = 'item.completed',
+  jobId = 'j1'
+): IJobEvent {
   return {
+    job_id: jobId,
     seq,
     ts: '2025-01-01T00:00:01Z',
     type,
@@ -56,6 +82,8 @@ export class FakeGateway {
   approvals: IApproval[] = [];
   events = new Map<string, IJobEvent[]>();
   counts: { [status: string]: number } | null = null;
+  /** The summary's policy_error: a broken owner policy file. */
+  policyError: string | null = null;
   requests: IRecordedRequest[] = [];
   /** When set, every request fails like a dead network. */
   down = false;
@@ -140,7 +168,9 @@ export class FakeGateway {
       counts,
       pending_approvals: this.approvals.filter(a => a.status === 'pending')
         .length,
-      mcp_url: 'http://localhost:8888/lab-base/llmgw/mcp'
+      mcp_url: 'http://localhost:8888/lab-base/llmgw/mcp',
+      policy_error: this.policyError,
+      model: null
     };
   }
 

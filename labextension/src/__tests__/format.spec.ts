@@ -6,21 +6,13 @@ import {
   formatDuration,
   formatUsage,
   jobElapsed,
+  policyErrorText,
   statusView
 } from '../format';
+import { makeJob } from './fakegateway';
 
 function job(partial: Partial<IJobView>): IJobView {
-  return {
-    id: 'j',
-    provider: 'codex',
-    tool: 'codex_request_async',
-    kind: 'exec',
-    caller: 'owner',
-    status: 'running',
-    args: {},
-    created_at: '2025-01-01T00:00:00Z',
-    ...partial
-  };
+  return makeJob('j', { status: 'running', args: {}, ...partial });
 }
 
 describe('statusView', () => {
@@ -52,6 +44,17 @@ describe('statusView', () => {
     );
     expect(view.text).toBe('Codex: gateway unreachable');
     expect(view.state).toBe('unreachable');
+  });
+
+  it('says when the owner policy is broken, with the reason', () => {
+    const reason = 'owner-policy.json did not load: /default: bad value';
+    const view = statusView(
+      { counts: { running: 1 }, pending_approvals: 0, policy_error: reason },
+      'streaming'
+    );
+    expect(view.text).toBe('Codex: owner policy broken');
+    expect(view.title).toBe(reason);
+    expect(policyErrorText({ counts: {}, pending_approvals: 0 })).toBe('');
   });
 
   it('uses the plural for several approvals', () => {

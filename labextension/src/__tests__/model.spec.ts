@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
-import { IApproval } from '../api';
+import { IApproval, IJobEvent, IJobView } from '../api';
 import { ConnectionState, GatewayModel, rerunArguments } from '../model';
 import { FakeGateway, makeEvent, makeJob } from './fakegateway';
 
@@ -29,6 +29,9 @@ function approval(id: string, partial: Partial<IApproval> = {}): IApproval {
     created_at: '2025-01-01T00:00:00Z',
     expires_at: '2025-01-01T01:00:00Z',
     status: 'pending',
+    decided_by: null,
+    decided_at: null,
+    reason: null,
     ...partial
   };
 }
@@ -97,6 +100,18 @@ describe('GatewayModel', () => {
       expect(seen.sort()).toEqual(['approvals', 'jobs', 'summary']);
       expect(states).toEqual(['polling']);
       expect(model.callers).toEqual(['grant:ci', 'owner']);
+    });
+
+    it('keeps the reason a broken owner policy gives', async () => {
+      gateway.policyError = 'owner-policy.json did not load';
+      create();
+      await model.refresh();
+      expect(model.summary?.policy_error).toBe(
+        'owner-policy.json did not load'
+      );
+      gateway.policyError = null;
+      await model.refresh();
+      expect(model.summary?.policy_error).toBeNull();
     });
 
     it('goes through ServerConnection (base URL, token, query)', async () => {
@@ -405,7 +420,7 @@ describe('GatewayModel', () => {
       expect(stream.headers.get('Accept')).toBe('text/event-stream');
 
       await model.watchJob('j1');
-      const running = {
+      const running: IJobView = {
         ...gateway.jobs[0],
         status: 'running',
         updated_at: '2025-01-01T00:00:05Z',
@@ -413,7 +428,7 @@ describe('GatewayModel', () => {
       };
       gateway.jobs[0] = running;
       gateway.push('job', running);
-      gateway.push('event', { job_id: 'j1', ...makeEvent(1, 'turn.started') });
+      gateway.push('event', makeEvent(1, 'turn.started', 'j1'));
       await until(
         () => model.getJob('j1')?.status === 'running',
         2000,
@@ -421,7 +436,7 @@ describe('GatewayModel', () => {
       );
       await until(() => model.eventsFor('j1').length === 1, 2000, 'event');
       // Events of jobs nobody watches are not kept.
-      gateway.push('event', { job_id: 'other', ...makeEvent(1) });
+      gateway.push('event', makeEvent(1, 'item.completed', 'other'));
       // A new job appears at the top.
       gateway.jobs.push(makeJob('j2', { created_at: '2025-01-01T00:09:00Z' }));
       gateway.push('job', gateway.jobs[1]);
@@ -473,11 +488,13 @@ describe('GatewayModel', () => {
       await model.watchJob('j2');
       gateway.jobs[0].last_seq = 1;
       gateway.push('job', gateway.jobs[0]);
-      gateway.push('event', makeEvent(1, 'turn.started'));
+      // An older server's events: no job_id.
+      const bare = (event: IJobEvent) => ({ ...event, job_id: undefined });
+      gateway.push('event', bare(makeEvent(1, 'turn.started')));
       gateway.jobs[1].last_seq = 2;
       gateway.push('job', gateway.jobs[1]);
-      gateway.push('event', makeEvent(1));
-      gateway.push('event', makeEvent(2));
+      gateway.push('event', bare(makeEvent(1)));
+      gateway.push('event', bare(makeEvent(2)));
       await until(() => model.eventsFor('j2').length === 2, 2000, 'j2 events');
       expect(model.eventsFor('j1').map(e => e.type)).toEqual(['turn.started']);
     });
@@ -508,7 +525,7 @@ describe('GatewayModel', () => {
       await model.watchJob('j1');
       gateway.events.get('j1')!.push(makeEvent(2), makeEvent(3));
       gateway.jobs[0].last_seq = 3;
-      gateway.push('event', { job_id: 'j1', ...makeEvent(3) });
+      gateway.push('event', makeEvent(3, 'item.completed', 'j1'));
       await until(() => model.eventsFor('j1').length === 3, 2000, 'gap fill');
       expect(model.eventsFor('j1').map(e => e.seq)).toEqual([1, 2, 3]);
     });
