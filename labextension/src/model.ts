@@ -23,7 +23,7 @@ import {
   REQUEST_ARGUMENTS,
   requestAPI
 } from './api';
-import { IServerSentEvent, readEventStream, SSEParser } from './sse';
+import { EventSourceMessage, readEventStream } from './sse';
 
 /**
  * How the model is connected:
@@ -860,7 +860,7 @@ export class GatewayModel implements IDisposable {
     }
   }
 
-  private _handleStreamEvent(message: IServerSentEvent): void {
+  private _handleStreamEvent(message: EventSourceMessage): void {
     let payload: any;
     try {
       payload = JSON.parse(message.data);
@@ -953,13 +953,12 @@ export class GatewayModel implements IDisposable {
         if (this._started && !this._poll.isDisposed) {
           void this._poll.refresh();
         }
-        const parser = new SSEParser({
+        await readEventStream(response.body, {
           onEvent: message => this._handleStreamEvent(message),
           onRetry: ms => {
             retry = Math.max(100, ms);
           }
         });
-        await readEventStream(response.body, parser);
       } catch {
         // Reconnect below.
       }
