@@ -40,8 +40,9 @@ class CompiledTool:
     require: tuple[RequiredArg, ...]
     deny_if: tuple[CompiledCondition, ...]
     arg_rules: tuple[CompiledCondition, ...]
-    limits: tuple[CompiledLimit, ...]
+    limits: tuple[CompiledLimit, ...]  # rate limits (calls)
     approval_timeout: float
+    budgets: tuple[CompiledLimit, ...] = ()  # tokens / cost_usd, checked when a job starts
 
 
 class Policy:
@@ -56,10 +57,12 @@ class Policy:
         for index, name in enumerate(document.hide):
             self.hidden.setdefault(name, f"/hide/{index}")
         self.hide_all_pointer = self.hidden.get("*")
-        self.all_limits = tuple(
+        every = [
             compile_limit(limit, f"/all_tools/limits/{i}")
             for i, limit in enumerate(document.all_tools.limits)
-        )
+        ]
+        self.all_limits = tuple(x for x in every if not x.is_budget)
+        self.all_budgets = tuple(x for x in every if x.is_budget)
         self.tools = {name: _compile_tool(name, rule) for name, rule in document.tools.items()}
 
     def to_dict(self) -> dict[str, Any]:
@@ -86,6 +89,7 @@ class Policy:
 
 def _compile_tool(name: str, rule: ToolRule) -> CompiledTool:
     base = json_pointer(["tools", name])
+    limits = [compile_limit(x, f"{base}/limits/{i}") for i, x in enumerate(rule.limits)]
     return CompiledTool(
         name=name,
         action=rule.action,
@@ -101,8 +105,9 @@ def _compile_tool(name: str, rule: ToolRule) -> CompiledTool:
         arg_rules=tuple(
             compile_condition(c, f"{base}/arg_rules/{i}") for i, c in enumerate(rule.arg_rules)
         ),
-        limits=tuple(compile_limit(x, f"{base}/limits/{i}") for i, x in enumerate(rule.limits)),
+        limits=tuple(x for x in limits if not x.is_budget),
         approval_timeout=rule.approval.timeout if rule.approval else DEFAULT_APPROVAL_TIMEOUT,
+        budgets=tuple(x for x in limits if x.is_budget),
     )
 
 

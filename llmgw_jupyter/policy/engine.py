@@ -1,7 +1,13 @@
 """The decision function: one policy, one tool call, one answer with the rule that gave it.
 
-Order: hide -> action/default -> require -> deny_if -> arg_rules -> limits (all_tools, then the
-tool's) -> approval. Only limits touch the store; everything else is in-memory comparisons.
+Order: hide -> action/default -> require -> deny_if -> arg_rules -> budgets (for calls that
+start a job) -> limits (all_tools, then the tool's) -> approval. Only limits and budgets touch the
+store; everything else is in-memory comparisons.
+
+Budgets (``measure`` tokens or cost_usd) admit a job while what the caller's (or everyone's)
+jobs used in the window is below ``max``; the decision carries the budgets so the gateway can
+charge the job's usage to them while it runs and when it ends. They never refuse a call that
+starts no job (reading a job's status costs nothing).
 
 ``all_tools`` limits count every call a caller makes, whatever becomes of it: calls the policy
 refuses, calls to unknown tools and with invalid arguments (``charge``), calls that fail in the
@@ -20,7 +26,7 @@ from typing import Any, Literal
 from llmgw_jupyter.policy.compiled import CompiledTool, Policy
 from llmgw_jupyter.policy.conditions import MISSING, resolve
 from llmgw_jupyter.policy.limits import CompiledLimit
-from llmgw_jupyter.store.policy import PolicyStore
+from llmgw_jupyter.store.policy import BudgetCheck, PolicyStore
 
 Outcome = Literal["allow", "deny", "require_approval"]
 DENIAL_PREFIX = "[POLICY DENIED]"
@@ -42,6 +48,7 @@ class Decision:
     retry_after_seconds: float | None = None
     approval_timeout_seconds: float | None = None
     reservation: tuple[int, ...] = field(default=(), repr=False)
+    budgets: tuple[BudgetCheck, ...] = field(default=(), repr=False)  # to charge the job to
 
     @property
     def allowed(self) -> bool:
@@ -93,8 +100,11 @@ class PolicyEngine:
         tool: str,
         args: Mapping[str, Any],
         scope_key: str,
+        *,
+        starts_job: bool = False,
     ) -> Decision:
-        """Decide one call; ``scope_key`` identifies the caller for ``grant``-scoped limits."""
+        """Decide one call; ``scope_key`` identifies the caller for ``grant``-scoped limits;
+        ``starts_job`` says the call would start a job, so the budgets apply."""
         if policy is None:
             return _deny(NO_POLICY_REASON, "")
         refusal = self._refusal(policy, tool, args)
@@ -102,9 +112,36 @@ class PolicyEngine:
             # A refused call still counts toward all_tools; over them, say so instead.
             return self.charge(policy, scope_key) or refusal
         rule = policy.tools.get(tool)
+        budgets: tuple[BudgetCheck, ...] = ()
+        if starts_job:
+            admitted = self._budgets(policy, rule, scope_key)
+            if isinstance(admitted, Decision):
+                return self.charge(policy, scope_key) or admitted
+            budgets = admitted
         if rule is None:
-            return self._limits(policy, None, tool, scope_key, "allow", "/default")
-        return self._limits(policy, rule, tool, scope_key, rule.action, rule.action_pointer)
+            return self._limits(policy, None, tool, scope_key, "allow", "/default", budgets)
+        return self._limits(
+            policy, rule, tool, scope_key, rule.action, rule.action_pointer, budgets
+        )
+
+    def _budgets(
+        self, policy: Policy, rule: CompiledTool | None, scope_key: str
+    ) -> tuple[BudgetCheck, ...] | Decision:
+        """The budgets a new job is charged to, or the refusal of the first one that is full."""
+        budgets = policy.all_budgets + (rule.budgets if rule is not None else ())
+        if not budgets:
+            return ()
+        checks = tuple(x.budget_for(scope_key) for x in budgets)
+        room = self.store.budget_room(checks, self.clock)
+        if room.admitted:
+            return checks
+        first = budgets[room.blocked]
+        return _deny(
+            f"budget exhausted: {first.describe()}; used {first.amount_text(room.used)} of "
+            f"{first.amount_text(first.max)}",
+            first.pointer,
+            room.retry_after,
+        )
 
     def charge(self, policy: Policy | None, scope_key: str) -> Decision | None:
         """Count a call that goes no further (refused, unknown tool, invalid arguments) toward
@@ -145,6 +182,7 @@ class PolicyEngine:
         scope_key: str,
         action: str,
         pointer: str,
+        budgets: tuple[BudgetCheck, ...] = (),
     ) -> Decision:
         limits: tuple[CompiledLimit, ...] = policy.all_limits
         if rule is not None and rule.limits:
@@ -174,8 +212,11 @@ class PolicyEngine:
                 pointer,
                 approval_timeout_seconds=rule.approval_timeout,
                 reservation=reservation,
+                budgets=budgets,
             )
-        return Decision("allow", f"allowed by {pointer}", pointer, reservation=reservation)
+        return Decision(
+            "allow", f"allowed by {pointer}", pointer, reservation=reservation, budgets=budgets
+        )
 
     def release(self, reservation: Decision | Iterable[int]) -> int:
         """Give a call's tool-limit hits back; safe to call twice (the second removes none)."""

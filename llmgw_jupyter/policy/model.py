@@ -96,16 +96,42 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+Measure = Literal["calls", "tokens", "cost_usd"]
+"""What a limit counts: admitted calls (a rate limit), or what the jobs it admitted used (a
+budget): tokens (input + output, as the CLI reports them) or money in US dollars."""
+
+
 class Limit(_Strict):
     counter: str = Field(min_length=1, max_length=200)
     window: float
-    max: int = Field(ge=1)
     scope: Literal["grant", "global"] = "grant"
+    measure: Measure = "calls"  # before ``max``: its rule depends on the measure
+    max: int | float
 
     @field_validator("window", mode="before")
     @classmethod
     def _window(cls, value: Any) -> float:
         return parse_window(value)
+
+    @field_validator("max", mode="plain")
+    @classmethod
+    def _max(cls, value: Any, info: ValidationInfo) -> int | float:
+        """Calls and tokens count whole units (>= 1); a cost may be any positive amount."""
+        measure = info.data.get("measure", "calls")
+        if measure == "cost_usd":
+            number = _positive_number(value)
+            if number is None:
+                raise _rule("must be a number > 0 for measure cost_usd")
+            return number
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _rule("must be an integer")
+        if value < 1:
+            raise _rule("must be >= 1")
+        return value
+
+    @property
+    def is_budget(self) -> bool:
+        return self.measure != "calls"
 
 
 class Condition(_Strict):

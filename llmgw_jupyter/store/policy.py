@@ -78,6 +78,34 @@ class AcquireResult:
     hit_keys: tuple[str, ...] = ()
 
 
+# -- budgets ----------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class BudgetCheck:
+    """One budget on one log: ``budget_key`` carries counter, scope and measure."""
+
+    budget_key: str
+    measure: str  # "tokens" | "cost_usd"
+    window: float
+    max: float
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetRoom:
+    """Whether a new job fits: the first full budget's index, what it used, when it frees up."""
+
+    admitted: bool
+    blocked: int = -1
+    used: float = 0.0
+    retry_after: float | None = None
+
+
+def usage_amount(measure: str, tokens: int, cost_usd: float | None) -> float:
+    """What a job used, in a budget's unit (a CLI that reports no cost charges no money)."""
+    if measure == "tokens":
+        return float(tokens)
+    return float(cost_usd or 0.0)
+
+
 # -- approvals --------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ApprovalRecord:
@@ -284,6 +312,117 @@ class PolicyStore:
             return conn.execute(
                 "DELETE FROM rate_hits WHERE ts <= ? - coalesce((SELECT max_window FROM"
                 " rate_counters c WHERE c.counter_key = rate_hits.counter_key), 0)",
+                (now,),
+            ).rowcount
+
+    # -- budgets ----------------------------------------------------------------------------
+    def budget_room(self, checks: Sequence[BudgetCheck], clock: Callable[[], float]) -> BudgetRoom:
+        """Room for one more job in every budget: what was charged in the window is below max.
+
+        A full budget frees up once enough of its oldest charges leave the window; that moment
+        is ``retry_after`` seconds away."""
+        with self.db.transaction() as conn:
+            now = clock()
+            for index, check in enumerate(checks):
+                since = now - check.window
+                row = conn.execute(
+                    "SELECT coalesce(sum(amount), 0) FROM budget_charges"
+                    " WHERE budget_key = ? AND ts > ?",
+                    (check.budget_key, since),
+                ).fetchone()
+                used = float(row[0])
+                if used < check.max:
+                    continue
+                excess = used - check.max
+                freed = 0.0
+                retry_after = check.window
+                for ts, amount in conn.execute(
+                    "SELECT ts, amount FROM budget_charges WHERE budget_key = ? AND ts > ?"
+                    " ORDER BY ts",
+                    (check.budget_key, since),
+                ):
+                    freed += amount
+                    if freed > excess:
+                        retry_after = max(0.0, ts + check.window - now)
+                        break
+                return BudgetRoom(False, index, used, retry_after)
+        return BudgetRoom(True)
+
+    def attach_budgets(self, job_id: str, checks: Iterable[BudgetCheck]) -> None:
+        """Charge this job's usage to these budgets from now on (kept across restarts)."""
+        rows = [(job_id, c.budget_key, c.measure, c.window) for c in checks]
+        if not rows:
+            return
+        with self.db.transaction(immediate=True) as conn:
+            conn.executemany(
+                "INSERT OR IGNORE INTO job_budgets (job_id, budget_key, measure, window)"
+                " VALUES (?, ?, ?, ?)",
+                rows,
+            )
+
+    def open_budget_jobs(self) -> list[str]:
+        """Jobs whose usage may still grow their budgets' charges."""
+        rows = self.db.query("SELECT DISTINCT job_id FROM job_budgets WHERE settled = 0")
+        return [row[0] for row in rows]
+
+    def charge_job(
+        self,
+        job_id: str,
+        tokens: int,
+        cost_usd: float | None,
+        *,
+        final: bool = False,
+        now: float | None = None,
+    ) -> float:
+        """Bring the job's charges up to its usage so far; returns the largest amount added.
+
+        Idempotent and exact under concurrency: what was already charged is read in the same
+        write transaction, so a usage figure is charged once however often it is reported.
+        ``final`` settles the job (no later charge)."""
+        added = 0.0
+        with self.db.transaction(immediate=True) as conn:
+            ts = time.time() if now is None else now
+            attached = conn.execute(
+                "SELECT budget_key, measure FROM job_budgets WHERE job_id = ? AND settled = 0",
+                (job_id,),
+            ).fetchall()
+            for key, measure in attached:
+                target = usage_amount(measure, tokens, cost_usd)
+                row = conn.execute(
+                    "SELECT coalesce(sum(amount), 0) FROM budget_charges"
+                    " WHERE job_id = ? AND budget_key = ?",
+                    (job_id, key),
+                ).fetchone()
+                delta = target - float(row[0])
+                if delta > 0:
+                    conn.execute(
+                        "INSERT INTO budget_charges (budget_key, ts, amount, job_id)"
+                        " VALUES (?, ?, ?, ?)",
+                        (key, ts, delta, job_id),
+                    )
+                    added = max(added, delta)
+            if final and attached:
+                conn.execute("UPDATE job_budgets SET settled = 1 WHERE job_id = ?", (job_id,))
+        return added
+
+    def budget_used(self, budget_key: str, window: float, now: float | None = None) -> float:
+        """What was charged to a budget in the window ending now."""
+        since = (time.time() if now is None else now) - window
+        row = self.db.query_one(
+            "SELECT coalesce(sum(amount), 0) FROM budget_charges WHERE budget_key = ? AND ts > ?",
+            (budget_key, since),
+        )
+        return float(row[0]) if row is not None else 0.0
+
+    def prune_budget_charges(self, now: float) -> int:
+        """Drop charges older than the longest window of any budget that holds them, once
+        their jobs are settled."""
+        with self.db.transaction(immediate=True) as conn:
+            return conn.execute(
+                "DELETE FROM budget_charges WHERE ts <= ? - coalesce((SELECT max(window) FROM"
+                " job_budgets b WHERE b.budget_key = budget_charges.budget_key), 0)"
+                " AND NOT EXISTS (SELECT 1 FROM job_budgets o WHERE o.job_id ="
+                " budget_charges.job_id AND o.settled = 0)",
                 (now,),
             ).rowcount
 

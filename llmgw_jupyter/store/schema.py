@@ -126,4 +126,26 @@ CREATE TABLE grants (
 );
 """
 
-MIGRATIONS: list[str] = [JOBS_V1, POLICY_V1]
+BUDGETS_V1 = """
+CREATE TABLE budget_charges (
+    id INTEGER PRIMARY KEY,
+    budget_key TEXT NOT NULL,
+    ts REAL NOT NULL,
+    amount REAL NOT NULL,
+    job_id TEXT NOT NULL
+);
+CREATE INDEX budget_charges_key_ts ON budget_charges (budget_key, ts);
+CREATE INDEX budget_charges_job ON budget_charges (job_id, budget_key);
+
+CREATE TABLE job_budgets (
+    job_id TEXT NOT NULL,
+    budget_key TEXT NOT NULL,
+    measure TEXT NOT NULL,
+    window REAL NOT NULL,
+    settled INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (job_id, budget_key)
+);
+CREATE INDEX job_budgets_open ON job_budgets (settled, job_id);
+"""
+
+MIGRATIONS: list[str] = [JOBS_V1, POLICY_V1, BUDGETS_V1]
