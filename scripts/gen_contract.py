@@ -77,6 +77,17 @@ def contract_schema() -> dict[str, Any]:
     }
 
 
+def constants() -> str:
+    """Values TypeScript cannot take from a type: the job statuses, in the server's order."""
+    from llmgw_jupyter.contract import StatusName
+
+    statuses = ", ".join(f"'{status}'" for status in StatusName.__args__)  # type: ignore[attr-defined]
+    return (
+        "\n/** Every job status, in the server's order. */\n"
+        f"export const JOB_STATUSES: readonly IJobView['status'][] = [{statuses}];\n"
+    )
+
+
 def typescript(schema: dict[str, Any]) -> str:
     options = {
         "bannerComment": BANNER,
@@ -120,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     if options.schema:
         print(json.dumps(schema, indent=2))
         return 0
-    write(options.output, typescript(schema))
+    write(options.output, typescript(schema) + constants())
     return 0
 
 

@@ -11,14 +11,15 @@ export const API_NAMESPACE = 'llmgw/api';
  * The wire types, generated from the server's contract (llmgw_jupyter/contract.py)
  * into ./contract.ts by scripts/gen_contract.py: never written by hand here.
  */
-import type {
-  IApprovalView,
-  IErrorDetail,
-  IEventView,
-  IJobView,
-  ISummary,
-  IToolCallAnswer,
-  IUsageView
+import {
+  JOB_STATUSES,
+  type IApprovalView,
+  type IErrorDetail,
+  type IEventView,
+  type IJobView,
+  type ISummary,
+  type IToolCallAnswer,
+  type IUsageView
 } from './contract';
 
 export type {
@@ -74,17 +75,8 @@ export const CANCELLABLE_STATUSES: ReadonlySet<string> = new Set([
   'running'
 ]);
 
-/** Every job status (runtime JobStatus), offered in the state filter. */
-export const KNOWN_STATUSES: readonly string[] = [
-  'awaiting_approval',
-  'queued',
-  'running',
-  'succeeded',
-  'failed',
-  'cancelled',
-  'timed_out',
-  'interrupted'
-];
+/** Every job status (the contract's), offered in the state filter. */
+export const KNOWN_STATUSES: readonly string[] = JOB_STATUSES;
 
 /** Arguments codex_request_async accepts (CodexRequestAsyncInput). */
 export const REQUEST_ARGUMENTS: readonly string[] = [

@@ -443,3 +443,15 @@ export interface IToolCallAnswer {
    */
   error?: IErrorDetail | null;
 }
+
+/** Every job status, in the server's order. */
+export const JOB_STATUSES: readonly IJobView['status'][] = [
+  'awaiting_approval',
+  'queued',
+  'running',
+  'succeeded',
+  'failed',
+  'cancelled',
+  'timed_out',
+  'interrupted'
+];
