@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from datetime import datetime, timezone
 from typing import Any
 
-from jupyter_server._tz import utcnow
 from jupyter_server.auth.decorator import allow_unauthenticated
 from tornado import web
 
@@ -50,7 +50,8 @@ class QuickMCPHandler(MCPHandler):
             await super().prepare()
             return
         self._endpoint = endpoint
-        self.settings[ACTIVITY_KEY] = utcnow()  # an agent at work keeps the server alive
+        # An agent at work keeps an idle-culled server alive (Jupyter's aware UTC stamps).
+        self.settings[ACTIVITY_KEY] = datetime.now(timezone.utc)
 
     async def _quick_endpoint(self) -> MCPEndpoint | None:
         """The endpoint if this request passed every header check the full path makes."""
