@@ -24,6 +24,7 @@ from llmgw_jupyter.providers.registry import installed_providers, load_provider_
 from llmgw_jupyter.runtime import RuntimeConfig
 from llmgw_jupyter.server import auth
 from llmgw_jupyter.server.handlers import MCP_PATH, SERVICE_KEY, routes
+from llmgw_jupyter.server.mcp_direct import DirectListener, loopback_host, start_direct_listener
 from llmgw_jupyter.server.mcp_handler import quick_routes
 from llmgw_jupyter.server.service import GatewayService, ServiceConfig, server_host
 
@@ -164,6 +165,17 @@ class LLMGatewayApp(ExtensionApp):
         256, help="Open MCP sessions all grants together may hold (the owner keeps its own room)."
     ).tag(config=True)
     max_mcp_body_bytes = Int(4 * MB, help="Largest MCP request body, in bytes.").tag(config=True)
+    mcp_direct_port = Int(
+        None,
+        allow_none=True,
+        help="Also serve the MCP endpoint at http://<mcp_direct_host>:<port>/mcp, outside "
+        "Tornado (faster; same tokens, policy and sessions); 0 picks a free port (the log says "
+        "which); None: off. Not under base_url, not behind a proxy: for agents on this machine.",
+    ).tag(config=True)
+    mcp_direct_host = Unicode(
+        "127.0.0.1",
+        help="The direct MCP listener's address: loopback only (127.0.0.1, ::1, localhost).",
+    ).tag(config=True)
     owner_reserved_queue = Int(
         8, help="Queue places that only the owner can use, so grants cannot starve the owner."
     ).tag(config=True)
@@ -193,6 +205,13 @@ class LLMGatewayApp(ExtensionApp):
             raise TraitError(f"LLMGatewayApp.providers: {error}") from None
         return value
 
+    @validate("mcp_direct_host")
+    def _check_mcp_direct_host(self, proposal: Any) -> str:
+        try:
+            return loopback_host(str(proposal["value"]))
+        except ValueError as error:
+            raise TraitError(f"LLMGatewayApp.{error}") from None
+
     @validate("isolation")
     def _check_isolation(self, proposal: Any) -> str:
         value = str(proposal["value"])
@@ -205,6 +224,7 @@ class LLMGatewayApp(ExtensionApp):
         return os.environ.get(POLICY_ENV) or None
 
     service: GatewayService | None = None
+    mcp_direct: DirectListener | None = None
 
     def initialize_settings(self) -> None:
         runtime = RuntimeConfig(
@@ -294,6 +314,14 @@ class LLMGatewayApp(ExtensionApp):
             self.log.info("llmgw: MCP endpoint at %s%s", server_url, MCP_PATH)
         if self.service.policy_failed:
             self.log.error("llmgw: %s", self.service.policy_error)
+        if self.mcp_direct_port is not None:
+            self.mcp_direct = await start_direct_listener(
+                self.service,
+                self.mcp_direct_host,
+                self.mcp_direct_port,
+                serverapp.web_app.settings,
+                self.log,
+            )
 
     def current_activity(self) -> bool:
         """Running or queued jobs count as activity (``shutdown_no_activity_timeout``, culling)."""
@@ -306,6 +334,9 @@ class LLMGatewayApp(ExtensionApp):
     async def stop_extension(self) -> None:
         if self.service is not None:
             await self.service.stop()
+        if self.mcp_direct is not None:  # after the service: its MCP streams have ended
+            await self.mcp_direct.stop()
+            self.mcp_direct = None
 
 
 _ENTRY_KEYS = ("class", "path", "home", "options")

@@ -326,7 +326,7 @@ class MCPEndpoint:
         if refusal is not None:
             await refusal(scope, receive, send)
             return
-        body = await _read_body(receive, self.max_body_bytes)
+        body = await read_body(receive, self.max_body_bytes)
         if body is None:
             await self.body_too_large()(scope, receive, send)
             return
@@ -338,7 +338,7 @@ class MCPEndpoint:
         version = _stream_version(scope, message)
         if message is not None and message.get("method") == "initialize":
             body, message = _no_batch_era(body, message)
-        receive = _replay_body(body, receive)
+        receive = replay_body(body, receive)
         caller = scope[CALLER_SCOPE_KEY]
         key = self._caller_key(caller)
         scope["user"] = _user(key)
@@ -596,7 +596,7 @@ def _no_batch_era(body: bytes, message: dict[str, Any]) -> tuple[bytes, dict[str
     return json.dumps(message).encode("utf-8"), message
 
 
-async def _read_body(receive: Receive, limit: int) -> bytes | None:
+async def read_body(receive: Receive, limit: int) -> bytes | None:
     """The whole request body, or None once it passes ``limit`` bytes."""
     chunks: list[bytes] = []
     size = 0
@@ -614,7 +614,8 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def _replay_body(body: bytes, receive: Receive) -> Receive:
+def replay_body(body: bytes, receive: Receive) -> Receive:
+    """``receive`` with ``body`` (already read) given back first, for the app served next."""
     sent = False
 
     async def replay() -> Message:
