@@ -32,7 +32,7 @@ from llmgw_jupyter import contract
 from llmgw_jupyter.errors import ErrorCategory, GatewayError, category_for_status, category_of
 from llmgw_jupyter.gateway import ToolResult
 from llmgw_jupyter.providers.codex import CodexProvider, describe_model
-from llmgw_jupyter.runtime import JobRecord, JobStatus
+from llmgw_jupyter.records import ACTIVE_STATUSES, JobRecord
 from llmgw_jupyter.server import auth
 from llmgw_jupyter.server.asgi_bridge import ASGIHandler
 from llmgw_jupyter.server.mcp_endpoint import CALLER_SCOPE_KEY, PRECHECKED_SCOPE_KEY
@@ -426,7 +426,7 @@ class StreamHandler(LLMGatewayHandler):
                 self.job(only)
                 known[only] = after
             else:
-                active = [s.value for s in JobStatus if s.value in _ACTIVE]
+                active = sorted(status.value for status in ACTIVE_STATUSES)
                 jobs, _ = runtime.list_jobs(status=active, limit=500)
                 known.update({job.id: job.last_seq for job in jobs})
             self.set_header("Content-Type", "text/event-stream; charset=utf-8")
@@ -499,7 +499,6 @@ class StreamHandler(LLMGatewayHandler):
         return True
 
 
-_ACTIVE = {"awaiting_approval", "queued", "running"}
 SESSION_PAGE = 500  # llm_session_list's largest page
 
 
