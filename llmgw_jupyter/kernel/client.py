@@ -178,8 +178,10 @@ class _BridgedClient:
 class GatewayClient(Protocol):
     """The gateway as the notebook sees it; every coroutine may be awaited from any loop.
 
-    Dicts are the JSON views of docs/architecture.md (JobView, Event, approval). Failures raise
-    ``GatewayCallError``.
+    Dicts are dumps of the ``llmgw_jupyter.contract`` models (``JobView``, ``EventView``,
+    ``JobResultOutput``, ``Summary``, ``ApprovalView``...), the same from both clients: the
+    embedded one calls the same tools through ``Gateway.call`` as the REST API does. Failures
+    raise ``GatewayCallError`` (its ``category`` an ``ErrorCategory`` value, or a newer server's).
     """
 
     kind: ClientKind
