@@ -39,6 +39,9 @@ TERMINAL_STATUSES = frozenset(
     }
 )
 ACTIVE_STATUSES = frozenset({JobStatus.AWAITING_APPROVAL, JobStatus.QUEUED, JobStatus.RUNNING})
+# The same sets as the strings in views, changes and queries (one definition for every layer).
+TERMINAL_STATUS_VALUES = frozenset(status.value for status in TERMINAL_STATUSES)
+ACTIVE_STATUS_VALUES = frozenset(status.value for status in ACTIVE_STATUSES)
 
 JobKind = str  # "exec" | "resume" | "fork"
 JOB_KINDS = ("exec", "resume", "fork")

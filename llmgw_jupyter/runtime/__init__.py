@@ -5,9 +5,11 @@ from __future__ import annotations
 from llmgw_jupyter.records import JobEvent, JobRecord, JobSpec, JobStatus, Usage
 from llmgw_jupyter.runtime.config import RuntimeConfig
 from llmgw_jupyter.runtime.manager import Runtime
-from llmgw_jupyter.runtime.notifier import JobChange
+from llmgw_jupyter.runtime.notifier import RESYNC, JobChange
+from llmgw_jupyter.runtime.outcome import StopReason
 
 __all__ = [
+    "RESYNC",
     "JobChange",
     "JobEvent",
     "JobRecord",
@@ -15,5 +17,6 @@ __all__ = [
     "JobStatus",
     "Runtime",
     "RuntimeConfig",
+    "StopReason",
     "Usage",
 ]

@@ -9,11 +9,9 @@ import os
 from typing import Any
 
 from llmgw_jupyter.errors import ErrorCategory, GatewayError, InvalidInputError
-from llmgw_jupyter.records import ACTIVE_STATUSES
+from llmgw_jupyter.records import ACTIVE_STATUS_VALUES
 from llmgw_jupyter.runtime.config import RuntimeConfig
 from llmgw_jupyter.runtime.isolation import Boundary, IsolationError
-
-_ACTIVE_VALUES = frozenset(status.value for status in ACTIVE_STATUSES)
 
 
 class Admission:
@@ -84,7 +82,7 @@ class Admission:
         if caller == "owner":
             return
         limit = self.config.max_active_per_grant
-        active = sum(count for status, count in counts.items() if status in _ACTIVE_VALUES)
+        active = sum(count for status, count in counts.items() if status in ACTIVE_STATUS_VALUES)
         if active >= limit:
             raise GatewayError(
                 ErrorCategory.LIMIT_EXCEEDED,

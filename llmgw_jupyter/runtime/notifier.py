@@ -103,6 +103,11 @@ class JobNotifier:
         if record is not None:
             self.notify(JobChange(record.id, record.status.value, record.last_seq))
 
+    @property
+    def subscriber_count(self) -> int:
+        """Open subscriptions (a closed stream must not leave one behind)."""
+        return len(self._subscriptions)
+
     def subscribe(self, maxsize: int = 1000) -> ChangeSubscription:
         subscription = ChangeSubscription(self, maxsize)
         self._subscriptions.add(subscription)

@@ -5,6 +5,7 @@ Output never lives whole in memory: a 50 MB run costs the gateway one read buffe
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import BinaryIO
@@ -71,8 +72,11 @@ class CappedOutput:
         return handle
 
     def close(self) -> None:
+        """Close the files. Bytes a full disk refused stay unwritten (the job already failed for
+        them): closing must not raise, or the job would never be settled."""
         for handle in self._files.values():
-            handle.close()
+            with contextlib.suppress(OSError):
+                handle.close()  # the file is closed even when the final flush fails
 
 
 def output_size(directory: Path, stream: str) -> int:

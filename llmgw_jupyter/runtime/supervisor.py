@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import errno
 import json
+import logging
 import sqlite3
 import time
 from dataclasses import dataclass, field
@@ -37,6 +38,8 @@ READ_CHUNK = 64 * 1024
 MAX_LINE_BYTES = 1024 * 1024
 STDERR_TAIL_BYTES = 4096
 PIPE_DRAIN_SECONDS = 5.0
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -106,7 +109,33 @@ class JobSupervisor:
 
     # -- launch -------------------------------------------------------------------------------
     async def run(self, running: RunningJob) -> None:
-        """Launch a queued job and supervise it to its end (a job no longer queued is left)."""
+        """Launch a queued job and supervise it to its end (a job no longer queued is left).
+
+        Whatever goes wrong in here, the job is not left ``queued`` or ``running``."""
+        try:
+            await self._launch_and_follow(running)
+        except Exception:
+            log.exception("supervising job %s failed", running.job_id)
+            self._abandon(running.job_id)
+
+    def _abandon(self, job_id: str) -> None:
+        now = time.time()
+        message = "the gateway failed while running the job (see its log); output so far is kept"
+        with contextlib.suppress(sqlite3.Error):
+            self.notifier.notify_record(
+                self.store.transition(
+                    job_id,
+                    JobStatus.FAILED,
+                    now,
+                    expect=[JobStatus.QUEUED, JobStatus.RUNNING],
+                    finished_at=now,
+                    error_category=ErrorCategory.INTERNAL.value,
+                    error_message=message,
+                    summary=f"failed: {message}",
+                )
+            )
+
+    async def _launch_and_follow(self, running: RunningJob) -> None:
         job_id = running.job_id
         record = self.store.get_job(job_id)
         if record is None or record.status is not JobStatus.QUEUED:
@@ -174,6 +203,13 @@ class JobSupervisor:
     async def resume(self, running: RunningJob, *, record: JobRecord, execution: Execution) -> None:
         """Supervise a run an earlier runtime started, which the executor follows again: its
         output continues after what is on disk, its events after the stored ones."""
+        try:
+            await self._resume(running, record, execution)
+        except Exception:
+            log.exception("supervising job %s failed", running.job_id)
+            self._abandon(running.job_id)
+
+    async def _resume(self, running: RunningJob, record: JobRecord, execution: Execution) -> None:
         running.events_stored = record.last_seq
         running.session_recorded = record.session_id is not None
         output = job_output.CappedOutput.resume(

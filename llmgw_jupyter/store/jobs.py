@@ -9,7 +9,13 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from llmgw_jupyter.errors import ErrorCategory
-from llmgw_jupyter.records import JobEvent, JobRecord, JobStatus, SessionRecord
+from llmgw_jupyter.records import (
+    TERMINAL_STATUSES,
+    JobEvent,
+    JobRecord,
+    JobStatus,
+    SessionRecord,
+)
 from llmgw_jupyter.store.db import Database
 from llmgw_jupyter.store.rows import event_from_row, job_from_row
 
@@ -204,7 +210,7 @@ class JobStore:
         return {row["status"]: row["n"] for row in rows}
 
     def finished_before(self, ts: float) -> list[str]:
-        terminal = [s.value for s in JobStatus if s.is_terminal]
+        terminal = [s.value for s in TERMINAL_STATUSES]
         rows = self.db.query(
             "SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ? AND status IN ("
             + ", ".join("?" for _ in terminal)

@@ -16,6 +16,7 @@ import pytest
 from runtime_fakes import FakeProvider
 from runtime_helpers import WAIT, spec
 
+from llmgw_jupyter.errors import ErrorCategory
 from llmgw_jupyter.records import JobStatus
 from llmgw_jupyter.runtime import Runtime, RuntimeConfig
 from llmgw_jupyter.runtime.executor import ByteStream, ExecutionRef, LaunchRequest
@@ -58,6 +59,7 @@ class ScriptedExecution:
         self.exit_code: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.stops: list[float] = []
         self.releases = 0
+        self.release_error: Exception | None = None
 
     def end(self, code: int) -> None:
         self.out.feed(b"")
@@ -74,6 +76,8 @@ class ScriptedExecution:
 
     def release(self) -> None:
         self.releases += 1
+        if self.release_error is not None:
+            raise self.release_error
 
 
 class ScriptedExecutor:
@@ -154,6 +158,22 @@ async def test_a_cancel_stops_the_execution_with_the_grace_and_releases_it_once(
     done = await rt.cancel(job.id, "changed my mind")
     assert done.status is JobStatus.CANCELLED and done.cancel_reason == "changed my mind"
     assert execution.stops == [0.5] and execution.releases == 1
+
+
+async def test_a_failure_inside_the_runtime_never_leaves_a_job_running(
+    scripted: tuple[Runtime, ScriptedExecutor], caplog: pytest.LogCaptureFixture
+) -> None:
+    rt, executor = scripted
+    job = await rt.submit(spec("boom"))
+    execution = await asyncio.wait_for(executor.launched.get(), WAIT)
+    execution.release_error = RuntimeError("a bug in an executor")
+    execution.out.feed(START)
+    execution.end(0)
+
+    done = await rt.wait_finished(job.id, WAIT)
+    assert done.status is JobStatus.FAILED and done.error_category is ErrorCategory.INTERNAL
+    assert "output so far is kept" in (done.error_message or "")
+    assert "a bug in an executor" in caplog.text  # the details are in the server log
 
 
 async def test_a_run_the_executor_follows_again_after_a_restart_ends_as_it_really_did(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -55,6 +57,31 @@ def test_output_an_executor_persisted_is_counted_against_the_cap_not_written_aga
 
     assert (job / "stdout.jsonl").read_bytes() == b"1234"  # the runtime wrote nothing
     assert not (job / "stderr.log").exists()
+
+
+def test_closing_after_the_disk_refused_a_write_does_not_raise(tmp_path: Path) -> None:
+    """A refused write leaves bytes in the file's buffer; closing must not raise them again (the
+    supervisor would die before settling the job). A file-size limit makes the kernel refuse."""
+    child = f"""
+import resource, signal, sys
+from pathlib import Path
+from llmgw_jupyter.runtime.output import CappedOutput
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))
+out = CappedOutput(Path({str(tmp_path / "job")!r}), cap_bytes=10**6)
+out.write("stdout", b"x" * 1000)
+try:
+    out.write("stdout", b"y" * 100)  # buffered, then refused by the flush
+except OSError:
+    print("refused", out.sizes["stdout"])
+out.close()
+print("closed")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", child], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["refused", "1000", "closed"]
 
 
 def test_output_is_on_disk_as_soon_as_it_is_written(tmp_path: Path) -> None:
