@@ -15,6 +15,9 @@ drift between machines and with their load); targets from issue 10:
   official Python client, minus the same client's own cost: the same sequence against
   ``mcp_stub.py``, a do-nothing server replaying the answers recorded from this gateway
   (target: within 2 ms);
+- the same load and the same sequence against the opt-in direct MCP listener
+  (``c.LLMGatewayApp.mcp_direct_port``: uvicorn + httptools on Jupyter's loop, outside Tornado),
+  in the same server process and the same runs, with the same ``/api/status`` baseline;
 - diagnostics: the gateway's own ``Gateway.call("llm_job_status")`` CPU in this process (the
   floor under any HTTP front), raw MCP ``ping`` on the same quick path (the floor of the HTTP
   front: Tornado's request cycle plus the endpoint's checks, no tool), 8 official-client
@@ -39,16 +42,17 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import psutil
 from mcp.client.session import ClientSession
 
-from llmgw_jupyter.testing.jupyter_process import JupyterProcess, start_jupyter
+from llmgw_jupyter.testing.jupyter_process import JupyterProcess, free_port, start_jupyter
 from llmgw_jupyter.testing.mcp_agent import agent_session
 
 TARGET_RATE_RATIO = 2.0  # raw llm_job_status calls/s over Jupyter's /api/status calls/s
@@ -118,12 +122,34 @@ async def official_status(server: JupyterProcess, token: str, job_id: str, calls
 
 
 # -- raw client -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Front:
+    """Where a raw client sends its MCP requests: Jupyter's route or the direct listener."""
+
+    name: str
+    port: int
+    path: str
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{self.path}"
+
+
+def tornado_front(server: JupyterProcess) -> Front:
+    return Front("Tornado", server.port, server.base_url + "llmgw/mcp")
+
+
+class RawClient(Protocol):
+    def status(self, job_id: str) -> None: ...
+    def close(self) -> None: ...
+
+
 class RawMCP:
     """One keep-alive connection with its own MCP session; answers are read in full."""
 
-    def __init__(self, server: JupyterProcess, token: str) -> None:
-        self.conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-        self.path = server.base_url + "llmgw/mcp"
+    def __init__(self, front: Front, token: str) -> None:
+        self.conn = http.client.HTTPConnection("127.0.0.1", front.port, timeout=30)
+        self.path = front.path
         self.headers = {
             "Authorization": f"Bearer {token}",
             "Accept": "application/json, text/event-stream",
@@ -225,16 +251,15 @@ class Load:
 
 def raw_status(
     server: JupyterProcess,
-    token: str,
+    make: Callable[[], RawClient],
     job_id: str,
     calls: int,
     label: str,
-    client_class: type[RawMCP] | type[RawJupyterStatus] = RawMCP,
 ) -> Load:
     """Calls/s and latency; the server's CPU time per call is the figure load moves least."""
     per_client = max(1, calls // CLIENTS)
     process = psutil.Process(server.process.pid)
-    clients = [client_class(server, token) for _ in range(CLIENTS)]
+    clients = [make() for _ in range(CLIENTS)]
     for client in clients:
         client.status(job_id)
     timings: list[list[float]] = [[] for _ in clients]
@@ -292,7 +317,7 @@ async def sequence_rounds(url: str, token: str, rounds: int) -> list[float]:
 
 def record_answers(server: JupyterProcess, token: str, path: Path) -> None:
     """What the gateway answers to the sequence, for the stub to replay byte for byte."""
-    raw = RawMCP(server, token)
+    raw = RawMCP(tornado_front(server), token)
     init = raw.post(
         {
             "method": "initialize",
@@ -422,14 +447,20 @@ def main(argv: list[str] | None = None) -> int:
         fake = work / "fake-codex"
         fake.write_text(FAKE_CODEX)
         fake.chmod(0o755)
+        direct_port = free_port()
         server = start_jupyter(
             work,
             data_dir=work / "data",
             codex_path=str(fake),
-            args=["--LLMGatewayApp.max_running=8", "--ServerApp.log_level=WARN"],
+            args=[
+                "--LLMGatewayApp.max_running=8",
+                "--ServerApp.log_level=WARN",
+                f"--LLMGatewayApp.mcp_direct_port={direct_port}",
+            ],
         )
         try:
-            return asyncio.run(run(server, fake, work, args))
+            direct = Front("direct", direct_port, "/mcp")
+            return asyncio.run(run(server, direct, fake, work, args))
         finally:
             server.stop()
 
@@ -439,14 +470,38 @@ def load_note() -> str:
     return f"load average {one:.2f} (5 min {five:.2f}) on {os.cpu_count()} CPUs"
 
 
-async def run(server: JupyterProcess, fake: Path, work: Path, args: argparse.Namespace) -> int:
+@dataclass
+class Run:
+    """One alternating run: the baseline and each front's owner and grant loads."""
+
+    base: Load
+    fronts: dict[str, tuple[Load, Load]]  # front name -> (owner, grant)
+
+
+def ratio(runs: list[Run], front: str, who: int, figure: str) -> float:
+    """Median over runs of a front's figure over the baseline's (calls/s or CPU per call)."""
+    values = []
+    for one in runs:
+        load = one.fronts[front][who]
+        if figure == "rate":
+            values.append(load.rate / one.base.rate)
+        else:
+            values.append(load.cpu_ms / one.base.cpu_ms)
+    return statistics.median(values)
+
+
+async def run(
+    server: JupyterProcess, direct: Front, fake: Path, work: Path, args: argparse.Namespace
+) -> int:
     rest = httpx.Client(base_url=server.url + "llmgw/api/", headers=server.auth, timeout=30)
     job = rest.post("jobs", json={"prompt": "status target"}).json()["structured"]["job"]
     grant = rest.post(
         "grants", json={"name": "bench", "policy": {"version": "1", "default": "allow"}}
     ).json()["token"]
     rest.get(f"jobs/{job['id']}/events", params={"wait": 10})
-    grant_client = RawMCP(server, grant)
+    tornado = tornado_front(server)
+    fronts = (tornado, direct)
+    grant_client = RawMCP(tornado, grant)
     grant_job = grant_client.post(
         {
             "method": "tools/call",
@@ -457,45 +512,51 @@ async def run(server: JupyterProcess, fake: Path, work: Path, args: argparse.Nam
     rest.get(f"jobs/{grant_job}/events", params={"wait": 10})
     loop = asyncio.get_running_loop()
 
-    def load(token: str, job_id: str, label: str, kind: type[Any] = RawMCP) -> Any:
-        return loop.run_in_executor(
-            None, raw_status, server, token, job_id, args.calls, label, kind
-        )
+    def load(make: Callable[[], RawClient], job_id: str, label: str) -> Any:
+        return loop.run_in_executor(None, raw_status, server, make, job_id, args.calls, label)
+
+    def mcp(front: Front, token: str, kind: type[RawMCP] = RawMCP) -> Callable[[], RawClient]:
+        return lambda: kind(front, token)
 
     print(f"llm_job_status, {CLIENTS} keep-alive raw clients over loopback ({load_note()}):")
-    runs: list[tuple[Load, Load, Load]] = []
+    runs: list[Run] = []
     for index in range(args.repeat):
         base = await load(
-            server.token, job["id"], "baseline: Jupyter GET /api/status", RawJupyterStatus
+            lambda: RawJupyterStatus(server, server.token),
+            job["id"],
+            "baseline: Jupyter GET /api/status",
         )
-        owner = await load(server.token, job["id"], "raw MCP client, owner token")
-        granted = await load(grant, grant_job, "raw MCP client, grant token")
-        runs.append((base, owner, granted))
+        loads: dict[str, tuple[Load, Load]] = {}
+        for front in fronts:
+            owner = await load(mcp(front, server.token), job["id"], f"{front.name}: owner token")
+            granted = await load(mcp(front, grant), grant_job, f"{front.name}: grant token")
+            loads[front.name] = (owner, granted)
+        runs.append(Run(base, loads))
         print(f" run {index + 1} ({load_note()}):")
-        for figure in (base, owner, granted):
-            print(figure)
-        print(
-            f"  ratios: calls/s owner {owner.rate / base.rate:.2f}x grant "
-            f"{granted.rate / base.rate:.2f}x; server CPU/call owner "
-            f"{owner.cpu_ms / base.cpu_ms:.2f}x grant {granted.cpu_ms / base.cpu_ms:.2f}x"
-        )
-    rate_ratio = statistics.median(o.rate / b.rate for b, o, _ in runs)
-    cpu_ratio = statistics.median(o.cpu_ms / b.cpu_ms for b, o, _ in runs)
-    grant_rate_ratio = statistics.median(g.rate / b.rate for b, _, g in runs)
-    grant_cpu_ratio = statistics.median(g.cpu_ms / b.cpu_ms for b, _, g in runs)
-    base_cpu = statistics.median(b.cpu_ms for b, _, _ in runs)
+        print(base)
+        for front in fronts:
+            owner, granted = loads[front.name]
+            print(owner)
+            print(granted)
+            print(
+                f"  {front.name} ratios: calls/s owner {owner.rate / base.rate:.2f}x grant "
+                f"{granted.rate / base.rate:.2f}x; server CPU/call owner "
+                f"{owner.cpu_ms / base.cpu_ms:.2f}x grant {granted.cpu_ms / base.cpu_ms:.2f}x"
+            )
+    base_cpu = statistics.median(one.base.cpu_ms for one in runs)
 
     floor = await gateway_floor(fake, work, 2000)
     print(
         f"gateway floor: Gateway.call('llm_job_status') in-process {floor:.3f} ms CPU/call = "
         f"{floor / base_cpu:.2f}x of /api/status's server CPU per call"
     )
-    ping = await load(server.token, job["id"], "raw MCP ping, owner token", RawPing)
-    print(ping)
-    print(
-        f"HTTP front floor: MCP ping {ping.cpu_ms:.3f} ms CPU/call = "
-        f"{ping.cpu_ms / base_cpu:.2f}x of /api/status's server CPU per call ({load_note()})"
-    )
+    for front in fronts:
+        ping = await load(mcp(front, server.token, RawPing), job["id"], f"{front.name}: MCP ping")
+        print(ping)
+        print(
+            f"HTTP front floor ({front.name}): MCP ping {ping.cpu_ms:.3f} ms CPU/call = "
+            f"{ping.cpu_ms / base_cpu:.2f}x of /api/status's server CPU per call ({load_note()})"
+        )
 
     print(f"official client, {CLIENTS} sessions:")
     print(await official_status(server, server.token, job["id"], args.calls // 4))
@@ -504,20 +565,20 @@ async def run(server: JupyterProcess, fake: Path, work: Path, args: argparse.Nam
     record_answers(server, server.token, answers)
     stub, stub_url = start_stub(answers)
     print("sequential codex_request_async -> llm_job_status -> llm_job_result, official client:")
-    overs: list[float] = []
+    overs: dict[str, list[float]] = {front.name: [] for front in fronts}
     try:
         for index in range(args.repeat):
             own = await sequence_rounds(stub_url, server.token, args.rounds)
-            real = await sequence_rounds(server.mcp_url, server.token, args.rounds)
-            over = statistics.median(real) - statistics.median(own)
-            overs.append(over)
             print(f" run {index + 1} ({load_note()}):")
             print(line("client's own cost (replay stub)", own))
-            print(line("the gateway", real, f"   over the client's own: {over:5.2f} ms"))
+            for front in fronts:
+                real = await sequence_rounds(front.url, server.token, args.rounds)
+                over = statistics.median(real) - statistics.median(own)
+                overs[front.name].append(over)
+                print(line(front.name, real, f"   over the client's own: {over:5.2f} ms"))
     finally:
         stub.terminate()
         stub.wait()
-    sequence_over = statistics.median(overs)
 
     lags = await watch_latency(server, args.rounds)
     print("job end -> waiting llm_job_watch returns:")
@@ -528,37 +589,37 @@ async def run(server: JupyterProcess, fake: Path, work: Path, args: argparse.Nam
     print(f"sync codex_request over the fake job's own time: {sync_over:6.2f} ms")
     rest.close()
 
-    targets = [
-        (
-            "raw calls/s vs /api/status (owner)",
-            f"{rate_ratio:.2f}x",
-            ">= 2x",
-            rate_ratio >= TARGET_RATE_RATIO,
-        ),
-        (
-            "raw calls/s vs /api/status (grant)",
-            f"{grant_rate_ratio:.2f}x",
-            ">= 2x",
-            grant_rate_ratio >= TARGET_RATE_RATIO,
-        ),
-        (
-            "server CPU/call vs /api/status (owner)",
-            f"{cpu_ratio:.2f}x",
-            "<= 0.5x",
-            cpu_ratio <= TARGET_CPU_RATIO,
-        ),
-        (
-            "server CPU/call vs /api/status (grant)",
-            f"{grant_cpu_ratio:.2f}x",
-            "<= 0.5x",
-            grant_cpu_ratio <= TARGET_CPU_RATIO,
-        ),
-        (
-            "sequence over the client's own cost",
-            f"{sequence_over:.2f} ms",
-            "<= 2 ms",
-            sequence_over <= TARGET_SEQUENCE_OVER_MS,
-        ),
+    targets: list[tuple[str, str, str, bool]] = []
+    for front in fronts:
+        for who, caller in enumerate(("owner", "grant")):
+            rate = ratio(runs, front.name, who, "rate")
+            cpu = ratio(runs, front.name, who, "cpu")
+            targets.append(
+                (
+                    f"{front.name}: raw calls/s vs /api/status ({caller})",
+                    f"{rate:.2f}x",
+                    ">= 2x",
+                    rate >= TARGET_RATE_RATIO,
+                )
+            )
+            targets.append(
+                (
+                    f"{front.name}: server CPU/call vs /api/status ({caller})",
+                    f"{cpu:.2f}x",
+                    "<= 0.5x",
+                    cpu <= TARGET_CPU_RATIO,
+                )
+            )
+        over = statistics.median(overs[front.name])
+        targets.append(
+            (
+                f"{front.name}: sequence over the client's own",
+                f"{over:.2f} ms",
+                "<= 2 ms",
+                over <= TARGET_SEQUENCE_OVER_MS,
+            )
+        )
+    targets += [
         (
             "job end -> llm_job_watch median",
             f"{statistics.median(lags):.2f} ms",
@@ -572,9 +633,9 @@ async def run(server: JupyterProcess, fake: Path, work: Path, args: argparse.Nam
             sync_over < TARGET_SYNC_OVER_MS,
         ),
     ]
-    print(f"summary (medians of {args.repeat} runs):")
+    print(f"summary (medians of {args.repeat} runs; {load_note()}):")
     for name, value, target, ok in targets:
-        print(f"  {name:<40} {value:>9}   target {target:<8} {'met' if ok else 'MISSED'}")
+        print(f"  {name:<50} {value:>9}   target {target:<8} {'met' if ok else 'MISSED'}")
     missed = [name for name, _, _, ok in targets if not ok]
     return 1 if (args.check and missed) else 0
 

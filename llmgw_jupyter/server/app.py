@@ -24,7 +24,7 @@ from llmgw_jupyter.providers.registry import installed_providers, load_provider_
 from llmgw_jupyter.runtime import RuntimeConfig
 from llmgw_jupyter.server import auth
 from llmgw_jupyter.server.handlers import MCP_PATH, SERVICE_KEY, routes
-from llmgw_jupyter.server.mcp_direct import DirectListener, loopback_host, start_direct_listener
+from llmgw_jupyter.server.mcp_direct import DirectListener, start_direct_listener
 from llmgw_jupyter.server.mcp_handler import quick_routes
 from llmgw_jupyter.server.service import GatewayService, ServiceConfig, server_host
 
@@ -174,7 +174,8 @@ class LLMGatewayApp(ExtensionApp):
     ).tag(config=True)
     mcp_direct_host = Unicode(
         "127.0.0.1",
-        help="The direct MCP listener's address: loopback only (127.0.0.1, ::1, localhost).",
+        help="The direct MCP listener's address: loopback only (127.0.0.1, ::1, localhost); any "
+        "other value is refused at start (logged; the listener stays off).",
     ).tag(config=True)
     owner_reserved_queue = Int(
         8, help="Queue places that only the owner can use, so grants cannot starve the owner."
@@ -204,13 +205,6 @@ class LLMGatewayApp(ExtensionApp):
         except ProviderConfigError as error:
             raise TraitError(f"LLMGatewayApp.providers: {error}") from None
         return value
-
-    @validate("mcp_direct_host")
-    def _check_mcp_direct_host(self, proposal: Any) -> str:
-        try:
-            return loopback_host(str(proposal["value"]))
-        except ValueError as error:
-            raise TraitError(f"LLMGatewayApp.{error}") from None
 
     @validate("isolation")
     def _check_isolation(self, proposal: Any) -> str:

@@ -9,9 +9,10 @@ same process: the same ``GatewayService`` (gateway, caller auth with its revocat
 cache, session ledger, policy, ``tools/list_changed``), a second door to it.
 
 Opt in with ``c.LLMGatewayApp.mcp_direct_port`` (0: a free port; the server log says which).
-Loopback only (``mcp_direct_host``: 127.0.0.1, ::1 or localhost; anything else is refused when
-the configuration loads): it is not under Jupyter's ``base_url`` and not behind JupyterHub's or any
-other proxy, so it is for agents on the same machine. The URL is ``http://<host>:<port>/mcp``.
+Loopback only (``mcp_direct_host``: 127.0.0.1, ::1 or localhost; anything else is refused at
+start with an error in the server log, and the listener stays off): it is not under Jupyter's
+``base_url`` and not behind JupyterHub's or any other proxy, so it is for agents on the same
+machine. The URL is ``http://<host>:<port>/mcp``.
 
 What every request must pass here, before a body byte is read, with the answers the Tornado path
 gives: exactly one ``Host``, and it names this listener (its loopback address or ``localhost``,
@@ -314,6 +315,13 @@ async def start_direct_listener(
     """The listener for ``LLMGatewayApp``, or None (logged to ``logger``, the server's log)
     when there is nothing to serve or the port cannot be bound: the MCP endpoint under Jupyter's
     ``base_url`` is unaffected."""
+    try:
+        loopback_host(host)
+    except ValueError as refused:
+        # Refused here, not by a trait validator: a TraitError while Jupyter links the
+        # extension leaves it running with none of its configuration applied.
+        logger.error("llmgw: direct MCP listener refused: LLMGatewayApp.%s", refused)
+        return None
     if service.state != "running" or service.mcp is None:
         logger.warning("llmgw: direct MCP listener not started: the MCP endpoint is not served")
         return None
