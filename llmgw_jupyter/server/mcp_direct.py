@@ -16,14 +16,17 @@ machine. The URL is ``http://<host>:<port>/mcp``.
 
 What every request must pass here, before a body byte is read, with the answers the Tornado path
 gives: exactly one ``Host``, and it names this listener (its loopback address or ``localhost``,
-with its port: 421 otherwise; DNS rebinding protection), at most one ``Origin``, and a loopback
-one if any (403); a bearer token, the owner's (the Jupyter server's token, as on ``/llmgw/mcp``)
-or a live grant's (401 otherwise); the declared length within ``max_mcp_body_bytes`` (413, and
-the body is counted as it arrives too). Then the requests the quick path takes (``mcp_quick``:
-``tools/call`` of a quick tool without a progress token, ``ping``, in a session of the same
-caller) are answered here, without an ASGI hop into Starlette or the SDK; everything else goes to
-``MCPEndpoint.asgi_app`` unchanged (``initialize``, ``tools/list``, streaming calls, GET
-streams, DELETE, cancellation, the stateless 2026-07-28 path, refusals).
+with its port: 421 otherwise; DNS rebinding protection), at most one ``Origin``, and a loopback one
+if any (403); exactly one bearer token, the owner's (the Jupyter server's token, as on
+``/llmgw/mcp``) or a live grant's (401 otherwise); the declared length within
+``max_mcp_body_bytes`` (413, and the body is counted as it arrives too). Then the requests the
+quick path takes (``mcp_quick``: ``tools/call`` of a quick tool without a progress token, ``ping``,
+in a session of the same caller) are answered here, without an ASGI hop into Starlette or the SDK;
+everything else goes to ``MCPEndpoint.asgi_app`` unchanged (``initialize``, ``tools/list``,
+streaming calls, GET streams, DELETE, cancellation, the stateless 2026-07-28 path, refusals).
+One difference: a quick call whose client goes away runs to its end here (the Tornado path
+cancels it after a grace); quick tools answer at once, unless an owner policy makes them wait for
+an approval.
 
 uvicorn runs embedded: no signal handlers (Jupyter owns SIGINT/SIGTERM in this process), no
 logging set-up and no access log, no lifespan, no proxy headers, no websockets. The socket is
@@ -46,6 +49,7 @@ from urllib.parse import urlsplit
 import uvicorn
 from starlette.types import Receive, Scope, Send
 
+from llmgw_jupyter.server.handlers import ACTIVITY_KEY
 from llmgw_jupyter.server.mcp_endpoint import (
     CALLER_SCOPE_KEY,
     PRECHECKED_SCOPE_KEY,
@@ -57,12 +61,12 @@ from llmgw_jupyter.server.mcp_endpoint import (
 )
 from llmgw_jupyter.server.mcp_quick import EVENT_STREAM_HEADERS, SESSION_HEADER
 from llmgw_jupyter.server.service import GatewayService
+from llmgw_jupyter.tools import Caller
 
 log = logging.getLogger(__name__)
 
 PATH = "/mcp"
 LOOPBACK_NAMES = ("127.0.0.1", "::1", "localhost")
-ACTIVITY_KEY = "llmgw_last_activity"  # = handlers.ACTIVITY_KEY (Jupyter counts "*_last_activity")
 STOP_TIMEOUT = 10.0  # seconds stop() waits for uvicorn before cancelling its task
 _GRACEFUL_SECONDS = 2  # open requests uvicorn lets finish on stop (streams ended before)
 _START_STEPS = 500  # bounded wait for uvicorn's start-up (10 ms apart)
@@ -124,13 +128,15 @@ class DirectMCPApp:
             await _plain(send, 404, f"not found: the MCP endpoint on this port is {PATH}")
             return
         headers: dict[str, str] = {}
-        hosts = origins = 0
+        hosts = origins = credentials = 0
         for raw_name, raw_value in scope["headers"]:
             name = raw_name.decode("latin-1")
             if name == "host":
                 hosts += 1
             elif name == "origin":
                 origins += 1
+            elif name == "authorization":
+                credentials += 1
             headers[name] = raw_value.decode("latin-1")
         if hosts != 1 or headers["host"] not in self.hosts:
             await _plain(send, 421, "Invalid Host header")
@@ -140,8 +146,8 @@ class DirectMCPApp:
             await _plain(send, 403, "Invalid Origin header")
             return
         service = self.service
-        caller = service.mcp_caller(headers.get("authorization"))
-        if caller is None:
+        caller = service.mcp_caller(headers.get("authorization")) if credentials == 1 else None
+        if caller is None:  # none, a wrong one, or two (ambiguous)
             await unauthenticated()(scope, receive, send)
             return
         if self._settings is not None:  # an agent at work keeps an idle-culled server alive
@@ -180,7 +186,7 @@ class DirectMCPApp:
 
 
 async def _answer_quick(
-    endpoint: MCPEndpoint, body: bytes, headers: dict[str, str], caller: Any, send: Send
+    endpoint: MCPEndpoint, body: bytes, headers: dict[str, str], caller: Caller, send: Send
 ) -> bool:
     """Answer a POST on the quick path (``mcp_quick``) if it qualifies; True if it was answered."""
     message = json_message(body)
@@ -327,7 +333,7 @@ async def start_direct_listener(
         return None
     try:
         listener = await DirectListener.start(service, host, port, settings)
-    except (OSError, RuntimeError) as error:
+    except Exception as error:  # a port in use, httptools missing, ...: said, not fatal
         logger.error(
             "llmgw: direct MCP listener on %s port %s did not start: %s", host, port, error
         )

@@ -214,9 +214,11 @@ async def test_host_origin_token_path_and_body_are_checked(
         assert await status({**owner, "Host": f"127.0.0.1:{server.port}"}) == 421
         assert await status({**owner, "Origin": "http://evil.example"}) == 403
         assert await status({**owner, "Origin": "null"}) == 403
-        # A bearer token only: none or a wrong one is 401.
+        # One bearer token: none, a wrong one or two (ambiguous) is 401.
         for headers in (ACCEPT, {**ACCEPT, "Authorization": "Bearer wrong"}):
             assert await status(headers) == 401
+        twice = [*owner.items(), ("Authorization", f"Bearer {server.token}")]
+        assert (await http.post(url, headers=twice, json=INITIALIZE)).status_code == 401
         assert await status(owner, target=url.replace("/mcp", "/api/status")) == 404
         # The body cap (max_mcp_body_bytes), declared or not.
         big = b'{"jsonrpc":"2.0","id":1,"method":"ping","params":{"pad":"' + b"x" * BODY_CAP
