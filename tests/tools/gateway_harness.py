@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -20,43 +19,25 @@ import pytest
 
 from llmgw_jupyter.gateway import Gateway, ToolResult
 from llmgw_jupyter.policy import PolicySource
-from llmgw_jupyter.providers.base import Command, LaunchContext, Mounts
-from llmgw_jupyter.providers.codex import CodexProvider, CodexStreamParser
+from llmgw_jupyter.providers.base import Command, LaunchContext, ProviderSettings
+from llmgw_jupyter.providers.codex import CodexProvider
 from llmgw_jupyter.runtime import JobRecord, Runtime, RuntimeConfig
+from llmgw_jupyter.testing.fake_provider import FakeProvider, FakeStreamParser
 from llmgw_jupyter.tools import Caller
 
 WAIT = 60.0  # generous deadline for things that should happen "soon" on a loaded 2-core machine
 OWNER = Caller.owner()
 
-# Prints the JSONL a Codex run prints. A prompt containing [fake:hang] starts a turn and never
-# ends it (until killed); any other prompt is answered at once with "echo: <prompt>".
-FAKE_CODEX = """\
-import json, sys, time, uuid
-prompt = sys.stdin.read()
-def emit(**event):
-    sys.stdout.write(json.dumps(event) + "\\n")
-    sys.stdout.flush()
-emit(type="thread.started", thread_id=sys.argv[1] if len(sys.argv) > 1 else str(uuid.uuid4()))
-emit(type="turn.started")
-if "[fake:hang]" in prompt:
-    while True:
-        time.sleep(3600)
-emit(type="item.completed",
-     item={"id": "item_0", "type": "agent_message", "text": "echo: " + prompt})
-emit(type="turn.completed", usage={"input_tokens": 10, "cached_input_tokens": 0,
-     "output_tokens": 2, "reasoning_output_tokens": 0})
-"""
-
 
 class FakeCodexProvider(CodexProvider):
-    """The real Codex argument validation, but a tiny script instead of the Codex CLI.
+    """The real Codex tools and argument validation, but the test CLI (``fake_cli``: a prompt
+    containing [fake:hang] starts and never ends until killed; any other is answered at once
+    with "echo: <prompt>") instead of the Codex CLI. A fork gets a new session id, a resume
+    keeps the one it resumes, like Codex."""
 
-    A fork gets a new thread id, a resume keeps the one it resumes, like Codex.
-    """
-
-    def __init__(self, script: Path) -> None:
+    def __init__(self) -> None:
         super().__init__("/bin/true")
-        self.script = script
+        self.fake = FakeProvider()
 
     def check_ready(self) -> None:
         return None
@@ -64,27 +45,10 @@ class FakeCodexProvider(CodexProvider):
     def build_command(
         self, kind: str, args: dict[str, Any], job_dir: Path, context: LaunchContext
     ) -> Command:
-        argv = [sys.executable, "-I", "-S", str(self.script)]
-        if kind == "resume":
-            argv.append(args["session_id"])
-        return Command(
-            argv=argv,
-            stdin=args["prompt"].encode(),
-            cwd=args.get("working_dir"),
-            # Inside the isolation boundary (grants' jobs) the fake needs its interpreter and
-            # its script, which lives under the test's tmp dir (a fresh tmpfs in the boundary).
-            mounts=Mounts(read_only=[sys.base_prefix, sys.prefix, str(self.script.parent)]),
-        )
+        return self.fake.build_command(kind, args, job_dir, context)
 
-    def new_parser(self) -> CodexStreamParser:
-        return CodexStreamParser()
-
-
-def fake_codex_provider(directory: Path) -> FakeCodexProvider:
-    directory.mkdir(parents=True, exist_ok=True)
-    script = directory / "fake_codex.py"
-    script.write_text(FAKE_CODEX)
-    return FakeCodexProvider(script)
+    def new_parser(self) -> FakeStreamParser:  # type: ignore[override]
+        return FakeStreamParser()
 
 
 @dataclass
@@ -150,17 +114,13 @@ async def open_gateway(
     workdir = tmp / f"work-{uuid.uuid4().hex[:6]}"
     workdir.mkdir(parents=True)
     if fake:
-        config["providers"] = {"codex": fake_codex_provider(tmp / "fake")}
+        config["providers"] = {"codex": FakeCodexProvider()}
     # Gateway tests submit many quick jobs per grant; the per-grant fair-share cap has its own
     # tests (tests/runtime), so it is out of the way here unless a test sets it.
     config.setdefault("max_active_per_grant", 1000)
+    codex = ProviderSettings(codex_path, str(codex_home) if codex_home is not None else None)
     runtime = Runtime(
-        RuntimeConfig(
-            data_dir=tmp / "data",
-            codex_path=codex_path,
-            codex_home=str(codex_home) if codex_home is not None else None,
-            **config,
-        )
+        RuntimeConfig(data_dir=tmp / "data", provider_settings={"codex": codex}, **config)
     )
     await runtime.start()
     gateway = Gateway(

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from llmgw_jupyter.testing.mock_responses import MockResponsesServer
 from tools.gateway_harness import WAIT, Harness, progress_recorder
 
@@ -215,11 +217,14 @@ async def test_a_watch_with_nothing_new_waits_its_timeout_and_returns_empty(
 ) -> None:
     submitted = await fake_gateway.ok("codex_request_async", {"prompt": "[fake:hang]"})
     job_id = submitted["job"]["id"]
-    first = await fake_gateway.ok("llm_job_watch", {"job_id": job_id})
-    after = first["next_after_seq"]
-    while not any(e["type"] == "turn.started" for e in first["events"]):
+    after = 0
+    for _ in range(20):  # each watch returns at the job's next events: its last line is
         first = await fake_gateway.ok("llm_job_watch", {"job_id": job_id, "after_seq": after})
         after = first["next_after_seq"]
+        if any(e["type"] == "fake.session" for e in first["events"]):  # the fake's last line
+            break
+    else:
+        pytest.fail("the fake never printed its session line")
     started = time.monotonic()
     idle = await fake_gateway.ok(
         "llm_job_watch", {"job_id": job_id, "after_seq": after, "timeout_seconds": 0.3}
