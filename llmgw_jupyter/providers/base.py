@@ -57,6 +57,7 @@ class ProviderSettings:
     home: str | None = None  # the CLI's own state dir (Codex: CODEX_HOME); None: its default
     options: Mapping[str, Any] = field(default_factory=dict)  # provider-specific settings
     class_ref: str | None = None  # "module:Class"; None: the installed provider of that name
+    enabled: bool = True  # False: not built at all (e.g. an installed plugin that is unwanted)
 
     def check_options(self, provider: str, known: Collection[str]) -> None:
         """Refuse options the provider does not know (a typo must not pass silently)."""

@@ -87,6 +87,8 @@ def build_providers(
                 name, "name", "must be lowercase letters, digits and _ (at most 32), a letter first"
             )
         own = settings.get(name, ProviderSettings())
+        if not own.enabled:
+            continue
         ref = own.class_ref or installed.get(name)
         if ref is None:
             raise ProviderConfigError(

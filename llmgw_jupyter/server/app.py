@@ -54,9 +54,10 @@ class LLMGatewayApp(ExtensionApp):
         value_trait=Dict(),
         default_value={},
         help="Coding-agent CLIs by name: {name: {'class': 'module:Class', 'path': CLI "
-        "executable, 'home': its state dir, 'options': {...}}}. 'class' may be left out for "
-        "installed providers (entry points of the group llmgw_jupyter.providers, e.g. codex); "
-        "every installed provider runs, with its defaults unless configured here.",
+        "executable, 'home': its state dir, 'options': {...}, 'enabled': bool}}. 'class' may "
+        "be left out for installed providers (entry points of the group "
+        "llmgw_jupyter.providers, e.g. codex); every installed provider runs, with its "
+        "defaults unless configured here, or not at all with 'enabled': False.",
     ).tag(config=True)
     codex_path = Unicode(
         None,
@@ -333,7 +334,7 @@ class LLMGatewayApp(ExtensionApp):
             self.mcp_direct = None
 
 
-_ENTRY_KEYS = ("class", "path", "home", "options")
+_ENTRY_KEYS = ("class", "path", "home", "options", "enabled")
 
 
 def provider_settings(name: str, entry: dict[str, Any]) -> ProviderSettings:
@@ -349,6 +350,11 @@ def provider_settings(name: str, entry: dict[str, Any]) -> ProviderSettings:
     options = entry.get("options") or {}
     if not isinstance(options, dict):
         raise ProviderConfigError(name, "options", "must be a dict")
+    enabled = entry.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ProviderConfigError(name, "enabled", "must be true or false")
+    if not enabled:
+        return ProviderSettings(enabled=False)
     ref = entry.get("class") or installed_providers().get(name)
     if ref is None:
         raise ProviderConfigError(
@@ -362,4 +368,5 @@ def provider_settings(name: str, entry: dict[str, Any]) -> ProviderSettings:
         home=str(Path(home).expanduser().resolve()) if home else None,
         options=dict(options),
         class_ref=entry.get("class") or None,
+        enabled=True,
     )

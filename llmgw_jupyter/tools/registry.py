@@ -206,6 +206,12 @@ class ToolRegistry:
         cls, providers: Mapping[str, ProviderLike] | Iterable[ProviderLike]
     ) -> ToolRegistry:
         members = list(providers.values() if isinstance(providers, Mapping) else providers)
+        for member in members:
+            if not isinstance(getattr(member, "tool_spec", None), ToolSpec):
+                raise TypeError(
+                    f"provider {getattr(member, 'name', member)!r} declares no tool_spec "
+                    "(llmgw_jupyter.providers.base.ToolSpec): the gateway cannot offer its tools"
+                )
         tools = [tool for p in members for tool in provider_tools(p.name, p.tool_spec)]
         tools += job_tools(p.tool_spec.label for p in members)
         return cls(tools, {p.name: p.tool_spec.light_arg_keys for p in members})

@@ -172,3 +172,18 @@ def test_the_codex_traits_fill_what_the_codex_entry_leaves_unset(tmp_path: Any) 
         path="/from/entry", home=str(tmp_path / "home"), options={"config_keys": ["tui.theme"]}
     )
     assert settings["fake"].class_ref == FAKE
+
+
+def test_a_provider_can_be_switched_off_and_a_provider_without_tools_is_refused() -> None:
+    from llmgw_jupyter.server.app import provider_settings
+
+    assert list(build_providers({"codex": ProviderSettings(enabled=False)})) == []
+    assert provider_settings("codex", {"enabled": False}) == ProviderSettings(enabled=False)
+    with pytest.raises(ProviderConfigError, match="setting 'enabled': must be true or false"):
+        provider_settings("codex", {"enabled": "no"})
+
+    class Toolless:
+        name = "toolless"
+
+    with pytest.raises(TypeError, match="'toolless' declares no tool_spec"):
+        ToolRegistry.for_providers([Toolless()])  # type: ignore[list-item]
