@@ -127,6 +127,13 @@ def test_cancel_changes_state_but_repeating_it_is_harmless() -> None:
 
 
 # -- validation through the chokepoint ------------------------------------------------------
+@pytest.fixture
+async def gateway(fake_gateway: Harness) -> Harness:
+    """Arguments are refused before any job starts: Codex's own validation over the fake CLI
+    is enough, so these run with no codex binary."""
+    return fake_gateway
+
+
 async def refused(harness: Harness, tool: str, arguments: dict[str, Any], field: str | None) -> str:
     """Call, insist on an invalid_input refusal naming ``field``; return its message."""
     result = await harness.call(tool, arguments)
