@@ -111,7 +111,7 @@ class Runtime:
         return self._db
 
     @property
-    def scheduler(self) -> Scheduler:
+    def _scheduling(self) -> Scheduler:
         if self._scheduler is None:
             raise RuntimeError("Runtime.start() has not been awaited")
         return self._scheduler
@@ -212,7 +212,7 @@ class Runtime:
             admission.check_caller_share(spec.caller, self.store.count_by_status(spec.caller))
         if not spec.hold:
             provider.check_ready()
-            self.scheduler.check_capacity(spec.caller)
+            self._scheduling.check_capacity(spec.caller)
         now = time.time()
         status = JobStatus.AWAITING_APPROVAL if spec.hold else JobStatus.QUEUED
         job_id = uuid.uuid4().hex[:12]
@@ -248,7 +248,7 @@ class Runtime:
             raise
         self.notifier.notify_record(record)
         if not spec.hold:
-            self.scheduler.enqueue(record.id, record.provider)
+            self._scheduling.enqueue(record.id, record.provider)
         return record
 
     async def release(self, job_id: str) -> JobRecord:
@@ -259,7 +259,7 @@ class Runtime:
         now = time.time()
         try:
             self._provider(record.provider).check_ready()
-            self.scheduler.check_capacity(record.caller)
+            self._scheduling.check_capacity(record.caller)
         except GatewayError as error:
             failed = self.store.transition(
                 job_id,
@@ -283,7 +283,7 @@ class Runtime:
         if queued is None:
             return self._require(job_id)
         self.notifier.notify_record(queued)
-        self.scheduler.enqueue(job_id, queued.provider)
+        self._scheduling.enqueue(job_id, queued.provider)
         return queued
 
     async def cancel(self, job_id: str, reason: str | None = None) -> JobRecord:
@@ -292,13 +292,13 @@ class Runtime:
         if record.is_terminal:
             return record
         if record.status in (JobStatus.AWAITING_APPROVAL, JobStatus.QUEUED):
-            self.scheduler.dequeue(job_id)
+            self._scheduling.dequeue(job_id)
             done = self._end_unstarted(
                 job_id, JobStatus.CANCELLED, cancel_reason=reason or "cancelled"
             )
             if done is not None:
                 return done
-        running = self.scheduler.running(job_id)
+        running = self._scheduling.running(job_id)
         if running is not None:
             running.cancel(reason or "cancelled")
             return await self.wait_finished(job_id, self.config.kill_grace_seconds + 10)
