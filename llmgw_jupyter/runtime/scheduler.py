@@ -10,7 +10,7 @@ from typing import Any
 
 from llmgw_jupyter.errors import SaturatedError
 from llmgw_jupyter.runtime.config import RuntimeConfig
-from llmgw_jupyter.runtime.supervisor import RunningJob
+from llmgw_jupyter.runtime.running import RunningJob
 
 JobRunner = Callable[[RunningJob], Coroutine[Any, Any, None]]
 

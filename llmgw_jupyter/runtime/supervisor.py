@@ -1,6 +1,6 @@
-"""One job from launch to its final status: start it through the executor, read and parse its
-output as it arrives, enforce its limits (cancel, wall-clock, idle, output cap, a disk that
-cannot take more), stop it, and settle how it ended."""
+"""One job from launch to its final status: start it through the executor, follow its output
+(``reader.py``), enforce its limits (cancel, wall-clock, idle; the reader flags the output cap
+and a disk that cannot take more), stop it, and settle how it ended (``outcome.py``)."""
 
 from __future__ import annotations
 
@@ -11,71 +11,27 @@ import json
 import logging
 import sqlite3
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from llmgw_jupyter.errors import ErrorCategory, GatewayError
-from llmgw_jupyter.providers.base import ParsedEvent, Provider, StreamParser
+from llmgw_jupyter.providers.base import Provider, StreamParser
 from llmgw_jupyter.records import JobRecord, JobStatus
 from llmgw_jupyter.runtime import output as job_output
 from llmgw_jupyter.runtime.admission import Admission
 from llmgw_jupyter.runtime.config import RuntimeConfig
 from llmgw_jupyter.runtime.datadir import DiskReserve, is_disk_full
-from llmgw_jupyter.runtime.executor import ByteStream, Execution, Executor
+from llmgw_jupyter.runtime.executor import Execution, Executor
 from llmgw_jupyter.runtime.launch import prepare_launch
-from llmgw_jupyter.runtime.notifier import JobChange, JobNotifier
-from llmgw_jupyter.runtime.outcome import (
-    STORAGE_STOPS,
-    Limits,
-    StopReason,
-    final_status,
-    status_summary,
-)
+from llmgw_jupyter.runtime.notifier import JobNotifier
+from llmgw_jupyter.runtime.outcome import Limits, StopReason, final_status, status_summary
+from llmgw_jupyter.runtime.reader import OutputReader
+from llmgw_jupyter.runtime.running import RunningJob
 from llmgw_jupyter.store.jobs import JobStore
 
-READ_CHUNK = 64 * 1024
-MAX_LINE_BYTES = 1024 * 1024
-STDERR_TAIL_BYTES = 4096
 PIPE_DRAIN_SECONDS = 5.0
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class RunningJob:
-    """A launched (or launching) job: what its supervisor and the runtime share."""
-
-    job_id: str
-    provider: str
-    stop_reason: StopReason | None = None
-    error_detail: str | None = None
-    cancel_reason: str | None = None
-    last_output: float = field(default_factory=time.monotonic)
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    events_stored: int = 0
-    session_recorded: bool = False
-    task: asyncio.Task[None] | None = None
-
-    def request_stop(self, reason: StopReason, *, detail: str | None = None) -> None:
-        """Stop the job for ``reason`` unless it is already being stopped for another."""
-        if self.stop_reason is None:
-            self.stop_reason = reason
-            self.error_detail = detail
-        self.wake.set()
-
-    def cancel(self, reason: str) -> None:
-        if self.stop_reason is None:
-            self.stop_reason = StopReason.CANCEL
-            self.cancel_reason = reason
-        self.wake.set()
-
-    def shut_down(self, cancel_reason: str | None) -> None:
-        """The gateway stops: this overrides any other stop (the job ends interrupted or
-        cancelled, with ``cancel_reason``)."""
-        self.stop_reason = StopReason.SHUTDOWN
-        self.cancel_reason = cancel_reason
-        self.wake.set()
 
 
 class JobSupervisor:
@@ -229,17 +185,18 @@ class JobSupervisor:
     ) -> None:
         """Supervise a running job's execution until it ended, then settle its final status."""
         parser = self.providers[record.provider].new_parser()
-        stderr_tail = bytearray()
-        streams = execution.streams
+        reader = OutputReader(
+            running=running,
+            record=record,
+            parser=parser,
+            output=output,
+            store=self.store,
+            notifier=self.notifier,
+            max_events=self.config.max_events_per_job,
+        )
         pumps = [
-            asyncio.ensure_future(
-                self._pump(running, record, streams["stdout"], "stdout", output, parser, None)
-            ),
-            asyncio.ensure_future(
-                self._pump(
-                    running, record, streams["stderr"], "stderr", output, parser, stderr_tail
-                )
-            ),
+            asyncio.ensure_future(reader.pump(stream, name))
+            for name, stream in execution.streams.items()
         ]
         exit_code = await self._watch(running, record, execution)
         execution.release()
@@ -247,7 +204,7 @@ class JobSupervisor:
         for task in pending:
             task.cancel()
         output.close()
-        self._settle(running, record, parser, exit_code, output, bytes(stderr_tail))
+        self._settle(running, record, parser, exit_code, output, bytes(reader.stderr_tail))
 
     async def _watch(
         self, running: RunningJob, record: JobRecord, execution: Execution
@@ -276,91 +233,6 @@ class JobSupervisor:
         if stopping is not None:
             stopping.cancel()
         return exited.result()
-
-    async def _pump(
-        self,
-        running: RunningJob,
-        record: JobRecord,
-        reader: ByteStream,
-        stream: str,
-        output: job_output.CappedOutput,
-        parser: StreamParser,
-        tail: bytearray | None,
-    ) -> None:
-        pending = bytearray()
-        discarding = False  # inside an over-long line: not parsed, still kept on disk
-        while True:
-            chunk = await reader.read(READ_CHUNK)
-            if not chunk:
-                break
-            running.last_output = time.monotonic()
-            try:
-                kept = output.write(stream, chunk)
-            except OSError as error:
-                running.request_stop(_storage_stop(error), detail=str(error))
-                continue  # keep draining the pipe so the CLI is not blocked on a full pipe
-            if output.overflowed and running.stop_reason is None:
-                running.request_stop(StopReason.OVERFLOW)
-            if tail is not None:
-                tail += kept
-                del tail[:-STDERR_TAIL_BYTES]
-                continue
-            pending += kept
-            lines: list[bytes] = []
-            while (end := pending.find(b"\n")) >= 0:
-                if not discarding:
-                    lines.append(bytes(pending[:end]))
-                discarding = False
-                del pending[: end + 1]
-            if len(pending) > MAX_LINE_BYTES:
-                pending.clear()
-                discarding = True
-            if lines and running.stop_reason not in STORAGE_STOPS:
-                self._parse_safely(running, record, parser, lines)
-        if tail is None and pending and not discarding:
-            self._parse_safely(running, record, parser, [bytes(pending)])
-
-    def _parse_safely(
-        self, running: RunningJob, record: JobRecord, parser: StreamParser, lines: list[bytes]
-    ) -> None:
-        """A store that cannot take events (full disk) stops the job; the pump keeps draining
-        the pipe so the CLI is never left blocked on a full pipe."""
-        try:
-            self._parse_lines(running, record, parser, lines)
-        except (sqlite3.OperationalError, OSError) as error:
-            running.request_stop(_storage_stop(error), detail=str(error))
-
-    def _parse_lines(
-        self, running: RunningJob, record: JobRecord, parser: StreamParser, lines: list[bytes]
-    ) -> None:
-        parsed: list[ParsedEvent] = []
-        for line in lines:
-            parsed.extend(parser.feed(line))
-        if not parsed:
-            return
-        now = time.time()
-        room = self.config.max_events_per_job - running.events_stored
-        rows = [(now, e.type, e.summary, e.data) for e in parsed[: max(room, 0)]]
-        running.events_stored += len(rows)
-        if parser.session_id and not running.session_recorded:
-            running.session_recorded = True
-            self._record_session(record, parser.session_id, now)
-        if rows:
-            last_seq = self.store.append_events(record.id, rows)
-            self.notifier.notify(JobChange(record.id, JobStatus.RUNNING.value, last_seq))
-
-    def _record_session(self, record: JobRecord, session_id: str, now: float) -> None:
-        parent = record.args.get("session_id") if record.kind == "fork" else None
-        self.store.update_job(record.id, session_id=session_id)
-        self.store.record_session(
-            session_id=session_id,
-            provider=record.provider,
-            caller=record.caller,
-            parent_session_id=parent,
-            working_dir=record.working_dir,
-            job_id=record.id,
-            ts=now,
-        )
 
     # -- settling -----------------------------------------------------------------------------
     def _settle(
@@ -422,7 +294,3 @@ class JobSupervisor:
                 **fields,
             )
         return self.store.get_job(job_id)
-
-
-def _storage_stop(error: BaseException) -> StopReason:
-    return StopReason.DISK_FULL if is_disk_full(error) else StopReason.WRITE_ERROR

@@ -1,0 +1,48 @@
+"""A launched job's shared state: why it is being stopped, when it last spoke, what it stored.
+
+The runtime (cancel, shutdown), the scheduler (the running set), the supervisor (limits) and the
+output reader (output, events) all look at the same ``RunningJob``."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+from llmgw_jupyter.runtime.outcome import StopReason
+
+
+@dataclass
+class RunningJob:
+    """A launched (or launching) job: what its supervisor and the runtime share."""
+
+    job_id: str
+    provider: str
+    stop_reason: StopReason | None = None
+    error_detail: str | None = None
+    cancel_reason: str | None = None
+    last_output: float = field(default_factory=time.monotonic)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    events_stored: int = 0
+    session_recorded: bool = False
+    task: asyncio.Task[None] | None = None
+
+    def request_stop(self, reason: StopReason, *, detail: str | None = None) -> None:
+        """Stop the job for ``reason`` unless it is already being stopped for another."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+            self.error_detail = detail
+        self.wake.set()
+
+    def cancel(self, reason: str) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = StopReason.CANCEL
+            self.cancel_reason = reason
+        self.wake.set()
+
+    def shut_down(self, cancel_reason: str | None) -> None:
+        """The gateway stops: this overrides any other stop (the job ends interrupted or
+        cancelled, with ``cancel_reason``)."""
+        self.stop_reason = StopReason.SHUTDOWN
+        self.cancel_reason = cancel_reason
+        self.wake.set()
