@@ -41,8 +41,8 @@ class ChangeSubscription:
     gets one ``RESYNC`` in its place (then new changes as usual), so it knows to reload."""
 
     def __init__(self, owner: JobNotifier, maxsize: int) -> None:
-        if maxsize < 2:
-            raise ValueError("a subscription holds at least 2 changes (a resync and one more)")
+        if maxsize == 1:  # 0 or less: unbounded, as asyncio.Queue
+            raise ValueError("a bounded subscription holds at least 2 changes (a resync and one)")
         self._owner = owner
         self._queue: asyncio.Queue[JobChange] = asyncio.Queue(maxsize)
 
