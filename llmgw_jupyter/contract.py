@@ -33,6 +33,9 @@ class UsageView(BaseModel):
     cached_input_tokens: int | None = None
     output_tokens: int | None = None
     reasoning_output_tokens: int | None = None
+    cost_usd: float | None = Field(
+        default=None, description="What the run cost in US dollars, where the CLI reports it."
+    )
 
 
 class ErrorView(BaseModel):

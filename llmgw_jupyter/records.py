@@ -65,13 +65,20 @@ class Usage:
     cached_input_tokens: int | None = None
     output_tokens: int | None = None
     reasoning_output_tokens: int | None = None
+    cost_usd: float | None = None  # of this run, where the CLI reports it (Claude Code does)
 
-    def to_dict(self) -> dict[str, int | None]:
+    @property
+    def total_tokens(self) -> int:
+        """What a ``tokens`` budget is charged: input (cached included) plus output."""
+        return (self.input_tokens or 0) + (self.output_tokens or 0)
+
+    def to_dict(self) -> dict[str, int | float | None]:
         return {
             "input_tokens": self.input_tokens,
             "cached_input_tokens": self.cached_input_tokens,
             "output_tokens": self.output_tokens,
             "reasoning_output_tokens": self.reasoning_output_tokens,
+            "cost_usd": self.cost_usd,
         }
 
 

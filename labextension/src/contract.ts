@@ -264,6 +264,10 @@ export interface IUsageView {
   cached_input_tokens: number | null;
   output_tokens: number | null;
   reasoning_output_tokens: number | null;
+  /**
+   * What the run cost in US dollars, where the CLI reports it.
+   */
+  cost_usd: number | null;
 }
 /**
  * This interface was referenced by `IContract`'s JSON-Schema

@@ -234,7 +234,7 @@ def approval_accent(approval: Mapping[str, Any]) -> str:
 
 
 def format_usage(usage: Mapping[str, Any] | None) -> str:
-    """``tokens: 1,234 in (1,000 cached) · 56 out (12 reasoning)``; empty when unknown."""
+    """``tokens: 1,234 in (1,000 cached) · 56 out (12 reasoning) · $0.0123``; empty when unknown."""
     if not usage or usage.get("input_tokens") is None:
         return ""
     text = f"tokens: {usage['input_tokens']:,} in"
@@ -243,4 +243,6 @@ def format_usage(usage: Mapping[str, Any] | None) -> str:
     text += f" · {usage.get('output_tokens') or 0:,} out"
     if usage.get("reasoning_output_tokens"):
         text += f" ({usage['reasoning_output_tokens']:,} reasoning)"
+    if usage.get("cost_usd") is not None:
+        text += f" · ${usage['cost_usd']:.4f}"
     return text

@@ -105,7 +105,13 @@ class OutputReader:
             running.session_recorded = True
             self._record_session(parser.session_id, now)
         if rows:
-            last_seq = self.store.append_events(record.id, rows)
+            # Usage the CLI reported early goes in with the events: budgets charge it live.
+            usage = parser.usage
+            if usage is not None and usage.to_dict() != running.usage_stored:
+                running.usage_stored = usage.to_dict()
+            else:
+                usage = None
+            last_seq = self.store.append_events(record.id, rows, usage=usage)
             self.notifier.notify(JobChange(record.id, JobStatus.RUNNING.value, last_seq))
 
     def _record_session(self, session_id: str, now: float) -> None:

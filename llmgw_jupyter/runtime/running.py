@@ -25,6 +25,7 @@ class RunningJob:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     events_stored: int = 0
     session_recorded: bool = False
+    usage_stored: dict[str, int | float | None] | None = None  # last usage written
     task: asyncio.Task[None] | None = None
 
     def request_stop(self, reason: StopReason, *, detail: str | None = None) -> None:

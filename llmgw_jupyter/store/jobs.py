@@ -15,6 +15,7 @@ from llmgw_jupyter.records import (
     JobRecord,
     JobStatus,
     SessionRecord,
+    Usage,
 )
 from llmgw_jupyter.store.db import Database
 from llmgw_jupyter.store.rows import event_from_row, job_from_row
@@ -37,6 +38,7 @@ _UPDATABLE = frozenset(
         "cached_input_tokens",
         "output_tokens",
         "reasoning_output_tokens",
+        "cost_usd",
         "final_message",
         "error_category",
         "error_message",
@@ -224,11 +226,22 @@ class JobStore:
             conn.executemany("DELETE FROM jobs WHERE id = ?", [(i,) for i in job_ids])
 
     # -- events ---------------------------------------------------------------------------
-    def append_events(self, job_id: str, events: Sequence[EventRow]) -> int:
-        """Store parsed events with the next sequence numbers; returns the new last seq."""
+    def append_events(
+        self, job_id: str, events: Sequence[EventRow], *, usage: Usage | None = None
+    ) -> int:
+        """Store parsed events with the next sequence numbers; returns the new last seq.
+
+        ``usage`` (what the run reported so far) is stored in the same transaction, so budgets
+        can be charged while the job runs."""
         if not events:
             return -1
         with self.db.transaction(immediate=True) as conn:
+            if usage is not None:
+                figures = usage.to_dict()
+                conn.execute(
+                    f"UPDATE jobs SET {', '.join(f'{k} = ?' for k in figures)} WHERE id = ?",
+                    (*figures.values(), job_id),
+                )
             return self._append_events(conn, job_id, events)
 
     @staticmethod

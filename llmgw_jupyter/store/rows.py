@@ -38,6 +38,7 @@ def job_from_row(row: sqlite3.Row) -> JobRecord:
             row["cached_input_tokens"],
             row["output_tokens"],
             row["reasoning_output_tokens"],
+            row["cost_usd"],
         ),
         final_message=row["final_message"],
         error_category=ErrorCategory(row["error_category"]) if row["error_category"] else None,

@@ -148,4 +148,8 @@ CREATE TABLE job_budgets (
 CREATE INDEX job_budgets_open ON job_budgets (settled, job_id);
 """
 
-MIGRATIONS: list[str] = [JOBS_V1, POLICY_V1, BUDGETS_V1]
+USAGE_COST_V1 = """
+ALTER TABLE jobs ADD COLUMN cost_usd REAL;
+"""
+
+MIGRATIONS: list[str] = [JOBS_V1, POLICY_V1, BUDGETS_V1, USAGE_COST_V1]
