@@ -9,8 +9,17 @@ from pathlib import Path
 
 import tomli_w
 
-__all__ = ["codex_env", "find_codex_for_tests", "render_config", "write_codex_home"]
+__all__ = [
+    "WITHOUT_CODEX_ENV",
+    "codex_env",
+    "codex_hidden",
+    "find_codex_for_tests",
+    "render_config",
+    "write_codex_home",
+]
 
+# Set to 1 to run the tests as on a machine without Codex (the repo-local copy is ignored too).
+WITHOUT_CODEX_ENV = "LLMGW_TEST_WITHOUT_CODEX"
 _LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
@@ -82,8 +91,18 @@ def _repo_codex() -> Path:
     return Path(__file__).resolve().parents[2] / ".codex-cli" / "node_modules" / ".bin" / "codex"
 
 
+def codex_hidden() -> bool:
+    """Whether tests run as on a machine without Codex (``$LLMGW_TEST_WITHOUT_CODEX`` set)."""
+    return os.environ.get(WITHOUT_CODEX_ENV, "") not in ("", "0")
+
+
 def find_codex_for_tests() -> str | None:
-    """The codex CLI to test with: $LLMGW_CODEX_PATH, the repo-local npm install, then PATH."""
+    """The codex CLI to test with: $LLMGW_CODEX_PATH, the repo-local npm install, then PATH.
+
+    None when ``$LLMGW_TEST_WITHOUT_CODEX`` is set: the suite then shows which tests need Codex.
+    """
+    if codex_hidden():
+        return None
     explicit = os.environ.get("LLMGW_CODEX_PATH")
     if explicit:
         return explicit if os.access(explicit, os.X_OK) else None

@@ -39,6 +39,8 @@ def kernel_codex_home(kernel_tmp: Path, kernel_mock_model: MockResponsesServer) 
 @pytest.fixture(scope="module")
 def module_codex_path() -> str:
     path = _codex_home.find_codex_for_tests()
+    if path is None and _codex_home.codex_hidden():
+        pytest.skip("needs the real Codex CLI")
     if path is None:
         pytest.fail("Codex CLI not found: see README.md (npm install --prefix .codex-cli ...)")
     return path
