@@ -139,7 +139,7 @@ export function jobElapsed(job: IJobView, now: number = Date.now()): string {
   return formatDuration((end - start) / 1000);
 }
 
-/** "1,234 in (1,000 cached) · 56 out (12 reasoning)". */
+/** "tokens: 1,234 in (1,000 cached) · 56 out (12 reasoning) · $0.0123". */
 export function formatUsage(usage: IUsage | null | undefined): string {
   if (!usage) {
     return '';
@@ -161,7 +161,12 @@ export function formatUsage(usage: IUsage | null | undefined): string {
     }
     parts.push(text);
   }
-  return parts.length ? `tokens: ${parts.join(' · ')}` : '';
+  let text = parts.length ? `tokens: ${parts.join(' · ')}` : '';
+  if (usage.cost_usd !== null && usage.cost_usd !== undefined) {
+    // The run's cost where the CLI reports it (Claude Code does, Codex does not).
+    text += `${text ? ' · ' : ''}$${usage.cost_usd.toFixed(4)}`;
+  }
+  return text;
 }
 
 /** Milliseconds since the epoch of an ISO timestamp, or null when it is missing or invalid. */

@@ -870,6 +870,12 @@ export class GatewayModel implements IDisposable {
     if (!payload || typeof payload !== 'object') {
       return;
     }
+    if (message.event === 'resync') {
+      // The server's stream fell behind and lost changes: reload the list,
+      // the counts and the events of watched jobs (refresh catches those up).
+      void this._poll.refresh();
+      return;
+    }
     if (message.event === 'job') {
       const job = payload as IJobView;
       if (!job.id) {

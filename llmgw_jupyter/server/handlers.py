@@ -32,7 +32,7 @@ from llmgw_jupyter import contract
 from llmgw_jupyter.errors import ErrorCategory, GatewayError, category_for_status, category_of
 from llmgw_jupyter.gateway import ToolResult
 from llmgw_jupyter.providers.codex import CodexProvider, describe_model
-from llmgw_jupyter.records import ACTIVE_STATUSES, JobRecord
+from llmgw_jupyter.records import ACTIVE_STATUS_VALUES, JobRecord
 from llmgw_jupyter.server import auth
 from llmgw_jupyter.server.asgi_bridge import ASGIHandler
 from llmgw_jupyter.server.mcp_endpoint import CALLER_SCOPE_KEY, PRECHECKED_SCOPE_KEY
@@ -426,7 +426,7 @@ class StreamHandler(LLMGatewayHandler):
                 self.job(only)
                 known[only] = after
             else:
-                active = sorted(status.value for status in ACTIVE_STATUSES)
+                active = sorted(ACTIVE_STATUS_VALUES)
                 jobs, _ = runtime.list_jobs(status=active, limit=500)
                 known.update({job.id: job.last_seq for job in jobs})
             self.set_header("Content-Type", "text/event-stream; charset=utf-8")
@@ -463,7 +463,9 @@ class StreamHandler(LLMGatewayHandler):
                     self.write(": heartbeat\n\n")
                 else:
                     change, change_task = change_task.result(), None
-                    if only is None or change.job_id == only:
+                    if change.is_resync:
+                        self._resync(only, known)
+                    elif only is None or change.job_id == only:
                         self._write_job(change.job_id, known)
                 if not await self._flush():
                     return
@@ -471,6 +473,20 @@ class StreamHandler(LLMGatewayHandler):
             for task in (*stops, change_task):
                 if task is not None:
                     task.cancel()
+
+    def _resync(self, only: str | None, known: dict[str, int]) -> None:
+        """This stream fell behind and lost changes: re-send what it may have missed.
+
+        One job: that job and its events after the last one sent. All jobs: ``event: resync``
+        first (the client reloads its list), then every active job and every job seen before
+        (it may have ended meanwhile), each with the events the stream had not sent yet."""
+        if only is not None:
+            self._write_job(only, known)
+            return
+        self.write(_sse("resync", {}))
+        jobs, _ = self.service.runtime.list_jobs(status=sorted(ACTIVE_STATUS_VALUES), limit=500)
+        for job_id in dict.fromkeys([*known, *(job.id for job in jobs)]):
+            self._write_job(job_id, known)
 
     def _write_job(self, job_id: str, known: dict[str, int]) -> None:
         runtime = self.service.runtime

@@ -43,7 +43,8 @@ export function makeJob(id: string, partial: Partial<IJobView> = {}): IJobView {
       input_tokens: null,
       cached_input_tokens: null,
       output_tokens: null,
-      reasoning_output_tokens: null
+      reasoning_output_tokens: null,
+      cost_usd: null
     },
     final_message: null,
     error: null,

@@ -99,9 +99,19 @@ describe('formatting', () => {
         input_tokens: 1234,
         cached_input_tokens: 1000,
         output_tokens: 56,
-        reasoning_output_tokens: 0
+        reasoning_output_tokens: 0,
+        cost_usd: null
       })
     ).toBe('tokens: 1,234 in (1,000 cached) · 56 out');
+    expect(
+      formatUsage({
+        input_tokens: 10,
+        cached_input_tokens: 0,
+        output_tokens: 5,
+        reasoning_output_tokens: null,
+        cost_usd: 0.01234
+      })
+    ).toBe('tokens: 10 in · 5 out · $0.0123');
     expect(formatUsage(null)).toBe('');
   });
 });

@@ -450,6 +450,46 @@ describe('GatewayModel', () => {
       );
     });
 
+    it('reloads everything when the server says the stream lost changes', async () => {
+      gateway.jobs = [makeJob('j1', { status: 'queued' })];
+      create({ useStream: true });
+      const started = model.start();
+      await gateway.streamOpen();
+      await started;
+      await until(() => model.connection === 'streaming', 2000, 'streaming');
+      await model.watchJob('j1');
+      const jobsBefore = gateway.requestsTo('GET', 'jobs').length;
+      // Changes the stream never delivered: j1 ended with two events, j2 appeared.
+      gateway.jobs[0] = {
+        ...gateway.jobs[0],
+        status: 'succeeded',
+        last_seq: 2,
+        updated_at: '2025-01-01T00:00:09Z'
+      };
+      gateway.events.set('j1', [
+        makeEvent(1, 'turn.started', 'j1'),
+        makeEvent(2, 'turn.completed', 'j1')
+      ]);
+      gateway.jobs.push(makeJob('j2', { created_at: '2025-01-01T00:09:00Z' }));
+      gateway.push('resync', {});
+      await until(
+        () => gateway.requestsTo('GET', 'jobs').length > jobsBefore,
+        2000,
+        'jobs reloaded'
+      );
+      await until(() => model.jobs.length === 2, 2000, 'new job listed');
+      await until(
+        () => model.getJob('j1')?.status === 'succeeded',
+        2000,
+        'ended job'
+      );
+      await until(
+        () => model.eventsFor('j1').length === 2,
+        2000,
+        'missed events'
+      );
+    });
+
     it('keeps streamed jobs that a slower refresh did not know yet', async () => {
       create({ useStream: true });
       const started = model.start();
