@@ -12,6 +12,13 @@ answers, failures, delays, progress events and usage are chosen by knobs in the 
 module), ``home`` where the owner's sessions live (default: under the data dir, like a grant's);
 options ``delay_seconds`` (every answer waits this long) and ``ready_error`` (the CLI "is
 missing": every job is refused with this message, as a missing Codex would be).
+
+``FakeCodexProvider`` is the same CLI behind Codex's name, tools and argument validation, for
+tests of surfaces that name Codex (REST ``POST jobs``, the magics) but are not about Codex::
+
+    c.LLMGatewayApp.providers = {
+        "codex": {"class": "llmgw_jupyter.testing.fake_provider:FakeCodexProvider"}
+    }
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from llmgw_jupyter.providers.base import (
     ToolSpec,
     Verdict,
 )
+from llmgw_jupyter.providers.codex import CodexProvider
 from llmgw_jupyter.records import Usage
 from llmgw_jupyter.testing import fake_cli
 
@@ -175,6 +183,33 @@ class FakeProvider:
         )
 
     def new_parser(self) -> FakeStreamParser:
+        return FakeStreamParser()
+
+
+class FakeCodexProvider(CodexProvider):
+    """Codex's name, tools and argument checks; ``fake_cli`` runs the jobs (its knobs, its
+    events ``fake.*``, its answers ``echo: <prompt>``). ``home`` keeps the owner's sessions (and
+    is protected like a Codex home); ``path`` is the fake CLI script (default: the bundled one).
+    """
+
+    @classmethod
+    def from_settings(cls, settings: ProviderSettings) -> FakeCodexProvider:
+        settings.check_options(cls.name, {"delay_seconds", "ready_error"})
+        return cls(FakeProvider.from_settings(settings))
+
+    def __init__(self, fake: FakeProvider | None = None) -> None:
+        self.fake = fake or FakeProvider()
+        super().__init__(self.fake.script, codex_home=self.fake.home)
+
+    def check_ready(self) -> None:
+        self.fake.check_ready()
+
+    def build_command(
+        self, kind: str, args: dict[str, Any], job_dir: Path, context: LaunchContext
+    ) -> Command:
+        return self.fake.build_command(kind, args, job_dir, context)
+
+    def new_parser(self) -> FakeStreamParser:  # type: ignore[override]
         return FakeStreamParser()
 
 

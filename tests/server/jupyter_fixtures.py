@@ -27,6 +27,9 @@ from traitlets.config import Config
 
 from llmgw_jupyter.server.handlers import SERVICE_KEY
 from llmgw_jupyter.server.service import GatewayService
+from llmgw_jupyter.testing import fake_cli
+
+FAKE_CODEX_CLASS = "llmgw_jupyter.testing.fake_provider:FakeCodexProvider"
 
 _FIXTURES: dict[str, Any] = {}
 for _module in (_core, _tornasync, _server):
@@ -48,6 +51,24 @@ def llmgw_config(tmp_path: Path, codex_home: Path, codex_path: str) -> dict[str,
         "data_dir": str(tmp_path / "llmgw-data"),
         "codex_path": codex_path,
         "codex_home": str(codex_home),
+        "heartbeat_seconds": 0.5,
+    }
+
+
+def fake_codex_providers(home: Path) -> dict[str, dict[str, Any]]:
+    """``LLMGatewayApp.providers``: the fake CLI behind Codex's tools, so jobs need no Codex.
+
+    For tests of the server's surfaces (REST shapes, streams, paging) where any job will do.
+    """
+    return {"codex": {"class": FAKE_CODEX_CLASS, "path": fake_cli.__file__, "home": str(home)}}
+
+
+@pytest.fixture
+def llmgw_fake_config(tmp_path: Path) -> dict[str, Any]:
+    """``LLMGatewayApp`` settings: private data dir, the fake CLI behind Codex's tools."""
+    return {
+        "data_dir": str(tmp_path / "llmgw-data"),
+        "providers": fake_codex_providers(tmp_path / "fake-home"),
         "heartbeat_seconds": 0.5,
     }
 
@@ -112,11 +133,14 @@ async def grant_token(
 
 __all__ = [
     *_FIXTURES,
+    "FAKE_CODEX_CLASS",
     "Served",
+    "fake_codex_providers",
     "grant_token",
     "jp_asyncio_loop",
     "jp_server_config",
     "llmgw",
     "llmgw_config",
+    "llmgw_fake_config",
     "owner_api",
 ]

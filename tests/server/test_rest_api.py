@@ -1,7 +1,9 @@
 """The owner's REST API under {base_url}llmgw/api/, in a pytest-jupyter server.
 
-Jupyter's auth is on (``allow_unauthenticated_access = False``); jobs run the real Codex CLI
-against the mock model. Clients are httpx over real loopback HTTP, on the server's own loop.
+Jupyter's auth is on (``allow_unauthenticated_access = False``); jobs run the fake CLI behind
+Codex's tools (``FakeCodexProvider``: any job will do here, so no Codex is needed; its prompt
+knobs ``[fake:...]`` make jobs slow or chatty). Clients are httpx over real loopback HTTP, on the
+server's own loop.
 """
 
 from __future__ import annotations
@@ -191,7 +193,7 @@ async def test_a_job_submitted_followed_and_collected(
     assert result["session_id"] == job["session_id"] and result["session_id"]
     assert result["exit_code"] == 0
     assert result["usage"]["output_tokens"] is not None
-    assert '"thread.started"' in result["output"]["data"] and result["output"]["eof"] is True
+    assert '"type": "session"' in result["output"]["data"] and result["output"]["eof"] is True
     page = (await http.get(f"jobs/{job_id}/result", params={"offset": 5, "limit": 10})).json()
     assert page["output"]["offset"] == 5 and len(page["output"]["data"]) <= 10
 
@@ -244,7 +246,7 @@ async def test_rest_reads_are_under_the_owner_policy(http: httpx.AsyncClient) ->
 
 
 async def test_cancel_a_running_job(http: httpx.AsyncClient) -> None:
-    body = (await http.post("jobs", json={"prompt": "slow [mock:delay=60]"})).json()
+    body = (await http.post("jobs", json={"prompt": "slow [fake:delay=60]"})).json()
     job_id = body["structured"]["job"]["id"]
     deadline = time.monotonic() + WAIT
     while (await http.get(f"jobs/{job_id}")).json()["status"] != "running":
@@ -261,7 +263,7 @@ async def test_running_jobs_and_agents_count_as_server_activity(
 ) -> None:
     """Jupyter's idle shutdown (and JupyterHub's culler) must not stop a server at work."""
     assert not jp_serverapp.extension_manager.any_activity()
-    job_id = await submit(http, "busy [mock:delay=60]")
+    job_id = await submit(http, "busy [fake:delay=60]")
     assert jp_serverapp.extension_manager.any_activity() is True
     assert (await http.post(f"jobs/{job_id}/cancel")).json()["status"] == "cancelled"
     assert not jp_serverapp.extension_manager.any_activity()
@@ -323,7 +325,7 @@ async def test_stream_delivers_each_event_within_100_ms(
         assert resp.headers["content-type"].startswith("text/event-stream")
         reader = asyncio.create_task(read_sse(resp, seen))
         await wait_for(lambda: any(k == "comment" and d == "connected" for _, k, d in seen))
-        prompt = "stream me [mock:steps=3,step_delay=0.3]"
+        prompt = "stream me [fake:events=3,step_delay=0.3]"
         job_id = await submit(http, prompt)
 
         def job_done() -> bool:
@@ -337,7 +339,7 @@ async def test_stream_delivers_each_event_within_100_ms(
     seqs = [data["seq"] for _, data in events]
     assert seqs == list(range(1, len(seqs) + 1)), "every event once, in order"
     types = [data["type"] for _, data in events]
-    assert types.count("item.completed") == 3 and "turn.completed" in types
+    assert types.count("fake.progress") == 3 and "fake.answer" in types
     lags = [at - datetime.fromisoformat(data["ts"]).timestamp() for at, data in events]
     assert max(lags) < 0.1, lags
     statuses = [d["status"] for _, k, d in seen if k == "job"]
@@ -421,14 +423,9 @@ def owner_policy() -> str | None:
 
 @pytest.fixture
 def llmgw_config(
-    tmp_path: Path, codex_home: Path, codex_path: str, owner_policy: str | None
+    tmp_path: Path, llmgw_fake_config: dict[str, Any], owner_policy: str | None
 ) -> dict[str, Any]:
-    config: dict[str, Any] = {
-        "data_dir": str(tmp_path / "llmgw-data"),
-        "codex_path": codex_path,
-        "codex_home": str(codex_home),
-        "heartbeat_seconds": 0.5,
-    }
+    config = dict(llmgw_fake_config)
     if owner_policy is not None:
         path = tmp_path / "owner-policy.json"
         path.write_text(owner_policy)
