@@ -12,14 +12,14 @@ from typing import Any
 
 from llmgw_jupyter.errors import ErrorCategory, GatewayError, InvalidInputError
 from llmgw_jupyter.policy import PolicyValidationError, load_policy
-from llmgw_jupyter.store.policy import GrantRecord, PolicyStore, hash_token
+from llmgw_jupyter.store.grants import GrantRecord, GrantStore, hash_token
 from llmgw_jupyter.tools.context import GRANT_NAME_RE
 
 TOKEN_PREFIX = "llmgw_"
 
 
 def create_grant(
-    store: PolicyStore, name: str, policy: Mapping[str, Any] | None
+    store: GrantStore, name: str, policy: Mapping[str, Any] | None
 ) -> tuple[GrantRecord, str]:
     """Create a grant and return it with its token (the only time the token is visible)."""
     if not isinstance(name, str) or not GRANT_NAME_RE.fullmatch(name):
@@ -40,14 +40,14 @@ def create_grant(
     return record, token
 
 
-def revoke_grant(store: PolicyStore, name: str) -> None:
+def revoke_grant(store: GrantStore, name: str) -> None:
     if not store.revoke_grant(name):
         grant = store.get_grant(name)
         if grant is None:
             raise GatewayError(ErrorCategory.NOT_FOUND, f"grant {name!r} not found", field="name")
 
 
-def grant_for_token(store: PolicyStore, token: str) -> GrantRecord | None:
+def grant_for_token(store: GrantStore, token: str) -> GrantRecord | None:
     """The active grant this token opens; revoked tokens stop working on the next request."""
     if not token.startswith(TOKEN_PREFIX):
         return None

@@ -22,7 +22,9 @@ from llmgw_jupyter.records import (
     SessionRecord,
     Usage,
 )
-from llmgw_jupyter.store.policy import ApprovalRecord, AuditRecord, GrantRecord
+from llmgw_jupyter.store.approvals import ApprovalRecord
+from llmgw_jupyter.store.audit import AuditRecord
+from llmgw_jupyter.store.grants import GrantRecord
 
 T0 = 1_790_000_000.25
 

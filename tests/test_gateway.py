@@ -32,7 +32,7 @@ from tools.gateway_harness import (
 
 from llmgw_jupyter.errors import GatewayError
 from llmgw_jupyter.gateway import ToolResult
-from llmgw_jupyter.store.policy import ApprovalRecord
+from llmgw_jupyter.store.approvals import ApprovalRecord
 from llmgw_jupyter.testing.mock_responses import MockResponsesServer
 from llmgw_jupyter.tools import REGISTRY, TOOL_NAMES, Caller
 

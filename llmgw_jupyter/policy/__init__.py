@@ -20,7 +20,7 @@ from llmgw_jupyter.policy.compiled import (
 from llmgw_jupyter.policy.engine import DENIAL_PREFIX, Decision, PolicyEngine
 from llmgw_jupyter.policy.loader import PolicySource
 from llmgw_jupyter.policy.model import PolicyProblem, PolicyValidationError
-from llmgw_jupyter.store.policy import canonical_args_hash
+from llmgw_jupyter.store.values import canonical_args_hash
 
 __all__ = [
     "ALLOW_ALL",

@@ -26,7 +26,7 @@ from typing import Any, Literal
 from llmgw_jupyter.policy.compiled import CompiledTool, Policy
 from llmgw_jupyter.policy.conditions import MISSING, resolve
 from llmgw_jupyter.policy.limits import CompiledLimit
-from llmgw_jupyter.store.policy import BudgetCheck, PolicyStore
+from llmgw_jupyter.store.limits import BudgetCheck, LimitStore
 
 Outcome = Literal["allow", "deny", "require_approval"]
 DENIAL_PREFIX = "[POLICY DENIED]"
@@ -80,11 +80,11 @@ def _deny(reason: str, rule: str, retry_after: float | None = None) -> Decision:
 
 
 class PolicyEngine:
-    """Decides calls against a policy; rate-limit counters live in the ``PolicyStore``."""
+    """Decides calls against a policy; rate-limit counters live in the ``LimitStore``."""
 
     def __init__(
         self,
-        store: PolicyStore,
+        store: LimitStore,
         *,
         clock: Callable[[], float] = time.time,
         prune_interval: float = 60.0,

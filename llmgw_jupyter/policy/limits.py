@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 
 from llmgw_jupyter.policy.model import Limit
-from llmgw_jupyter.store.policy import BudgetCheck, LimitCheck
+from llmgw_jupyter.store.limits import BudgetCheck, LimitCheck
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,7 +43,7 @@ from llmgw_jupyter.server.mcp_endpoint import (
     build_mcp_app,
     unauthenticated,
 )
-from llmgw_jupyter.store.policy import GrantRecord
+from llmgw_jupyter.store.grants import GrantRecord
 from llmgw_jupyter.tools import Caller, ToolContext, ToolDefinition
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from llmgw_jupyter.policy import PolicyEngine, load_policy
 from llmgw_jupyter.policy.limits import counter_key
 from llmgw_jupyter.store.db import Database
-from llmgw_jupyter.store.policy import LimitCheck, PolicyStore
+from llmgw_jupyter.store.limits import LimitCheck
+from llmgw_jupyter.store.policy import PolicyStore
 
 
 def limited(max_calls: int, window: Any = "minute", scope: str = "grant") -> Any:

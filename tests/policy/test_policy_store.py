@@ -1,4 +1,4 @@
-"""PolicyStore tables the gateway builds on: approvals, audit, grants."""
+"""The stores the gateway builds on (approvals, audit, grants), through the PolicyStore facade."""
 
 from __future__ import annotations
 
@@ -8,13 +8,11 @@ import json
 import pytest
 
 from llmgw_jupyter.errors import ErrorCategory, GatewayError
+from llmgw_jupyter.store.approvals import APPROVAL_STATUSES
 from llmgw_jupyter.store.db import Database
-from llmgw_jupyter.store.policy import (
-    APPROVAL_STATUSES,
-    PolicyStore,
-    canonical_args_hash,
-    hash_token,
-)
+from llmgw_jupyter.store.grants import hash_token
+from llmgw_jupyter.store.policy import PolicyStore
+from llmgw_jupyter.store.values import canonical_args_hash
 
 
 def test_canonical_args_hash_ignores_key_order_and_spacing() -> None:
