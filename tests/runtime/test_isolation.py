@@ -1,6 +1,9 @@
 """The isolation boundary, proven with the real Codex CLI: a model that obeys the prompt runs
 shell commands (the mock's ``[mock-shell]`` directive), and what those commands print is what a
-grant would get back. Nothing of the owner's may be in it."""
+grant would get back. Nothing of the owner's may be in it.
+
+The runtime's own rules (protected working dirs, no unisolated grant jobs, private files, the
+wall limit) hold for any CLI: those tests run the fake provider and need no Codex."""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from runtime_helpers import RuntimeFactory
 
 from llmgw_jupyter.errors import ErrorCategory, GatewayError
 from llmgw_jupyter.runtime import JobRecord, JobSpec, JobStatus, Runtime
+from llmgw_jupyter.testing.fake_provider import FakeProvider
 
 CODEX_WAIT = 90
 OWNER_TOKEN = "jupyter-owner-token-5f1d"
@@ -52,6 +56,18 @@ async def isolated(
         data_dir=world["data"],  # inside the workspace, as a careless set-up would have it
         isolation="bwrap",
     )
+
+
+@pytest.fixture
+async def fake_isolated(runtime: RuntimeFactory, world: dict[str, Path]) -> Runtime:
+    """The same boundary and careless data dir, running the fake CLI."""
+    return await runtime(
+        providers={"fake": FakeProvider()}, data_dir=world["data"], isolation="bwrap"
+    )
+
+
+def fake_spec(args: dict[str, Any], caller: str = "owner") -> JobSpec:
+    return JobSpec("fake", "fake_request_async", "exec", {"prompt": "hi", **args}, caller=caller)
 
 
 async def shell_job(
@@ -145,74 +161,57 @@ async def test_grants_keep_their_sessions_to_themselves(
 
 
 async def test_working_in_a_protected_directory_is_refused(
-    isolated: Runtime, world: dict[str, Path]
+    fake_isolated: Runtime, world: dict[str, Path]
 ) -> None:
     for directory in (world["data"], world["work"] / ".jupyter-runtime"):
         with pytest.raises(GatewayError) as refused:
-            await isolated.submit(
-                JobSpec(
-                    "codex",
-                    "codex_request_async",
-                    "exec",
-                    {"prompt": "hi", "working_dir": str(directory)},
-                    caller="grant:bot",
-                )
-            )
+            await fake_isolated.submit(fake_spec({"working_dir": str(directory)}, "grant:bot"))
         assert refused.value.category is ErrorCategory.INVALID_INPUT
         assert refused.value.field == "working_dir"
 
 
-async def test_grants_jobs_never_run_unisolated(
-    runtime: RuntimeFactory, codex_path: str, codex_home: Path, tmp_path: Path
-) -> None:
-    off = await runtime(codex_path=codex_path, codex_home=str(codex_home), isolation="off")
+async def test_grants_jobs_never_run_unisolated(runtime: RuntimeFactory, tmp_path: Path) -> None:
+    off = await runtime(providers={"fake": FakeProvider()}, isolation="off")
     with pytest.raises(GatewayError) as refused:
-        await off.submit(
-            JobSpec("codex", "codex_request_async", "exec", {"prompt": "hi"}, "grant:x")
-        )
+        await off.submit(fake_spec({}, "grant:x"))
     assert refused.value.category is ErrorCategory.ISOLATION_ERROR
     assert "isolation" in off.isolation_report()
 
     missing = await runtime(
-        codex_path=codex_path,
-        codex_home=str(codex_home),
+        providers={"fake": FakeProvider()},
         data_dir=tmp_path / "data2",
         bwrap_path=str(tmp_path / "no-bwrap-here"),
         isolation="bwrap",
     )
     with pytest.raises(GatewayError) as unavailable:
-        await missing.submit(
-            JobSpec("codex", "codex_request_async", "exec", {"prompt": "hi"}, "grant:x")
-        )
+        await missing.submit(fake_spec({}, "grant:x"))
     assert unavailable.value.category is ErrorCategory.ISOLATION_ERROR
     assert "UNAVAILABLE" in missing.isolation_report()
 
 
 async def test_data_at_rest_is_private_whatever_the_umask(
-    isolated: Runtime, world: dict[str, Path]
+    fake_isolated: Runtime, world: dict[str, Path]
 ) -> None:
     old = os.umask(0)
     try:
-        done = await shell_job(isolated, "echo private", world["work"], caller="owner")
+        job = await fake_isolated.submit(fake_spec({"working_dir": str(world["work"])}))
+        done = await fake_isolated.wait_finished(job.id, CODEX_WAIT)
     finally:
         os.umask(old)
+    assert done.status is JobStatus.SUCCEEDED, (done.status, done.error_message)
     data = world["data"]
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
     assert stat.S_IMODE((data / "llmgw.sqlite3").stat().st_mode) == 0o600
-    job_dir = isolated.job_dir(done.id)
+    job_dir = fake_isolated.job_dir(done.id)
     assert stat.S_IMODE(job_dir.stat().st_mode) == 0o700
     for path in job_dir.iterdir():
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
 
 
-async def test_a_timeout_past_the_servers_wall_limit_is_refused(
-    runtime: RuntimeFactory, codex_path: str, codex_home: Path
-) -> None:
-    rt = await runtime(codex_path=codex_path, codex_home=str(codex_home), wall_timeout_seconds=60)
+async def test_a_timeout_past_the_servers_wall_limit_is_refused(runtime: RuntimeFactory) -> None:
+    rt = await runtime(providers={"fake": FakeProvider()}, wall_timeout_seconds=60)
     with pytest.raises(GatewayError) as refused:
-        await rt.submit(
-            JobSpec("codex", "codex_request_async", "exec", {"prompt": "hi", "timeout_seconds": 61})
-        )
+        await rt.submit(fake_spec({"timeout_seconds": 61}))
     assert refused.value.field == "timeout_seconds"
     assert "wall_timeout_seconds" in refused.value.message
 
