@@ -89,7 +89,7 @@ def loopback_host(value: str) -> str:
     )
 
 
-def _loopback_origin(origin: str) -> bool:
+def loopback_origin(origin: str) -> bool:
     """An ``Origin`` of a page served from this machine (any port), http or https."""
     try:
         parts = urlsplit(origin)
@@ -177,7 +177,7 @@ class DirectMCPApp:
     def _origin_passes(self, origin: str) -> bool:
         if origin in self._passing_origins:
             return True
-        if not _loopback_origin(origin):
+        if not loopback_origin(origin):
             return False
         if len(self._passing_origins) >= _MAX_PASSING_ORIGINS:
             self._passing_origins.clear()
@@ -350,5 +350,6 @@ __all__ = [
     "DirectListener",
     "DirectMCPApp",
     "loopback_host",
+    "loopback_origin",
     "start_direct_listener",
 ]

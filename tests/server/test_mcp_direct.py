@@ -24,6 +24,7 @@ import pytest
 from raw_mcp import ACCEPT, INITIALIZE, bearer, in_session, open_session
 from test_mcp_third_party_clients import POLICY, Setup, connected, scenario
 
+from llmgw_jupyter.server.mcp_direct import loopback_host, loopback_origin
 from llmgw_jupyter.testing.codex_home import write_codex_home
 from llmgw_jupyter.testing.jupyter_process import JupyterProcess, free_port, start_jupyter
 from llmgw_jupyter.testing.mcp_agent import agent_session
@@ -98,6 +99,36 @@ async def new_grant(rest: httpx.AsyncClient, name: str, policy: dict[str, Any]) 
     return str(created.json()["token"])
 
 
+# -- what counts as loopback ------------------------------------------------------------------
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "[::1]", "localhost", " LocalHost "])
+def test_loopback_hosts_are_accepted(host: str) -> None:
+    assert loopback_host(host) in ("127.0.0.1", "::1", "localhost")
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "", "192.168.1.5", "127.0.0.2", "my.host"])
+def test_other_hosts_are_refused_with_the_rule(host: str) -> None:
+    with pytest.raises(ValueError, match=r"^mcp_direct_host: .* loopback only"):
+        loopback_host(host)
+
+
+@pytest.mark.parametrize(
+    ("origin", "passes"),
+    [
+        ("http://127.0.0.1:3000", True),
+        ("https://localhost", True),
+        ("http://[::1]:8080", True),
+        ("http://evil.example", False),
+        ("http://localhost.evil.example", False),
+        ("http://127.0.0.1.evil.example", False),
+        ("null", False),
+        ("file://", False),
+        ("http://127.0.0.1:99999", False),
+    ],
+)
+def test_only_loopback_origins_pass(origin: str, passes: bool) -> None:
+    assert loopback_origin(origin) is passes
+
+
 # -- third-party clients ------------------------------------------------------------------------
 @pytest.fixture(params=["typescript", "python", "fastmcp"])
 def client_setup(
@@ -122,10 +153,22 @@ def client_setup(
 
 
 async def test_third_party_clients_over_the_direct_listener(
-    client_setup: tuple[Setup, str], request: pytest.FixtureRequest
+    client_setup: tuple[Setup, str],
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The whole third-party scenario (tools, refusals, progress, cancellation, -32602 for an
     unknown tool, ``tools/list_changed`` after a policy edit) against the direct URL."""
+    # The node client answers one JSON line per command; with every provider's tools the
+    # tools/list line is past asyncio's default 64 KiB line limit (the shared TypeScriptAgent
+    # does not set one): the pipes here get room for it.
+    spawn = asyncio.create_subprocess_exec
+
+    async def roomy(*args: Any, **kwargs: Any) -> asyncio.subprocess.Process:
+        kwargs.setdefault("limit", 16 * 1024 * 1024)
+        return await spawn(*args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "create_subprocess_exec", roomy)
     setup, url = client_setup
     kind = request.node.callspec.params["client_setup"]
     async with connected(kind, url, setup.server.token) as agent:
