@@ -12,16 +12,22 @@ Callers choose only typed, validated arguments: there is no free-form flag, no s
 MCP config and no environment from callers. The gateway's own settings come last: a private
 per-caller ``CLAUDE_CONFIG_DIR`` whose ``settings.json`` the gateway rewrites on every run,
 ``--setting-sources user`` (a working dir's ``.claude/settings*.json`` cannot add hooks, change
-permissions or endpoints), ``--strict-mcp-config`` (no MCP servers from ``.mcp.json``), and
-``CLAUDE_CODE_SUBPROCESS_ENV_SCRUB=1`` so the commands Claude runs do not inherit the API key.
+permissions or endpoints) and ``--strict-mcp-config`` (no MCP servers from ``.mcp.json``).
+
+The commands Claude runs (its ``Bash`` tool) would inherit claude's whole environment, API key
+included. So the key never is in it: claude gets it from an ``apiKeyHelper`` that reads a private
+key file, and the commands run in Claude's own sandbox (bubblewrap + socat), which cannot read
+that file. What stays exposed is in docs/claude-code.md.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import tempfile
 import uuid
@@ -60,12 +66,14 @@ __all__ = [
     "CLAUDE_NPM_PACKAGE",
     "CLAUDE_PATH_ENV",
     "GATEWAY_ENV",
+    "KEY_FILE",
     "ClaudeArgs",
     "ClaudeProvider",
     "ClaudeResumeArgs",
     "ClaudeSessionId",
     "ClaudeStreamParser",
     "find_claude",
+    "gateway_settings",
 ]
 
 CLAUDE_PATH_ENV = "LLMGW_CLAUDE_PATH"
@@ -89,21 +97,43 @@ STRUCTURED_TOOL = "StructuredOutput"  # the tool ``--json-schema`` adds (seen in
 PermissionMode = Literal["default", "manual", "acceptEdits", "plan", "dontAsk", "auto"]
 # Variables of the server's environment a Claude run may see besides the runtime's base set:
 # the owner's key and endpoint, never a caller's.
-CREDENTIAL_ENV = ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL")
+CREDENTIAL_ENV = ("ANTHROPIC_BASE_URL",)
+KEY_ENV = "ANTHROPIC_API_KEY"  # read from the server's environment, handed over in a file
+KEY_FILE = "gateway-api-key"  # in the private config dir; unreadable to sandboxed commands
 # Set by the gateway on every run, after everything else: callers cannot change these.
 GATEWAY_ENV = {
     "DISABLE_AUTOUPDATER": "1",
     "DISABLE_TELEMETRY": "1",
     "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
 }
-# Claude's own subprocess sandbox (bubblewrap + socat): commands run in a PID namespace of their
-# own with the API key, tokens and the session's control socket token removed from their
-# environment, and the config dir read-only. Without socat the commands are refused, never run
-# unscrubbed.
-SCRUB_ENV = {"CLAUDE_CODE_SUBPROCESS_ENV_SCRUB": "1"}
-# What the gateway writes as the private config dir's settings.json before every run: whatever a
-# previous run's commands wrote there (hooks, env, apiKeyHelper, permissions) is gone.
-GATEWAY_SETTINGS: dict[str, Any] = {"disableAllHooks": True}
+
+
+def gateway_settings(key_file: str | None, *, isolated: bool, sandbox: bool) -> dict[str, Any]:
+    """The private config dir's settings.json, rewritten before every run (whatever a previous
+    run's commands wrote there is gone).
+
+    ``sandbox``: the commands Claude runs go through Claude's own sandbox, with no way out
+    (``allowUnsandboxedCommands: false``) and no change to what needs permission
+    (``autoAllowBashIfSandboxed: false``); it cannot read the key file, and ``ANTHROPIC_API_KEY``
+    is unset for it. Inside the gateway's boundary Claude's sandbox cannot mount a /proc of its
+    own (nested bubblewrap), so it keeps the boundary's, which shows only this job's processes;
+    outside the boundary it gets a fresh one (the weaker mode would show every process of the
+    user there).
+    """
+    settings: dict[str, Any] = {"disableAllHooks": True}
+    if key_file is not None:
+        settings["apiKeyHelper"] = f"cat {shlex.quote(key_file)}"
+    if sandbox:
+        settings["sandbox"] = {
+            "enabled": True,
+            "enableWeakerNestedSandbox": isolated,
+            "allowUnsandboxedCommands": False,
+            "autoAllowBashIfSandboxed": False,
+            "filesystem": {"denyRead": [key_file] if key_file else []},
+            "credentials": {"envVars": [{"name": KEY_ENV, "mode": "deny"}]},
+        }
+    return settings
+
 
 _MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/\[\]-]{0,127}$")
 # ``Name`` or ``Name(content)``: the CLI splits a rule list on commas and spaces outside
@@ -319,28 +349,29 @@ class ClaudeProvider:
     def from_settings(cls, settings: ProviderSettings) -> ClaudeProvider:
         """``path`` is the claude executable; ``home`` is ignored (each caller gets a private
         config dir). Options: ``base_url`` (ANTHROPIC_BASE_URL, e.g. a test's mock) and
-        ``subprocess_env_scrub`` (default true)."""
-        settings.check_options(cls.name, {"base_url", "subprocess_env_scrub"})
+        ``command_sandbox`` (default true: commands run in Claude's sandbox; false only where
+        bubblewrap or socat cannot run, and then they see what claude sees)."""
+        settings.check_options(cls.name, {"base_url", "command_sandbox"})
         base_url = settings.options.get("base_url")
         if base_url is not None and (
             not isinstance(base_url, str) or not re.match(r"^https?://[^\s]{1,2000}$", base_url)
         ):
             raise ProviderConfigError(cls.name, "options.base_url", "must be an http(s) URL")
-        scrub = settings.options.get("subprocess_env_scrub", True)
-        if not isinstance(scrub, bool):
-            raise ProviderConfigError(cls.name, "options.subprocess_env_scrub", "must be a bool")
-        return cls(settings.path, base_url=base_url, subprocess_env_scrub=scrub)
+        sandbox = settings.options.get("command_sandbox", True)
+        if not isinstance(sandbox, bool):
+            raise ProviderConfigError(cls.name, "options.command_sandbox", "must be true or false")
+        return cls(settings.path, base_url=base_url, command_sandbox=sandbox)
 
     def __init__(
         self,
         executable: str | None = None,
         *,
         base_url: str | None = None,
-        subprocess_env_scrub: bool = True,
+        command_sandbox: bool = True,
     ) -> None:
         self._explicit = executable
         self.base_url = base_url
-        self.subprocess_env_scrub = subprocess_env_scrub
+        self.command_sandbox = command_sandbox
 
     def executable(self) -> str:
         return find_claude(self._explicit)
@@ -412,6 +443,14 @@ class ClaudeProvider:
         ]
         mounts = Mounts(writable=list(add_dirs), read_only=[_install_root(executable)])
         config_dir = self._config_dir_for(context)
+        inside_config = INSIDE_CONFIG_DIR if context.isolated else str(config_dir)
+        has_key = _write_key(config_dir / KEY_FILE, os.environ.get(KEY_ENV))
+        settings = gateway_settings(
+            f"{inside_config}/{KEY_FILE}" if has_key else None,
+            isolated=context.isolated,
+            sandbox=self.command_sandbox,
+        )
+        write_private(config_dir / "settings.json", json.dumps(settings, indent=2))
         env: dict[str, str] = {}
         if self.base_url:
             env["ANTHROPIC_BASE_URL"] = self.base_url
@@ -423,8 +462,6 @@ class ClaudeProvider:
             env["CLAUDE_CONFIG_DIR"] = str(config_dir)
             env["CLAUDE_CODE_TMPDIR"] = str(_short_tmpdir(context.state_dir))
         env.update(GATEWAY_ENV)
-        if self.subprocess_env_scrub:
-            env.update(SCRUB_ENV)
         return Command(
             argv=argv,
             stdin=args["prompt"].encode(),
@@ -435,14 +472,20 @@ class ClaudeProvider:
         )
 
     def _config_dir_for(self, context: LaunchContext) -> Path:
-        """Each caller (the owner too) has a config dir of its own under its state dir; its
-        settings.json is the gateway's, rewritten before every run."""
-        config_dir = _private_dir(context.state_dir / "claude-config")
-        write_private(config_dir / "settings.json", json.dumps(GATEWAY_SETTINGS, indent=2))
-        return config_dir
+        """Each caller (the owner too) has a config dir of its own under its state dir."""
+        return _private_dir(context.state_dir / "claude-config")
 
     def new_parser(self) -> ClaudeStreamParser:
         return ClaudeStreamParser()
+
+
+def _write_key(path: Path, key: str | None) -> bool:
+    """The server's API key for the apiKeyHelper (0600), or no file when there is none."""
+    if key and "\n" not in key and "\x00" not in key:
+        write_private(path, key + "\n")
+        return True
+    path.unlink(missing_ok=True)
+    return False
 
 
 def _private_dir(path: Path) -> Path:
@@ -477,11 +520,14 @@ def write_private(path: Path, text: str) -> None:
         handle.write(text)
 
 
+_USAGE_HAS_COST = "cost_usd" in {f.name for f in dataclasses.fields(Usage)}
+
+
 class ClaudeStreamParser:
     """State of one ``claude -p --output-format stream-json`` stream, fed line by line.
 
-    ``cost_usd`` is this run's cost (not the session's cumulative ``total_cost_usd``); it lives
-    here until ``Usage`` has a field for it.
+    ``cost_usd`` is this run's cost (not the session's cumulative ``total_cost_usd``); it is
+    also set on ``usage`` when ``Usage`` has that field.
     """
 
     def __init__(self) -> None:
@@ -581,6 +627,8 @@ class ClaudeStreamParser:
         if isinstance(usage, dict):
             self.usage = _tokens(usage)
         self.cost_usd = _run_cost(event)
+        if self.usage is not None and _USAGE_HAS_COST:
+            setattr(self.usage, "cost_usd", self.cost_usd)  # noqa: B010 (older Usage lacks it)
         self.structured_output = event.get("structured_output")
         status = event.get("api_error_status")
         self.api_error_status = status if isinstance(status, int) else None
