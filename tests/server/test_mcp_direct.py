@@ -300,6 +300,31 @@ async def test_a_non_loopback_host_is_refused_at_start(tmp_path: Path, codex_pat
         server.stop()
 
 
+async def test_a_port_in_use_is_reported_and_the_rest_serves(
+    tmp_path: Path, codex_path: str
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        server = start_jupyter(
+            tmp_path,
+            data_dir=tmp_path / "llmgw-data",
+            codex_path=codex_path,
+            args=[f"--LLMGatewayApp.mcp_direct_port={port}"],
+        )
+        try:
+            said = wait_for_log(server, re.compile(r".*direct MCP listener on .* did not start.*"))
+            assert f"port {port}" in said and "Address already in use" in said
+            async with httpx.AsyncClient(timeout=WAIT) as http:
+                opened = await http.post(
+                    server.mcp_url, headers=bearer(server.token), json=INITIALIZE
+                )
+                assert opened.status_code == 200, opened.text
+        finally:
+            server.stop()
+
+
 async def test_a_free_port_is_logged_and_closed_with_the_server(
     tmp_path: Path, codex_path: str
 ) -> None:
