@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 from tools.gateway_harness import (
     MINIMAL_ARGUMENTS,
     OWNER,
@@ -710,3 +711,18 @@ async def test_the_audit_can_be_queried_by_caller_tool_and_decision(fake_gateway
     assert [r.caller for r in store.query_audit(tool="llm_job_list")] == ["grant:agent", "owner"]
     assert [r.caller for r in store.query_audit(decision="allow")] == ["owner"]
     assert len(store.query_audit(limit=1)) == 1
+
+
+def test_a_success_carries_its_answer_and_renders_it_as_compact_json_text() -> None:
+    """MCP shows ``text``; REST answers with ``structured`` (the text is made only if read)."""
+
+    class Answer(BaseModel):
+        job_id: str
+        note: str | None = None
+
+    result = ToolResult.success(Answer(job_id="j1"))
+    assert (result.is_error, result.error) == (False, None)
+    assert result.structured == {"job_id": "j1", "note": None}
+    assert result.text == '{"job_id":"j1","note":null}'
+    assert result == ToolResult(False, '{"job_id":"j1","note":null}', result.structured)
+    assert result != ToolResult.failure("not_found", "job j1 not found", field="job_id")

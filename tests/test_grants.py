@@ -18,6 +18,7 @@ from tools.gateway_harness import Harness, open_gateway
 from llmgw_jupyter import grants
 from llmgw_jupyter.errors import GatewayError
 from llmgw_jupyter.store.db import Database
+from llmgw_jupyter.store.grants import GrantStore
 from llmgw_jupyter.store.policy import PolicyStore
 from llmgw_jupyter.tools import Caller
 
@@ -250,3 +251,63 @@ async def test_a_grant_policy_file_that_never_loaded_refuses_everything(tmp_path
         assert harness.gateway.list_tools(Caller.grant("ci")) == []
         refused = await harness.gateway.call("llm_job_list", {}, Caller.grant("ci"))
         assert refused.is_error and refused.text.startswith("[POLICY DENIED]")
+
+
+# -- a grant's record is cached: changes elsewhere are still seen at once ------------------------
+ALLOW_ALL: dict[str, Any] = {"version": "1", "default": "allow"}
+
+
+def revoke_elsewhere(harness: Harness, name: str) -> None:
+    """What ``llmgw grant revoke`` does from another process: its own connection to the store."""
+    other = Database(harness.tmp / "data" / "llmgw.sqlite3")
+    try:
+        grants.revoke_grant(GrantStore(other), name)
+    finally:
+        other.close()
+
+
+async def test_a_grant_revoked_elsewhere_is_refused_at_its_next_call(
+    fake_gateway: Harness,
+) -> None:
+    agent = fake_gateway.grant("agent", ALLOW_ALL)
+    assert not (await fake_gateway.call("llm_job_list", {}, agent)).is_error  # now cached
+    revoke_elsewhere(fake_gateway, "agent")
+    refused = await fake_gateway.call("llm_job_list", {}, agent)
+    assert refused.error == "policy_denied"  # a revoked grant has no policy
+
+
+async def test_the_grants_version_changes_with_a_write_elsewhere_and_serves_the_next_call(
+    fake_gateway: Harness,
+) -> None:
+    """The server's token check (``grants_version``) and the call it was made for share one
+    look at SQLite; the check after the call (nothing revoked meanwhile?) is its own."""
+    gw = fake_gateway.gateway
+    agent = fake_gateway.grant("agent", ALLOW_ALL)
+    assert not (await fake_gateway.call("llm_job_list", {}, agent)).is_error
+    before = gw.grants_version()
+    assert gw.grants_version() == before  # nothing changed
+    revoke_elsewhere(fake_gateway, "agent")
+    assert gw.grants_version() != before
+    assert (await fake_gateway.call("llm_job_list", {}, agent)).error == "policy_denied"
+
+
+async def test_a_request_checked_by_the_server_asks_sqlite_once_more_after_its_call(
+    fake_gateway: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gw = fake_gateway.gateway
+    agent = fake_gateway.grant("agent", ALLOW_ALL)
+    assert not (await fake_gateway.call("llm_job_list", {}, agent)).is_error
+    database = fake_gateway.runtime.database
+    real = database.data_version
+    asked: list[int] = []
+
+    def counted() -> int:
+        asked.append(1)
+        return real()
+
+    monkeypatch.setattr(database, "data_version", counted)
+    gw.grants_version()  # the server authenticating the request
+    assert not (await fake_gateway.call("llm_job_list", {}, agent)).is_error
+    assert len(asked) == 2  # the token check, then the check after the call
+    assert not (await fake_gateway.call("llm_job_list", {}, agent)).is_error
+    assert len(asked) == 4  # unchecked by a server: the call asks before and after
