@@ -1,4 +1,9 @@
-"""Kernel test fixtures: the mock model, kernels, a Jupyter server with the extension."""
+"""Kernel test fixtures: the mock model, kernels, Jupyter servers with the extension.
+
+``kernel_env`` needs no Codex; ``base_env`` adds the real Codex for embedded gateways that run
+jobs. ``fake_gateway_server`` runs the fake CLI behind Codex's tools (for tests over REST where
+any job will do); ``gateway_server`` runs the real Codex.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +16,22 @@ import pytest
 from kernel_harness import KernelHarness, start_kernel
 
 from llmgw_jupyter.testing import codex_home as _codex_home
+from llmgw_jupyter.testing import fake_cli
 from llmgw_jupyter.testing.jupyter_process import JupyterProcess, start_jupyter
 from llmgw_jupyter.testing.mock_responses import MockResponsesServer
 
 REPO = Path(__file__).resolve().parents[2]
 # The owner policy of these tests is the notebooks' example: all allowed but danger-full-access.
 OWNER_POLICY_FILE = REPO / "notebooks" / "owner-policy.example.json"
+FAKE_CODEX_CONFIG = """\
+c.LLMGatewayApp.providers = {{
+    "codex": {{
+        "class": "llmgw_jupyter.testing.fake_provider:FakeCodexProvider",
+        "path": {script!r},
+        "home": {home!r},
+    }}
+}}
+"""
 
 
 @pytest.fixture(scope="module")
@@ -52,10 +67,11 @@ def owner_policy_file() -> Path:
 
 
 @pytest.fixture(scope="module")
-def base_env(
-    kernel_tmp: Path, kernel_codex_home: Path, module_codex_path: str, owner_policy_file: Path
+def kernel_env(
+    kernel_tmp: Path, kernel_codex_home: Path, owner_policy_file: Path
 ) -> dict[str, str]:
-    """Environment of every kernel and server here: the mock model, no gateway server."""
+    """Environment of every kernel and server here: the mock model, no gateway server, and no
+    Codex (kernels reach a server's gateway over REST)."""
     env = {
         k: v
         for k, v in os.environ.items()
@@ -63,7 +79,6 @@ def base_env(
     }
     env.update(
         CODEX_HOME=str(kernel_codex_home),
-        LLMGW_CODEX_PATH=module_codex_path,
         LLMGW_POLICY=str(owner_policy_file),
         JUPYTER_RUNTIME_DIR=str(kernel_tmp / "runtime"),
         JUPYTER_DATA_DIR=str(kernel_tmp / "jupyter-data"),
@@ -72,6 +87,12 @@ def base_env(
         PYDEVD_DISABLE_FILE_VALIDATION="1",
     )
     return env
+
+
+@pytest.fixture(scope="module")
+def base_env(kernel_env: dict[str, str], module_codex_path: str) -> dict[str, str]:
+    """``kernel_env`` plus the real Codex, for embedded gateways that run jobs."""
+    return {**kernel_env, "LLMGW_CODEX_PATH": module_codex_path}
 
 
 @pytest.fixture
@@ -104,6 +125,29 @@ def gateway_server(
         codex_path=module_codex_path,
         codex_home=kernel_codex_home,
         env=base_env,
+    )
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def fake_gateway_server(kernel_env: dict[str, str], kernel_tmp: Path) -> Iterator[JupyterProcess]:
+    """A Jupyter server whose jobs run the fake CLI behind Codex's tools: no Codex needed.
+
+    It shares the kernels' runtime and data dirs (``kernel_env``) but has a config dir of its own
+    (the provider configuration), so a ``gateway_server`` beside it still runs the real Codex.
+    """
+    workdir = kernel_tmp / "fake-server"
+    config_dir = workdir / "jupyter-config-fake"
+    config_dir.mkdir(parents=True)
+    (config_dir / "jupyter_server_config.py").write_text(
+        FAKE_CODEX_CONFIG.format(script=fake_cli.__file__, home=str(workdir / "fake-home"))
+    )
+    server = start_jupyter(
+        workdir,
+        data_dir=kernel_tmp / "fake-server-data",
+        codex_path=str(workdir / "no-codex"),
+        env={**kernel_env, "JUPYTER_CONFIG_DIR": str(config_dir)},
     )
     yield server
     server.stop()

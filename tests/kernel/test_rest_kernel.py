@@ -1,4 +1,9 @@
-"""The magics against a real Jupyter server with the extension: the shared runtime over REST."""
+"""The magics against a real Jupyter server with the extension: the shared runtime over REST.
+
+The server runs the fake CLI behind Codex's tools (``fake_gateway_server``): these tests are about
+the kernel's side, any job will do, and no Codex is needed. Its ``[fake:...]`` knobs make jobs
+slow or chatty. Only the embedded fallbacks run the real Codex, in the kernel.
+"""
 
 from __future__ import annotations
 
@@ -25,10 +30,16 @@ async def value(kernel: KernelHarness, expression: str) -> Any:
 
 
 @pytest.fixture
+def gateway_server(fake_gateway_server: JupyterProcess) -> JupyterProcess:
+    """The server of this module: the fake CLI behind Codex's tools."""
+    return fake_gateway_server
+
+
+@pytest.fixture
 async def rest_kernel(
-    kernel_factory: Any, base_env: dict[str, str], gateway_server: JupyterProcess, tmp_path: Path
+    kernel_factory: Any, kernel_env: dict[str, str], gateway_server: JupyterProcess, tmp_path: Path
 ) -> KernelHarness:
-    harness: KernelHarness = await kernel_factory(gateway_server.kernel_env(base_env))
+    harness: KernelHarness = await kernel_factory(gateway_server.kernel_env(kernel_env))
     await harness.execute(f"%load_ext llmgw_jupyter\nWORK = {str(tmp_path)!r}")
     return harness
 
@@ -65,7 +76,7 @@ async def test_widget_follows_a_server_job_from_queued_to_the_answer(
     rest_kernel: KernelHarness, gateway_server: JupyterProcess
 ) -> None:
     run = await rest_kernel.execute(
-        "job = %codex_async --cd {WORK} Over REST [mock:steps=3,step_delay=0.4]"
+        "job = %codex_async --cd {WORK} Over REST [fake:events=3,step_delay=0.4]"
     )
     assert "jobs outlive this kernel" in run.stream()
     assert len(run.data(WIDGET_VIEW)) == 1
@@ -77,7 +88,7 @@ async def test_widget_follows_a_server_job_from_queued_to_the_answer(
     value_html = await rest_kernel.wait_for(lambda: answer.state.get("value"), 10, "answer")
     assert "echo: Over REST" in value_html
 
-    events = await value(rest_kernel, "[e for e in job.events if e['type'] == 'item.completed']")
+    events = await value(rest_kernel, "[e for e in job.events if e['type'] == 'fake.progress']")
     view = rest_kernel.child(widget, "llmgw-events")
     delays = []
     for event in events:
@@ -91,7 +102,7 @@ async def test_widget_follows_a_server_job_from_queued_to_the_answer(
 async def test_a_kernel_restart_never_cancels_a_job_and_llm_job_reattaches(
     rest_kernel: KernelHarness, gateway_server: JupyterProcess
 ) -> None:
-    await rest_kernel.execute("%codex_async --out slow --cd {WORK} Outlives [mock:delay=3]")
+    await rest_kernel.execute("%codex_async --out slow --cd {WORK} Outlives [fake:delay=3]")
     job_id = await value(rest_kernel, "slow.id")
     await rest_kernel.wait_status(job_id, {"running"})
 
