@@ -1,4 +1,8 @@
-"""The two gateway clients: the same answers from the server's REST API and an embedded runtime."""
+"""The two gateway clients: the same answers from the server's REST API and an embedded runtime.
+
+The server runs the fake CLI behind Codex's tools (no Codex needed); the embedded runtime runs
+the real Codex where a job runs (``job_client``), so a job looks a little different on each side
+(``TWO_STEPS``)."""
 
 from __future__ import annotations
 
@@ -31,12 +35,18 @@ pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture(autouse=True)
-def _kernel_env(base_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+def _kernel_env(kernel_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     """The mock model and the owner policy, as the kernels get them."""
-    for key in ("CODEX_HOME", "LLMGW_CODEX_PATH", "LLMGW_POLICY"):
-        monkeypatch.setenv(key, base_env[key])
+    for key in ("CODEX_HOME", "LLMGW_POLICY"):
+        monkeypatch.setenv(key, kernel_env[key])
     monkeypatch.delenv("LLMGW_SERVER_URL", raising=False)
     monkeypatch.delenv("LLMGW_DATA_DIR", raising=False)
+
+
+@pytest.fixture
+def gateway_server(fake_gateway_server: JupyterProcess) -> JupyterProcess:
+    """The server of this module: the fake CLI behind Codex's tools."""
+    return fake_gateway_server
 
 
 @pytest.fixture
@@ -48,15 +58,50 @@ def rest(gateway_server: JupyterProcess) -> Iterator[RestClient]:
 
 @pytest.fixture
 def embedded(tmp_path: Path) -> Iterator[EmbeddedClient]:
+    """An embedded runtime: enough for everything but running a job (see ``embedded_codex``)."""
     client = EmbeddedClient(tmp_path / "data")
     yield client
     client.close()
+
+
+@pytest.fixture
+def embedded_codex(
+    module_codex_path: str, monkeypatch: pytest.MonkeyPatch, embedded: EmbeddedClient
+) -> EmbeddedClient:
+    """The embedded runtime with the real Codex, for tests that run a job in it."""
+    monkeypatch.setenv("LLMGW_CODEX_PATH", module_codex_path)
+    return embedded
 
 
 @pytest.fixture(params=["rest", "embedded"])
 def any_client(request: pytest.FixtureRequest) -> GatewayClient:
     client: GatewayClient = request.getfixturevalue(request.param)
     return client
+
+
+@pytest.fixture(params=["rest", pytest.param("embedded_codex", marks=pytest.mark.codex)])
+def job_client(request: pytest.FixtureRequest) -> GatewayClient:
+    """A client whose jobs run: the fake behind the server, the real Codex embedded."""
+    client: GatewayClient = request.getfixturevalue(request.param)
+    return client
+
+
+# A job with two progress steps 0.3 s apart, by client kind: (prompt, progress event type, the
+# answer, the CLI's first line in the raw output). The fake CLI drops its knobs from the answer.
+TWO_STEPS = {
+    "rest": (
+        "Hello [fake:events=2,step_delay=0.3]",
+        "fake.progress",
+        "echo: Hello",
+        '"type": "session"',
+    ),
+    "embedded": (
+        "Hello [mock:steps=2,step_delay=0.3]",
+        "item.completed",
+        "echo: Hello [mock:steps=2,step_delay=0.3]",
+        '"thread.started"',
+    ),
+}
 
 
 def test_api_base_accepts_the_server_url_or_the_api_url() -> None:
@@ -104,12 +149,13 @@ def test_bare_statuses_map_to_the_categories_the_server_uses() -> None:
 
 
 async def test_submit_wait_and_collect_from_the_kernels_loop(
-    any_client: GatewayClient, tmp_path: Path
+    job_client: GatewayClient, tmp_path: Path
 ) -> None:
     """Awaited on this (the 'kernel') loop, the work runs on the client's own loop."""
+    any_client = job_client
+    prompt, progress, answer, first_line = TWO_STEPS[any_client.kind]
     submitted = await any_client.call_tool(
-        "codex_request_async",
-        {"prompt": "Hello [mock:steps=2,step_delay=0.3]", "working_dir": str(tmp_path)},
+        "codex_request_async", {"prompt": prompt, "working_dir": str(tmp_path)}
     )
     job = submitted["job"]
     assert job["status"] == "queued"
@@ -123,10 +169,10 @@ async def test_submit_wait_and_collect_from_the_kernels_loop(
         after = events[-1]["seq"] if events else after
         types += [event["type"] for event in events]
     assert job["status"] == "succeeded"
-    assert types.count("item.completed") == 2
+    assert types.count(progress) == 2
     result = await any_client.job_result(job["id"])
-    assert result["final_message"] == "echo: Hello [mock:steps=2,step_delay=0.3]"
-    assert '"thread.started"' in result["output"]["data"]
+    assert result["final_message"] == answer
+    assert first_line in result["output"]["data"]
     jobs, total = await any_client.list_jobs(limit=5)
     assert total >= 1 and job["id"] in [j["id"] for j in jobs]
     sessions = await any_client.sessions()
@@ -168,9 +214,11 @@ async def test_refusals_are_gateway_call_errors(any_client: GatewayClient, tmp_p
     assert unknown.value.category == "not_found"
 
 
-async def test_cancel_and_grants(any_client: GatewayClient, tmp_path: Path) -> None:
+async def test_cancel_and_grants(job_client: GatewayClient, tmp_path: Path) -> None:
+    any_client = job_client
     submitted = await any_client.call_tool(
-        "codex_request_async", {"prompt": "Slow [mock:delay=30]", "working_dir": str(tmp_path)}
+        "codex_request_async",
+        {"prompt": "Slow [mock:delay=30] [fake:delay=30]", "working_dir": str(tmp_path)},
     )
     cancelled = await any_client.cancel_job(submitted["job"]["id"])
     assert cancelled["status"] == "cancelled"
