@@ -60,8 +60,11 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
     return {"work": work, "data": tmp_path / "data"}
 
 
-@pytest.fixture
-async def rt(world: dict[str, Path], mock: MockAnthropicServer) -> AsyncIterator[Runtime]:
+@pytest.fixture(params=["bwrap"])
+async def rt(
+    request: pytest.FixtureRequest, world: dict[str, Path], mock: MockAnthropicServer
+) -> AsyncIterator[Runtime]:
+    """A runtime with the boundary on (``isolation="off"`` where a test asks for it too)."""
     reason = Boundary().unavailable_reason()
     if reason is not None:
         pytest.fail(f"the isolation boundary is needed for these tests: {reason}", pytrace=False)
@@ -69,7 +72,7 @@ async def rt(world: dict[str, Path], mock: MockAnthropicServer) -> AsyncIterator
     runtime = Runtime(
         RuntimeConfig(
             data_dir=world["data"],
-            isolation="bwrap",
+            isolation=request.param,
             provider_settings={"claude": settings},
             env={"CLAUDE_CODE_MAX_RETRIES": "0"},
         )
@@ -218,6 +221,7 @@ async def test_resume_continues_the_same_session(
     assert session.last_job_id == again.id
 
 
+@pytest.mark.parametrize("rt", ["bwrap", "off"], indirect=True)
 async def test_cancel_of_a_slow_job_ends_claude_and_the_commands_it_started(
     rt: Runtime, world: dict[str, Path]
 ) -> None:
