@@ -1,7 +1,8 @@
 """The magics in a real kernel that no gateway server looks after: the embedded runtime.
 
 Everything is observed the way a frontend sees it: execute replies, output messages, and the
-widget state carried by comm messages.
+widget state carried by comm messages. Jobs run the real Codex in the kernel (``kernel``); tests
+that run no job use a kernel without it (``jobless_kernel``).
 """
 
 from __future__ import annotations
@@ -19,12 +20,25 @@ from kernel_harness import KernelHarness
 pytestmark = pytest.mark.timeout(240)
 
 
-@pytest.fixture
-async def kernel(kernel_factory: Any, base_env: dict[str, str], tmp_path: Path) -> KernelHarness:
-    env = {**base_env, "LLMGW_DATA_DIR": str(tmp_path / "data")}
-    harness: KernelHarness = await kernel_factory(env)
+async def loaded_kernel(kernel_factory: Any, env: dict[str, str], tmp_path: Path) -> KernelHarness:
+    """A kernel on its own data dir with the magics loaded and ``WORK`` set."""
+    harness: KernelHarness = await kernel_factory({**env, "LLMGW_DATA_DIR": str(tmp_path / "data")})
     await harness.execute(f"%load_ext llmgw_jupyter\nWORK = {str(tmp_path)!r}")
     return harness
+
+
+@pytest.fixture
+async def kernel(kernel_factory: Any, base_env: dict[str, str], tmp_path: Path) -> KernelHarness:
+    """A kernel whose embedded gateway runs the real Codex."""
+    return await loaded_kernel(kernel_factory, base_env, tmp_path)
+
+
+@pytest.fixture
+async def jobless_kernel(
+    kernel_factory: Any, kernel_env: dict[str, str], tmp_path: Path
+) -> KernelHarness:
+    """A kernel for tests that run no job: no Codex needed."""
+    return await loaded_kernel(kernel_factory, kernel_env, tmp_path)
 
 
 async def value(kernel: KernelHarness, expression: str) -> Any:
@@ -136,12 +150,23 @@ async def test_codex_options_reach_the_job_and_the_key_makes_it_idempotent(
         ("%codex_fork", ["SESSION is required"]),
         ("%llm_jobs --limit many", ["--limit", "invalid int value"]),
         ("%llm_approvals --approve a --deny b", ["--deny", "not allowed with argument"]),
-        ("%codex_async --out 1x --cd /tmp hi", ["--out", "not a valid variable name"]),
     ],
 )
 async def test_a_bad_option_is_one_line_naming_it_without_traceback(
-    kernel: KernelHarness, cell: str, names: list[str]
+    jobless_kernel: KernelHarness, cell: str, names: list[str]
 ) -> None:
+    await assert_one_line_usage_error(jobless_kernel, cell, names)
+
+
+async def test_a_bad_out_name_is_one_line_naming_it_without_traceback(
+    kernel: KernelHarness,
+) -> None:
+    """On the Codex kernel: the magic checks ``--out`` only once the job is submitted."""
+    cell = "%codex_async --out 1x --cd /tmp hi"
+    await assert_one_line_usage_error(kernel, cell, ["--out", "not a valid variable name"])
+
+
+async def assert_one_line_usage_error(kernel: KernelHarness, cell: str, names: list[str]) -> None:
     run = await kernel.execute(cell, allow_error=True)
     assert run.status == "error"
     assert run.error is None, "no traceback"
@@ -164,8 +189,8 @@ async def test_a_bad_option_is_one_line_naming_it_without_traceback(
         "llm_approvals",
     ],
 )
-async def test_every_magic_has_help(kernel: KernelHarness, magic: str) -> None:
-    run = await kernel.execute(f"%{magic} --help")
+async def test_every_magic_has_help(jobless_kernel: KernelHarness, magic: str) -> None:
+    run = await jobless_kernel.execute(f"%{magic} --help")
     assert run.stream().startswith(f"usage: %{magic}")
     assert "--help" in run.stream()
     assert run.stream("stderr") == ""
@@ -473,14 +498,14 @@ async def test_several_widgets_update_independently_while_cells_run(
 
 
 async def test_ipython_config_loads_the_magics_in_every_kernel(
-    kernel_factory: Any, base_env: dict[str, str], tmp_path: Path
+    kernel_factory: Any, kernel_env: dict[str, str], tmp_path: Path
 ) -> None:
     profile = tmp_path / "ipython" / "profile_default"
     profile.mkdir(parents=True)
     (profile / "ipython_config.py").write_text(
         'c.InteractiveShellApp.extensions = ["llmgw_jupyter"]\n'
     )
-    env = {**base_env, "IPYTHONDIR": str(tmp_path / "ipython")}
+    env = {**kernel_env, "IPYTHONDIR": str(tmp_path / "ipython")}
     harness: KernelHarness = await kernel_factory(env)
     run = await harness.execute("%codex_async --help")
     assert run.stream().startswith("usage: %codex_async")
