@@ -155,20 +155,9 @@ def client_setup(
 async def test_third_party_clients_over_the_direct_listener(
     client_setup: tuple[Setup, str],
     request: pytest.FixtureRequest,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The whole third-party scenario (tools, refusals, progress, cancellation, -32602 for an
     unknown tool, ``tools/list_changed`` after a policy edit) against the direct URL."""
-    # The node client answers one JSON line per command; with every provider's tools the
-    # tools/list line is past asyncio's default 64 KiB line limit (the shared TypeScriptAgent
-    # does not set one): the pipes here get room for it.
-    spawn = asyncio.create_subprocess_exec
-
-    async def roomy(*args: Any, **kwargs: Any) -> asyncio.subprocess.Process:
-        kwargs.setdefault("limit", 16 * 1024 * 1024)
-        return await spawn(*args, **kwargs)
-
-    monkeypatch.setattr(asyncio, "create_subprocess_exec", roomy)
     setup, url = client_setup
     kind = request.node.callspec.params["client_setup"]
     async with connected(kind, url, setup.server.token) as agent:

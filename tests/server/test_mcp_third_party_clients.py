@@ -124,6 +124,9 @@ class TypeScriptAgent:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             cwd=CLIENTS_DIR,
+            # One JSON line per answer: tools/list of every provider's tools exceeds asyncio's
+            # 64 KiB default line limit.
+            limit=16 * 1024 * 1024,
         )
         agent = cls(process)
         ready = await agent._read()
