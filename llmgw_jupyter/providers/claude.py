@@ -22,7 +22,6 @@ that file. What stays exposed is in docs/claude-code.md.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -520,14 +519,11 @@ def write_private(path: Path, text: str) -> None:
         handle.write(text)
 
 
-_USAGE_HAS_COST = "cost_usd" in {f.name for f in dataclasses.fields(Usage)}
-
-
 class ClaudeStreamParser:
     """State of one ``claude -p --output-format stream-json`` stream, fed line by line.
 
-    ``cost_usd`` is this run's cost (not the session's cumulative ``total_cost_usd``); it is
-    also set on ``usage`` when ``Usage`` has that field.
+    ``cost_usd`` is this run's cost (not the session's cumulative ``total_cost_usd``), also
+    set on ``usage`` once the ``result`` arrives.
     """
 
     def __init__(self) -> None:
@@ -627,8 +623,8 @@ class ClaudeStreamParser:
         if isinstance(usage, dict):
             self.usage = _tokens(usage)
         self.cost_usd = _run_cost(event)
-        if self.usage is not None and _USAGE_HAS_COST:
-            setattr(self.usage, "cost_usd", self.cost_usd)  # noqa: B010 (older Usage lacks it)
+        if self.usage is not None:
+            self.usage.cost_usd = self.cost_usd
         self.structured_output = event.get("structured_output")
         status = event.get("api_error_status")
         self.api_error_status = status if isinstance(status, int) else None

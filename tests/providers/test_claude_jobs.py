@@ -159,9 +159,8 @@ async def test_round_trip_gives_answer_session_usage_cost_and_events(
         cached,
     )
     assert done.usage.output_tokens == usage["output_tokens"] > 0
-    cost = done.usage.to_dict().get("cost_usd", "no field")  # Usage may not have the field yet
     [run_cost] = [m["costUSD"] for m in result["model_usage_since_last_result"].values()]
-    assert cost in ("no field", run_cost)
+    assert done.usage.cost_usd == pytest.approx(run_cost) and run_cost > 0
     types = [e.type for e in rt.events(done.id)]
     assert types[2:5] == ["system.init", "assistant", "result.success"]
     assert [e.data.get("status") for e in rt.events(done.id) if e.type == "job.status"] == [

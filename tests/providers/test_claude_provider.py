@@ -288,6 +288,7 @@ def test_resumed_and_forked_runs_cost_only_their_own_requests(name: str) -> None
     result = result_of(name)
     own = sum(m["costUSD"] for m in result["model_usage_since_last_result"].values())
     assert parser.cost_usd == pytest.approx(own)
+    assert parser.usage is not None and parser.usage.cost_usd == parser.cost_usd
     assert parser.cost_usd < result["total_cost_usd"]  # the total includes the parent's runs
     assert parser.verdict(0, "").succeeded
 
