@@ -51,7 +51,8 @@ log = logging.getLogger(__name__)
 
 
 class _Parts:
-    """What ``Gateway.start`` builds on the runtime's database."""
+    """What ``Gateway.start`` builds on the runtime's database: one store, the policy engine,
+    and the parts the chokepoint delegates to, wired to each other."""
 
     def __init__(self, gateway: Gateway) -> None:
         self.store = PolicyStore(gateway.runtime.database)
@@ -78,6 +79,8 @@ class _Parts:
 
 
 class Gateway:
+    """The chokepoint every tool call passes; ``start()`` it on a started runtime."""
+
     def __init__(
         self,
         runtime: Runtime,
@@ -146,6 +149,8 @@ class Gateway:
     # -- policies -------------------------------------------------------------------------
     def policy_for(self, caller: Caller) -> Policy | None:
         """The owner's policy file, or the grant's own policy; no policy refuses everything."""
+        if caller.is_owner:  # also before start: the owner's file needs no store
+            return self.owner_policy.policy
         return self._started.policies.policy_for(caller)
 
     def grants_version(self) -> GrantsStamp:
