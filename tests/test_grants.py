@@ -17,6 +17,7 @@ from tools.gateway_harness import Harness, open_gateway
 
 from llmgw_jupyter import grants
 from llmgw_jupyter.errors import GatewayError
+from llmgw_jupyter.gateway import grant_policies
 from llmgw_jupyter.store.db import Database
 from llmgw_jupyter.store.grants import GrantStore
 from llmgw_jupyter.store.policy import PolicyStore
@@ -311,3 +312,15 @@ async def test_a_request_checked_by_the_server_asks_sqlite_once_more_after_its_c
     assert len(asked) == 2  # the token check, then the check after the call
     assert not (await fake_gateway.call("llm_job_list", {}, agent)).is_error
     assert len(asked) == 4  # unchecked by a server: the call asks before and after
+
+
+async def test_a_server_check_older_than_its_bound_is_not_trusted(
+    fake_gateway: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gw = fake_gateway.gateway
+    agent = fake_gateway.grant("agent", ALLOW_ALL)
+    assert not (await fake_gateway.call("llm_job_list", {}, agent)).is_error
+    monkeypatch.setattr(grant_policies, "CHECK_REUSE_SECONDS", -1.0)  # every check is too old
+    gw.grants_version()
+    revoke_elsewhere(fake_gateway, "agent")  # after the check: only a check of its own sees it
+    assert (await fake_gateway.call("llm_job_list", {}, agent)).error == "policy_denied"
