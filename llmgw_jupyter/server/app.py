@@ -220,8 +220,31 @@ class LLMGatewayApp(ExtensionApp):
 
     service: GatewayService | None = None
     mcp_direct: DirectListener | None = None
+    _configured = False  # set once every setting was read and validated
+    _configuration_error: str | None = None
+
+    def _link_jupyter_server_extension(self, serverapp: Any) -> None:
+        """Read the settings; a bad one is remembered, so the gateway refuses to start.
+
+        Jupyter Server only logs a warning when linking fails and loads the extension anyway,
+        with none of its settings (no owner policy, the default data dir): the gateway must
+        fail closed instead."""
+        try:
+            super()._link_jupyter_server_extension(serverapp)
+        except Exception as error:
+            self._configuration_error = f"{type(error).__name__}: {error}"
+            raise
+        self._configured = True
 
     def initialize_settings(self) -> None:
+        if not self._configured:
+            reason = self._configuration_error or "its settings were not read"
+            self.log.error(
+                "llmgw: the gateway is NOT started: its configuration is invalid (%s). Fix the "
+                "LLMGatewayApp setting named above and restart the server.",
+                reason,
+            )
+            raise RuntimeError(f"llmgw: invalid configuration: {reason}")
         runtime = RuntimeConfig(
             data_dir=self.data_dir,
             max_running=self.max_running,
