@@ -225,7 +225,7 @@ class ProviderHandlers:
             job=_view(ctx, record, full_args=True),
             final_message=record.final_message,
             session_id=record.session_id,
-            usage=UsageView(**record.usage.to_dict()),
+            usage=UsageView.model_validate(record.usage.to_dict()),
             message=f"Job {record.id} {record.status.value}."
             + (f" {record.error_message}" if record.error_message else ""),
         )

@@ -124,7 +124,10 @@ def provider_tools(name: str, spec: ToolSpec) -> tuple[ToolDefinition, ...]:
 
 def job_tools(labels: Iterable[str]) -> tuple[ToolDefinition, ...]:
     """The tools over jobs and sessions of every provider."""
-    sessions = " and ".join(labels) or "Agent"
+    names = list(labels)
+    sessions = (
+        f"{', '.join(names[:-1])} and {names[-1]}" if len(names) > 1 else "".join(names)
+    ) or "Agent"
     return (
         ToolDefinition(
             "llm_job_status",

@@ -344,7 +344,7 @@ def test_a_completed_turn_gives_session_last_message_and_usage() -> None:
     assert parser.usage is not None
     assert parser.usage.to_dict() == {
         "input_tokens": 100, "cached_input_tokens": 40,
-        "output_tokens": 7, "reasoning_output_tokens": 3,
+        "output_tokens": 7, "reasoning_output_tokens": 3, "cost_usd": None,
     }  # fmt: skip
     assert parser.verdict(0, "").succeeded
 

@@ -30,11 +30,11 @@ def test_codex_is_installed_through_the_entry_point_group() -> None:
 
 
 def test_installed_providers_run_with_their_defaults_and_configured_ones_join_them() -> None:
-    assert list(build_providers()) == ["codex"]
+    assert list(build_providers()) == ["codex", "claude"]  # both installed as entry points
     providers = build_providers(
         {"fake": ProviderSettings(class_ref=FAKE, options={"delay_seconds": 0.5})}
     )
-    assert list(providers) == ["codex", "fake"]
+    assert list(providers) == ["codex", "claude", "fake"]
     fake = providers["fake"]
     assert isinstance(fake, FakeProvider) and fake.delay_seconds == 0.5
 
@@ -112,6 +112,9 @@ def test_tools_are_built_per_provider() -> None:
         "codex_request",
         "codex_request_async",
         "codex_fork_session",
+        "claude_request",
+        "claude_request_async",
+        "claude_fork_session",
         "fake_request",
         "fake_request_async",
         "fake_fork_session",
@@ -125,6 +128,8 @@ def test_tools_are_built_per_provider() -> None:
     assert registry.job_starting == {
         "codex_request_async",
         "codex_fork_session",
+        "claude_request_async",
+        "claude_fork_session",
         "fake_request_async",
         "fake_fork_session",
     }
@@ -141,7 +146,7 @@ def test_tools_are_built_per_provider() -> None:
         "session_id",
     }
     assert "sandbox" in registry["codex_request_async"].input_schema["properties"]
-    assert registry["llm_session_list"].description.startswith("Codex and Fake sessions")
+    assert registry["llm_session_list"].description.startswith("Codex, Claude and Fake sessions")
     assert registry.light_arg_keys["fake"] == FakeProvider.tool_spec.light_arg_keys
     assert builtin_registry().names == tuple(n for n in registry.names if "fake" not in n)
 
@@ -177,7 +182,7 @@ def test_the_codex_traits_fill_what_the_codex_entry_leaves_unset(tmp_path: Any) 
 def test_a_provider_can_be_switched_off_and_a_provider_without_tools_is_refused() -> None:
     from llmgw_jupyter.server.app import provider_settings
 
-    assert list(build_providers({"codex": ProviderSettings(enabled=False)})) == []
+    assert list(build_providers({"codex": ProviderSettings(enabled=False)})) == ["claude"]
     assert provider_settings("codex", {"enabled": False}) == ProviderSettings(enabled=False)
     with pytest.raises(ProviderConfigError, match="setting 'enabled': must be true or false"):
         provider_settings("codex", {"enabled": "no"})

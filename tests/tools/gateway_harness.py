@@ -21,6 +21,7 @@ from llmgw_jupyter.gateway import Gateway, ToolResult
 from llmgw_jupyter.policy import PolicySource
 from llmgw_jupyter.providers.base import Command, LaunchContext, ProviderSettings
 from llmgw_jupyter.providers.codex import CodexProvider
+from llmgw_jupyter.providers.registry import build_providers
 from llmgw_jupyter.runtime import JobRecord, Runtime, RuntimeConfig
 from llmgw_jupyter.testing.fake_provider import FakeProvider, FakeStreamParser
 from llmgw_jupyter.tools import Caller
@@ -114,7 +115,8 @@ async def open_gateway(
     workdir = tmp / f"work-{uuid.uuid4().hex[:6]}"
     workdir.mkdir(parents=True)
     if fake:
-        config["providers"] = {"codex": FakeCodexProvider()}
+        # Every installed provider keeps its tools and validation; Codex runs the test CLI.
+        config["providers"] = {**build_providers(), "codex": FakeCodexProvider()}
     # Gateway tests submit many quick jobs per grant; the per-grant fair-share cap has its own
     # tests (tests/runtime), so it is out of the way here unless a test sets it.
     config.setdefault("max_active_per_grant", 1000)
@@ -175,6 +177,9 @@ MINIMAL_ARGUMENTS: dict[str, dict[str, Any]] = {
     "codex_request": {"prompt": "hi"},
     "codex_request_async": {"prompt": "hi"},
     "codex_fork_session": {"prompt": "hi", "last": True},
+    "claude_request": {"prompt": "hi"},
+    "claude_request_async": {"prompt": "hi"},
+    "claude_fork_session": {"prompt": "hi", "last": True},
     "llm_job_status": {"job_id": "abc"},
     "llm_job_watch": {"job_id": "abc"},
     "llm_job_result": {"job_id": "abc"},

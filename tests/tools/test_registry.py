@@ -40,11 +40,24 @@ CODEX_ARGUMENTS = {
 
 # -- the registry ---------------------------------------------------------------------------
 def test_the_registry_holds_each_tool_of_the_issue_exactly_once() -> None:
-    assert sorted(TOOL_NAMES) == sorted((*CODEX_TOOLS, *READ_ONLY_TOOLS, "llm_job_cancel"))
+    claude_tools = ("claude_request", "claude_request_async", "claude_fork_session")
+    assert sorted(TOOL_NAMES) == sorted(
+        (*CODEX_TOOLS, *claude_tools, *READ_ONLY_TOOLS, "llm_job_cancel")
+    )
     assert len(TOOLS) == len(REGISTRY) == len(TOOL_NAMES)
     assert all(REGISTRY[tool.name] is tool for tool in TOOLS)
     assert all(tool.description and tool.title for tool in TOOLS)
-    assert frozenset({"codex_request_async", "codex_fork_session"}) == JOB_STARTING_TOOLS
+    assert (
+        frozenset(
+            {
+                "codex_request_async",
+                "codex_fork_session",
+                "claude_request_async",
+                "claude_fork_session",
+            }
+        )
+        == JOB_STARTING_TOOLS
+    )
 
 
 @pytest.mark.parametrize("name", TOOL_NAMES)
