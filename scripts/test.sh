@@ -32,4 +32,12 @@ if [ ! -d tests/clients/node_modules/@modelcontextprotocol/sdk ]; then
 fi
 # ---------------------------------------------------------------------------------------------------
 
+# -- no Codex on this machine (issue 12): tests not marked `codex` must not need it ----------------
+# LLMGW_TEST_WITHOUT_CODEX=1 hides every Codex (repo-local copy, $LLMGW_CODEX_PATH, PATH); the
+# `codex` marker is set on each test that uses a codex_path fixture. Passing here proves, for these
+# directories (about a minute), that the marker misses no test that needs Codex; below, the full
+# suite runs them all again with Codex.
+echo "== pytest without Codex (not codex: runtime, tools, policy, REST, kernel clients, CLI)"
+LLMGW_TEST_WITHOUT_CODEX=1 pytest -p no:cacheprovider -q -m "not codex" tests/runtime tests/tools \
+  tests/policy tests/server/test_rest_api.py tests/kernel/test_client.py tests/test_cli.py
 echo "== pytest" && pytest -p no:cacheprovider --junitxml=test-output/junit.xml "$@"
