@@ -36,6 +36,13 @@ fi
 
 # Bubblewrap: the isolation boundary every grant's job runs in (SECURITY.md). Without it grants'
 # jobs are refused; the server says so at start.
+# socat: Claude Code's own command sandbox (which keeps the API key from a job's commands) needs
+# it; without it every shell command of a Claude job is refused.
+if ! command -v socat >/dev/null; then
+  say "installing Debian's socat (Claude Code's command sandbox)..."
+  as_root apt-get update -qq && as_root apt-get install -y -qq socat ||
+    echo "bootstrap: could not install socat: Claude jobs cannot run shell commands" >&2
+fi
 if ! command -v bwrap >/dev/null; then
   say "installing Debian's bubblewrap (the jobs' isolation boundary)..."
   as_root apt-get update -qq && as_root apt-get install -y -qq bubblewrap ||

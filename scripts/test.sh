@@ -10,6 +10,7 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; t
 missing=()
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v bwrap >/dev/null || missing+=(bubblewrap)  # the jobs' isolation boundary
+command -v socat >/dev/null || missing+=(socat)  # Claude Code's command sandbox needs it
 if [ "${#missing[@]}" -gt 0 ]; then
   as_root apt-get update -qq && as_root apt-get install -y -qq "${missing[@]}"
 fi
