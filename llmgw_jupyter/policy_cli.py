@@ -33,6 +33,18 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     explain.add_argument("--args", default="{}", help="the call's arguments as a JSON object")
     explain.add_argument("--grant", default=None, help="decide as this grant (default: owner)")
     explain.add_argument("--repeat", type=int, default=1, help="decide N calls in a row")
+    explain.add_argument(
+        "--used-tokens",
+        type=int,
+        default=0,
+        help="budgets: tokens the caller's jobs already used in their windows",
+    )
+    explain.add_argument(
+        "--used-usd",
+        type=float,
+        default=0.0,
+        help="budgets: US dollars the caller's jobs already cost in their windows",
+    )
     explain.set_defaults(func=run_explain)
     return parser
 
@@ -83,23 +95,38 @@ def run_explain(args: argparse.Namespace) -> int:
     if args.repeat < 1:
         print("--repeat: must be at least 1", file=err)
         return 1
+    if args.used_tokens < 0 or not args.used_usd >= 0:
+        print("--used-tokens, --used-usd: must not be negative", file=err)
+        return 1
     caller = f"grant:{args.grant}" if args.grant else "owner"
+    from llmgw_jupyter.tools.registry import builtin_registry
+
+    starts_job = args.tool in builtin_registry().job_starting
     db = Database(":memory:")
     try:
-        engine = PolicyEngine(PolicyStore(db))
+        store = PolicyStore(db)
+        engine = PolicyEngine(store)
+        if starts_job and (args.used_tokens or args.used_usd):
+            # What the caller already used, charged to the budgets a job would be charged to.
+            earlier = engine.decide(policy, args.tool, call_args, caller, starts_job=True)
+            store.attach_budgets("earlier-jobs", earlier.budgets)
+            store.charge_job("earlier-jobs", args.used_tokens, args.used_usd, final=True)
         decisions = [
-            engine.decide(policy, args.tool, call_args, caller) for _ in range(args.repeat)
+            engine.decide(policy, args.tool, call_args, caller, starts_job=starts_job)
+            for _ in range(args.repeat)
         ]
     finally:
         db.close()
     if args.repeat > 1:
         for number, decision in enumerate(decisions, start=1):
             print(f"call {number}: {decision.outcome} ({decision.rule})", file=out)
-    _print_decision(policy, caller, decisions[-1], out)
+    _print_decision(policy, caller, args.tool, decisions[-1], out)
     return 0
 
 
-def _print_decision(policy: Policy, caller: str, decision: Decision, out: TextIO) -> None:
+def _print_decision(
+    policy: Policy, caller: str, tool: str, decision: Decision, out: TextIO
+) -> None:
     print(f"caller: {caller}", file=out)
     print(f"decision: {decision.outcome}", file=out)
     print(f"rule: {decision.rule or '<no policy>'}", file=out)
@@ -109,6 +136,10 @@ def _print_decision(policy: Policy, caller: str, decision: Decision, out: TextIO
         print(f"retry_after_seconds: {decision.retry_after_seconds:.3f}", file=out)
     if decision.approval_timeout_seconds is not None:
         print(f"approval_timeout_seconds: {decision.approval_timeout_seconds:g}", file=out)
+    if decision.budgets:
+        rule = policy.tools.get(tool)
+        budgets = (*policy.all_budgets, *(rule.budgets if rule is not None else ()))
+        print("charged to: " + "; ".join(b.describe() for b in budgets), file=out)
 
 
 def main(argv: list[str] | None = None) -> int:

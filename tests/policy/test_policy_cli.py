@@ -108,6 +108,52 @@ def test_explain_repeat_shows_the_limit(tmp_path: Path, capsys: pytest.CaptureFi
     assert "decision: allow" in capsys.readouterr().out
 
 
+BUDGETS = {
+    "version": "1",
+    "default": "allow",
+    "all_tools": {
+        "limits": [{"counter": "spend", "window": "day", "max": 2, "measure": "cost_usd"}]
+    },
+    "tools": {
+        "claude_request_async": {
+            "limits": [{"counter": "tok", "window": "hour", "max": 1000, "measure": "tokens"}]
+        }
+    },
+}
+
+
+def test_check_and_explain_know_budgets(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, BUDGETS)
+    assert main(["policy", "check", path]) == 0
+    assert main(["policy", "explain", path, "claude_request_async"]) == 0
+    out = capsys.readouterr().out
+    assert "decision: allow" in out
+    assert (
+        "charged to: spend: at most 2 USD per day per caller; "
+        "tok: at most 1,000 tokens per hour per caller"
+    ) in out
+    # What the caller already used: over the money budget, the job is refused.
+    argv = ["policy", "explain", path, "claude_request_async", "--grant", "a"]
+    assert main([*argv, "--used-usd", "2.5"]) == 0
+    out = capsys.readouterr().out
+    assert "decision: deny" in out and "rule: /all_tools/limits/0" in out
+    assert "used 2.5 USD of 2 USD" in out and "retry_after_seconds: 86400.000" in out
+    # Reading a job never meets a budget.
+    assert main(["policy", "explain", path, "llm_job_status", "--used-usd", "9"]) == 0
+    out = capsys.readouterr().out
+    assert "decision: allow" in out and "charged to" not in out
+
+
+def test_check_names_a_bad_budget(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = {"version": "1", "all_tools": {"limits": [
+        {"counter": "s", "window": "day", "max": 1.5, "measure": "tokens"}
+    ]}}  # fmt: skip
+    assert main(["policy", "check", write(tmp_path, bad)]) == 1
+    assert "/all_tools/limits/0/max: must be an integer" in capsys.readouterr().err
+
+
 def test_explain_approval(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["policy", "explain", write(tmp_path, POLICY), "codex_fork_session"]) == 0
     out = capsys.readouterr().out
