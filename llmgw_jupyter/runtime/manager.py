@@ -366,6 +366,28 @@ class Runtime:
         counts.update(self.store.count_by_status(caller))
         return counts
 
+    def usage_totals(self, since: float | None = None) -> dict[str, list[dict[str, Any]]]:
+        """Tokens, cost and job counts summed per caller and per provider (``by_caller``,
+        ``by_provider``; each entry names its group in ``name``), over every job kept or those
+        created since ``since``. One query; the two views are folded from its groups."""
+        figures = ("jobs", "input_tokens", "cached_input_tokens", "output_tokens")
+        figures += ("reasoning_output_tokens", "priced_jobs")
+        folded: dict[str, dict[str, dict[str, Any]]] = {"caller": {}, "provider": {}}
+        for group in self.store.usage_totals(since):
+            for key, totals in folded.items():
+                name = str(group[key])
+                total = totals.setdefault(
+                    name, {"name": name, **dict.fromkeys(figures, 0), "cost_usd": None}
+                )
+                for figure in figures:
+                    total[figure] += int(group[figure] or 0)
+                if group["cost_usd"] is not None:
+                    total["cost_usd"] = (total["cost_usd"] or 0.0) + float(group["cost_usd"])
+        return {
+            f"by_{key}": [totals[name] for name in sorted(totals)]
+            for key, totals in folded.items()
+        }
+
     def subscribe(self, maxsize: int = 1000) -> ChangeSubscription:
         """A feed of job changes; see ``JobChange`` for the resync a slow reader gets."""
         return self.notifier.subscribe(maxsize)

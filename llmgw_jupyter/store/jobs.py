@@ -211,6 +211,23 @@ class JobStore:
             )
         return {row["status"]: row["n"] for row in rows}
 
+    def usage_totals(self, since: float | None = None) -> list[dict[str, Any]]:
+        """Usage summed per (caller, provider), one GROUP BY over the jobs (created at or after
+        ``since``, if given): the panel's totals. ``cost_usd`` is None where no job of the group
+        reported a cost; ``priced_jobs`` says how many did (Codex reports none)."""
+        where, params = ("WHERE created_at >= ?", [since]) if since is not None else ("", [])
+        rows = self.db.query(
+            "SELECT caller, provider, COUNT(*) AS jobs,"
+            " COALESCE(SUM(input_tokens), 0) AS input_tokens,"
+            " COALESCE(SUM(cached_input_tokens), 0) AS cached_input_tokens,"
+            " COALESCE(SUM(output_tokens), 0) AS output_tokens,"
+            " COALESCE(SUM(reasoning_output_tokens), 0) AS reasoning_output_tokens,"
+            " SUM(cost_usd) AS cost_usd, COUNT(cost_usd) AS priced_jobs"
+            f" FROM jobs {where} GROUP BY caller, provider ORDER BY caller, provider",
+            params,
+        )
+        return [dict(row) for row in rows]
+
     def finished_before(self, ts: float) -> list[str]:
         terminal = [s.value for s in TERMINAL_STATUSES]
         rows = self.db.query(
