@@ -383,10 +383,7 @@ class Runtime:
                     total[figure] += int(group[figure] or 0)
                 if group["cost_usd"] is not None:
                     total["cost_usd"] = (total["cost_usd"] or 0.0) + float(group["cost_usd"])
-        return {
-            f"by_{key}": [totals[name] for name in sorted(totals)]
-            for key, totals in folded.items()
-        }
+        return {f"by_{key}": [totals[n] for n in sorted(totals)] for key, totals in folded.items()}
 
     def subscribe(self, maxsize: int = 1000) -> ChangeSubscription:
         """A feed of job changes; see ``JobChange`` for the resync a slow reader gets."""
