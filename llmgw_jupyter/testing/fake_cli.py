@@ -52,8 +52,9 @@ def answer_text(prompt: str, earlier_turns: int) -> str:
 
 
 def emit(**line: Any) -> None:
-    sys.stdout.write(json.dumps(line) + "\n")
-    sys.stdout.flush()
+    """One JSON line in raw UTF-8, as real CLIs print (whatever the locale says)."""
+    sys.stdout.buffer.write((json.dumps(line, ensure_ascii=False) + "\n").encode("utf-8"))
+    sys.stdout.buffer.flush()
 
 
 def _session_file(home: Path, session_id: str) -> Path:

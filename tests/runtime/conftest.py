@@ -1,4 +1,8 @@
-"""Runtime fixtures: a factory of started runtimes (closed after each test) and fake CLIs."""
+"""Runtime fixtures: a factory of started runtimes (closed after each test) and fake CLIs.
+
+``echo_provider`` is the shared test CLI (``llmgw_jupyter.testing``): for jobs that only need to
+run and answer. ``fakes`` writes scripts for what it cannot show (gates, crashes, floods, stubborn
+children, start-order logs)."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from runtime_fakes import fake_env
 from runtime_helpers import Fakes, RuntimeFactory
 
 from llmgw_jupyter.runtime import Runtime, RuntimeConfig
+from llmgw_jupyter.testing.fake_provider import FakeProvider
 
 
 @pytest.fixture
@@ -39,6 +44,12 @@ def fakes(tmp_path: Path) -> Fakes:
     directory = tmp_path / "fakes"
     directory.mkdir()
     return Fakes(directory, fake_env(directory))
+
+
+@pytest.fixture
+def echo_provider() -> FakeProvider:
+    """The shared fake CLI: answers ``echo: <prompt>`` at once (knobs: see ``fake_cli``)."""
+    return FakeProvider()
 
 
 @pytest.fixture

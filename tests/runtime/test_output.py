@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from runtime_helpers import WAIT, Fakes, RuntimeFactory, spec
+from runtime_helpers import WAIT, RuntimeFactory, spec
 
 from llmgw_jupyter.errors import InvalidInputError, NotFoundError
+from llmgw_jupyter.providers.base import Provider
 from llmgw_jupyter.records import OutputPage
 from llmgw_jupyter.runtime import output
 
@@ -149,16 +150,12 @@ def test_reading_a_missing_stream_is_an_empty_final_page(tmp_path: Path) -> None
 
 
 async def test_runtime_pages_multibyte_output_of_a_job(
-    runtime: RuntimeFactory, fakes: Fakes
+    runtime: RuntimeFactory, echo_provider: Provider
 ) -> None:
-    unicode_cli = """
-    start()
-    answer("héllo wörld € 😀 " * 50)
-    complete()
-    """
-    rt = await runtime(providers={"fake": fakes.provider(unicode_cli)})
-    done = await rt.wait_finished((await rt.submit(spec())).id, WAIT)
+    rt = await runtime(providers={"fake": echo_provider})
+    done = await rt.wait_finished((await rt.submit(spec("héllo wörld € 😀 " * 50))).id, WAIT)
     raw = (rt.job_dir(done.id) / "stdout.jsonl").read_bytes()
+    assert "😀".encode() in raw  # raw UTF-8, not JSON escapes: pages may split a character
 
     for limit in (1, 2, 3, 5, 7, 64):
         text, offset = "", 0
@@ -172,8 +169,10 @@ async def test_runtime_pages_multibyte_output_of_a_job(
         assert text.encode() == raw
 
 
-async def test_read_output_validates_its_arguments(runtime: RuntimeFactory, fakes: Fakes) -> None:
-    rt = await runtime(providers={"fake": fakes.provider("start()\ncomplete()")})
+async def test_read_output_validates_its_arguments(
+    runtime: RuntimeFactory, echo_provider: Provider
+) -> None:
+    rt = await runtime(providers={"fake": echo_provider})
     job = await rt.submit(spec(hold=True))
 
     with pytest.raises(InvalidInputError) as bad_stream:

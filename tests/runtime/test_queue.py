@@ -9,6 +9,7 @@ import pytest
 from runtime_helpers import WAIT, Fakes, RuntimeFactory, current, spec, wait_started
 
 from llmgw_jupyter.errors import ErrorCategory, GatewayError, InvalidInputError, NotFoundError
+from llmgw_jupyter.providers.base import Provider
 from llmgw_jupyter.runtime import JobChange, JobRecord, JobSpec, JobStatus, Runtime
 from llmgw_jupyter.runtime.notifier import RESYNC
 
@@ -278,9 +279,9 @@ async def test_waits_are_woken_by_the_runtime_and_honour_their_timeouts(
 
 
 async def test_subscribers_see_every_change_of_a_job_in_order(
-    runtime: RuntimeFactory, fakes: Fakes
+    runtime: RuntimeFactory, echo_provider: Provider
 ) -> None:
-    rt = await runtime(providers={"fake": fakes.provider(QUICK)})
+    rt = await runtime(providers={"fake": echo_provider})
     feed = rt.subscribe()
     job = await rt.submit(spec())
     await rt.wait_finished(job.id, WAIT)
@@ -298,9 +299,9 @@ async def test_subscribers_see_every_change_of_a_job_in_order(
 
 
 async def test_a_subscriber_that_falls_behind_is_told_to_resync_then_follows_again(
-    runtime: RuntimeFactory, fakes: Fakes
+    runtime: RuntimeFactory, echo_provider: Provider
 ) -> None:
-    rt = await runtime(providers={"fake": fakes.provider(QUICK)})
+    rt = await runtime(providers={"fake": echo_provider})
     feed = rt.subscribe(maxsize=3)
     held = [await rt.submit(spec(f"held {i}", hold=True)) for i in range(5)]  # 5 changes, room 3
 

@@ -26,6 +26,7 @@ from runtime_helpers import (
 )
 
 from llmgw_jupyter.errors import ErrorCategory, GatewayError, NotFoundError
+from llmgw_jupyter.providers.base import Provider
 from llmgw_jupyter.runtime import JobStatus
 from llmgw_jupyter.store.db import Database
 from llmgw_jupyter.store.jobs import JobStore
@@ -205,9 +206,9 @@ async def test_close_ends_running_and_queued_jobs_and_kills_their_groups(
 
 
 async def test_prune_deletes_old_finished_jobs_with_their_output_and_keeps_the_rest(
-    runtime: RuntimeFactory, fakes: Fakes
+    runtime: RuntimeFactory, echo_provider: Provider
 ) -> None:
-    quick = fakes.provider("start()\nanswer('ok')\ncomplete()")
+    quick = echo_provider
     rt = await runtime(providers={"fake": quick}, retention_seconds=3600)
     old = await rt.wait_finished((await rt.submit(spec("old"))).id, WAIT)
     held = await rt.submit(spec("held", hold=True))
@@ -227,9 +228,9 @@ async def test_prune_deletes_old_finished_jobs_with_their_output_and_keeps_the_r
 
 
 async def test_a_runtime_prunes_expired_jobs_when_it_starts(
-    runtime: RuntimeFactory, fakes: Fakes
+    runtime: RuntimeFactory, echo_provider: Provider
 ) -> None:
-    quick = fakes.provider("start()\nanswer('ok')\ncomplete()")
+    quick = echo_provider
     rt = await runtime(providers={"fake": quick})
     job = await rt.wait_finished((await rt.submit(spec())).id, WAIT)
     assert job.status is JobStatus.SUCCEEDED
