@@ -201,8 +201,31 @@ class ModelInfo(BaseModel):
     label: str
 
 
+class UsageTotal(BaseModel):
+    """Usage summed over the jobs of one caller or one provider (``name``)."""
+
+    name: str
+    jobs: int
+    input_tokens: int
+    cached_input_tokens: int
+    output_tokens: int
+    reasoning_output_tokens: int
+    cost_usd: float | None = Field(
+        default=None, description="Summed over the jobs that reported a cost; null if none did."
+    )
+    priced_jobs: int = Field(description="How many of the jobs reported a cost.")
+
+
+class UsageTotals(BaseModel):
+    """Tokens and cost of every job the gateway keeps, per caller and per provider."""
+
+    by_caller: list[UsageTotal]
+    by_provider: list[UsageTotal]
+
+
 class Summary(BaseModel):
-    """``GET summary``: counts for the status bar, and a broken owner policy to show."""
+    """``GET summary``: counts for the status bar, a broken owner policy to show, and the
+    usage totals of the jobs panel."""
 
     counts: dict[str, int]
     pending_approvals: int
@@ -212,6 +235,7 @@ class Summary(BaseModel):
         description="Why the owner policy file did not load (every tool call is then refused).",
     )
     model: ModelInfo | None = None
+    usage: UsageTotals | None = None
 
 
 class ToolCallAnswer(BaseModel):
@@ -317,6 +341,8 @@ WIRE_MODELS: tuple[type[BaseModel], ...] = (
     ErrorDetail,
     ErrorBody,
     ModelInfo,
+    UsageTotal,
+    UsageTotals,
     Summary,
     ToolCallAnswer,
     JobsPage,

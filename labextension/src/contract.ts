@@ -70,6 +70,8 @@ export interface IContract {
   SubmitOutput?: ISubmitOutput;
   Summary?: ISummary;
   ToolCallAnswer?: IToolCallAnswer;
+  UsageTotal?: IUsageTotal;
+  UsageTotals?: IUsageTotals;
   UsageView?: IUsageView;
 }
 /**
@@ -413,7 +415,8 @@ export interface ISubmitOutput {
   message: string;
 }
 /**
- * ``GET summary``: counts for the status bar, and a broken owner policy to show.
+ * ``GET summary``: counts for the status bar, a broken owner policy to show, and the
+ * usage totals of the jobs panel.
  *
  * This interface was referenced by `IContract`'s JSON-Schema
  * via the `definition` "Summary".
@@ -429,6 +432,39 @@ export interface ISummary {
    */
   policy_error: string | null;
   model: IModelInfo | null;
+  usage: IUsageTotals | null;
+}
+/**
+ * Tokens and cost of every job the gateway keeps, per caller and per provider.
+ *
+ * This interface was referenced by `IContract`'s JSON-Schema
+ * via the `definition` "UsageTotals".
+ */
+export interface IUsageTotals {
+  by_caller: IUsageTotal[];
+  by_provider: IUsageTotal[];
+}
+/**
+ * Usage summed over the jobs of one caller or one provider (``name``).
+ *
+ * This interface was referenced by `IContract`'s JSON-Schema
+ * via the `definition` "UsageTotal".
+ */
+export interface IUsageTotal {
+  name: string;
+  jobs: number;
+  input_tokens: number;
+  cached_input_tokens: number;
+  output_tokens: number;
+  reasoning_output_tokens: number;
+  /**
+   * Summed over the jobs that reported a cost; null if none did.
+   */
+  cost_usd: number | null;
+  /**
+   * How many of the jobs reported a cost.
+   */
+  priced_jobs: number;
 }
 /**
  * ``POST tools/{tool}`` and ``POST jobs``: a tool result; a failure adds ``error``.

@@ -370,8 +370,8 @@ class Runtime:
         """Tokens, cost and job counts summed per caller and per provider (``by_caller``,
         ``by_provider``; each entry names its group in ``name``), over every job kept or those
         created since ``since``. One query; the two views are folded from its groups."""
-        figures = ("jobs", "input_tokens", "cached_input_tokens", "output_tokens")
-        figures += ("reasoning_output_tokens", "priced_jobs")
+        figures: tuple[str, ...] = ("jobs", "input_tokens", "cached_input_tokens")
+        figures += ("output_tokens", "reasoning_output_tokens", "priced_jobs")
         folded: dict[str, dict[str, dict[str, Any]]] = {"caller": {}, "provider": {}}
         for group in self.store.usage_totals(since):
             for key, totals in folded.items():

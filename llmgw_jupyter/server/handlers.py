@@ -282,6 +282,7 @@ class SummaryHandler(LLMGatewayHandler):
             mcp_url=mcp_url,
             policy_error=service.policy_error,
             model=_model_of(service),
+            usage=contract.UsageTotals.model_validate(service.runtime.usage_totals()),
         )
         self.send(summary.model_dump(mode="json"))
 
