@@ -31,6 +31,7 @@ from llmgw_jupyter.gateway.audit import (
     CallAudit,
     shown_tool,
 )
+from llmgw_jupyter.gateway.budgets import BudgetLedger
 from llmgw_jupyter.gateway.grant_policies import GrantPolicies, GrantsStamp
 from llmgw_jupyter.gateway.result import ToolResult
 from llmgw_jupyter.gateway.revocation import (
@@ -67,6 +68,7 @@ class _Parts:
             grant_active=lambda name: self.policies.is_active(name, fresh=True),
             clock=gateway.clock,
         )
+        self.budgets = BudgetLedger(gateway.runtime, self.store)
         self.revocations = Revocations(
             self.store,
             self.policies,
@@ -135,6 +137,7 @@ class Gateway:
         await parts.revocations.enforce(notify=False)
         parts.approvals.start_tasks()
         parts.revocations.start_tasks()
+        parts.budgets.start()
 
     async def close(self) -> None:
         parts = self._parts
@@ -143,6 +146,7 @@ class Gateway:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await parts.budgets.close()
             parts.audit.flush()
         await self.owner_policy.stop()
 
@@ -230,13 +234,16 @@ class Gateway:
             )
             return ToolResult.failure("invalid_input", invalid.message, field=invalid.field)
         args = parsed.model_dump(mode="json", exclude_none=True)
-        decision = engine.decide(policy, tool_name, args, caller.key)
+        decision = engine.decide(policy, tool_name, args, caller.key, starts_job=tool.runs_agent)
         if decision.denied:
             audit.record(
                 caller, tool_name, "deny", decision.rule, decision.reason, args, collapse=True
             )
             return ToolResult.denied(decision)
         ctx = ToolContext(self.runtime, caller, progress, light_arg_keys=self.tools.light_arg_keys)
+        if decision.budgets:
+            budgets = decision.budgets
+            ctx.job_submitted = lambda job_id: parts.budgets.attach(job_id, budgets)
         approval: ApprovalRecord | None = None
         if decision.outcome == "require_approval":
             timeout = decision.approval_timeout_seconds or DEFAULT_APPROVAL_TIMEOUT

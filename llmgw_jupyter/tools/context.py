@@ -53,6 +53,8 @@ class ToolContext:
     needs_approval: bool = False
     # Set by the gateway when the call needs approval: turns a new job id into a pending approval.
     hold_for_approval: Callable[[str], Awaitable[dict[str, Any]]] | None = field(default=None)
+    # Set by the gateway when the call's budgets must be charged: told each new job's id.
+    job_submitted: Callable[[str], None] | None = field(default=None)
     # Each provider's small arguments, kept in light job views (see ToolRegistry.light_arg_keys).
     light_arg_keys: Mapping[str, Sequence[str]] = field(default_factory=dict)
 

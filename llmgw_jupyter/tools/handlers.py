@@ -122,6 +122,8 @@ async def _submit(
         hold=ctx.needs_approval,
     )
     record = await ctx.runtime.submit(spec)
+    if ctx.job_submitted is not None:
+        ctx.job_submitted(record.id)
     approval = None
     if ctx.needs_approval and ctx.hold_for_approval is not None:
         approval = ApprovalView.model_validate(await ctx.hold_for_approval(record.id))

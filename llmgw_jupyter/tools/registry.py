@@ -55,6 +55,7 @@ class ToolDefinition:
     handler: Handler
     starts_job: bool = False  # its work goes on as a job: under approval it answers at once
     waits: bool = False  # it may wait for a job (no quick answer path)
+    runs_agent: bool = False  # it runs a CLI (a job): budgets apply to it
 
     @cached_property
     def input_schema(self) -> dict[str, Any]:
@@ -92,6 +93,7 @@ def provider_tools(name: str, spec: ToolSpec) -> tuple[ToolDefinition, ...]:
             RUNS_AGENT,
             run.request,
             waits=True,
+            runs_agent=True,
         ),
         ToolDefinition(
             f"{name}_request_async",
@@ -102,6 +104,7 @@ def provider_tools(name: str, spec: ToolSpec) -> tuple[ToolDefinition, ...]:
             RUNS_AGENT,
             run.request_async,
             starts_job=True,
+            runs_agent=True,
         ),
     ]
     if spec.can_fork:
@@ -117,6 +120,7 @@ def provider_tools(name: str, spec: ToolSpec) -> tuple[ToolDefinition, ...]:
                 RUNS_AGENT,
                 run.fork_session,
                 starts_job=True,
+                runs_agent=True,
             )
         )
     return tuple(tools)
