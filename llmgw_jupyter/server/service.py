@@ -120,7 +120,7 @@ class GatewayService:
         self.hears_revocations = False
         # Grant callers by token hash for the MCP hot path; see ``auth.TokenCache``.
         self._grant_callers: auth.TokenCache[Caller] = auth.TokenCache(
-            self.gateway.caller_for_token, self._store_version
+            self.gateway.caller_for_token, self.gateway.grants_version
         )
 
     # -- owner policy ---------------------------------------------------------------------
@@ -271,13 +271,6 @@ class GatewayService:
         if self.state != "running":
             return None
         return self._grant_callers.caller(token)
-
-    def _store_version(self) -> object:
-        """Changes when another process (the CLI, an embedded kernel gateway) committed to the
-        store: grants it created or revoked are then looked up afresh. Our own writes do not
-        change it, so this process clears the cache itself when it revokes."""
-        row = self.gateway.store.db.query_one("PRAGMA data_version")
-        return None if row is None else row[0]
 
     # -- grants -------------------------------------------------------------------------------
     def create_grant(self, name: str, policy: Mapping[str, Any] | None) -> tuple[GrantRecord, str]:
