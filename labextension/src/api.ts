@@ -31,7 +31,9 @@ export type {
   IJobsPage,
   IJobView,
   IModelInfo,
-  ISummary
+  ISummary,
+  IUsageTotal,
+  IUsageTotals
 } from './contract';
 
 /** Token usage of a job. */

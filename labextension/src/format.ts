@@ -1,7 +1,15 @@
 /**
  * Pure formatting helpers shared by the widgets (and unit tested).
  */
-import { IApproval, IJobView, isTerminal, ISummaryLike, IUsage } from './api';
+import {
+  IApproval,
+  IJobView,
+  isTerminal,
+  ISummaryLike,
+  IUsage,
+  IUsageTotal,
+  IUsageTotals
+} from './api';
 import { ConnectionState } from './model';
 
 /** What the status bar shows. */
@@ -165,6 +173,111 @@ export function formatUsage(usage: IUsage | null | undefined): string {
   if (usage.cost_usd !== null && usage.cost_usd !== undefined) {
     // The run's cost where the CLI reports it (Claude Code does, Codex does not).
     text += `${text ? ' · ' : ''}$${usage.cost_usd.toFixed(4)}`;
+  }
+  return text;
+}
+
+/** Display names of the providers this version knows; others show as registered. */
+const PROVIDER_LABELS: { readonly [name: string]: string } = {
+  codex: 'Codex',
+  claude: 'Claude'
+};
+
+/** "Codex", "Claude", or a provider's registered name ("fake"). */
+export function providerLabel(provider: string | null | undefined): string {
+  if (!provider) {
+    return '';
+  }
+  return PROVIDER_LABELS[provider] ?? provider;
+}
+
+/** A token count with thousands separators ("1,234"). */
+function count(value: number): string {
+  return value.toLocaleString('en-US');
+}
+
+/** One row of the usage totals, ready to show. */
+export interface IUsageRow {
+  /** The caller or provider as registered ("grant:ci", "claude"). */
+  name: string;
+  /** What the row is called ("ci", "Claude"). */
+  label: string;
+  jobs: string;
+  tokensIn: string;
+  tokensOut: string;
+  /** "$0.7500", "$0.2500 (1 of 3 jobs)" or "—" when no job reported a cost. */
+  cost: string;
+  /** Why the cost reads as it does (the cell's tooltip). */
+  costTitle: string;
+}
+
+/**
+ * The cost of a total: summed over the jobs that reported one (Claude Code
+ * does, Codex does not), saying so when that is not every job.
+ */
+export function formatTotalCost(total: IUsageTotal): {
+  text: string;
+  title: string;
+} {
+  if (total.cost_usd === null || total.cost_usd === undefined) {
+    return { text: '—', title: 'no job reported a cost' };
+  }
+  const text = `$${total.cost_usd.toFixed(4)}`;
+  if (total.priced_jobs >= total.jobs) {
+    return { text, title: 'every job reported its cost' };
+  }
+  const part = `${total.priced_jobs} of ${total.jobs} jobs`;
+  return {
+    text: `${text} (${part})`,
+    title: `only ${part} reported a cost: the others are not counted`
+  };
+}
+
+/** The rows of one view of the totals ("caller" or "provider"). */
+export function usageRows(
+  totals: IUsageTotals | null | undefined,
+  by: 'caller' | 'provider'
+): IUsageRow[] {
+  const entries =
+    (by === 'caller' ? totals?.by_caller : totals?.by_provider) ?? [];
+  const label = by === 'caller' ? callerLabel : providerLabel;
+  return entries.map(total => {
+    const cost = formatTotalCost(total);
+    const tokensIn = count(total.input_tokens);
+    return {
+      name: total.name,
+      label: label(total.name),
+      jobs: count(total.jobs),
+      tokensIn: total.cached_input_tokens
+        ? `${tokensIn} (${count(total.cached_input_tokens)} cached)`
+        : tokensIn,
+      tokensOut: count(total.output_tokens),
+      cost: cost.text,
+      costTitle: cost.title
+    };
+  });
+}
+
+/**
+ * One line over every job: "12 jobs · 1,234 in · 56 out · $0.7500" ('' when
+ * there are no jobs). The providers' totals add up to it.
+ */
+export function usageHeadline(totals: IUsageTotals | null | undefined): string {
+  const all = totals?.by_provider ?? [];
+  if (all.length === 0) {
+    return '';
+  }
+  const sum = (pick: (total: IUsageTotal) => number) =>
+    all.reduce((acc, total) => acc + pick(total), 0);
+  const jobs = sum(t => t.jobs);
+  let text =
+    `${count(jobs)} ${jobs === 1 ? 'job' : 'jobs'} · ` +
+    `${count(sum(t => t.input_tokens))} in · ${count(sum(t => t.output_tokens))} out`;
+  const priced = all.filter(
+    t => t.cost_usd !== null && t.cost_usd !== undefined
+  );
+  if (priced.length > 0) {
+    text += ` · $${priced.reduce((acc, t) => acc + (t.cost_usd ?? 0), 0).toFixed(4)}`;
   }
   return text;
 }

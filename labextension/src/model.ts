@@ -20,6 +20,7 @@ import {
   ISummary,
   ISummaryLike,
   IToolResult,
+  IUsageTotals,
   REQUEST_ARGUMENTS,
   requestAPI
 } from './api';
@@ -39,6 +40,7 @@ export type ConnectionState =
 export interface IJobFilter {
   status?: string;
   caller?: string;
+  provider?: string;
 }
 
 /** Payload of `jobEventsChanged`. */
@@ -161,6 +163,16 @@ export class GatewayModel implements IDisposable {
     return [...this._callers].sort();
   }
 
+  /** Providers seen so far (in jobs or the usage totals), sorted. */
+  get providers(): string[] {
+    return [...this._providers].sort();
+  }
+
+  /** Usage totals per caller and per provider (null before the first summary). */
+  get usage(): IUsageTotals | null {
+    return this._summary?.usage ?? null;
+  }
+
   /** Statuses seen so far (in jobs or summary counts), sorted. */
   get statuses(): string[] {
     return [...this._statuses].sort();
@@ -257,7 +269,8 @@ export class GatewayModel implements IDisposable {
   setFilter(filter: IJobFilter): void {
     const next: IJobFilter = {
       status: filter.status || undefined,
-      caller: filter.caller || undefined
+      caller: filter.caller || undefined,
+      provider: filter.provider || undefined
     };
     if (this._sameFilter(next)) {
       return;
@@ -503,6 +516,7 @@ export class GatewayModel implements IDisposable {
       {
         status: filter.status,
         caller: filter.caller,
+        provider: filter.provider,
         limit: this._jobLimit
       }
     );
@@ -652,10 +666,17 @@ export class GatewayModel implements IDisposable {
       pending_approvals: summary?.pending_approvals ?? 0,
       mcp_url: summary?.mcp_url ?? null,
       policy_error: summary?.policy_error ?? null,
-      model: summary?.model ?? null
+      model: summary?.model ?? null,
+      usage: summary?.usage ?? null
     };
     for (const status of Object.keys(normalized.counts)) {
       this._statuses.add(status);
+    }
+    for (const total of normalized.usage?.by_caller ?? []) {
+      this._callers.add(total.name);
+    }
+    for (const total of normalized.usage?.by_provider ?? []) {
+      this._providers.add(total.name);
     }
     if (JSON.stringify(normalized) === JSON.stringify(this._summary)) {
       return;
@@ -783,22 +804,28 @@ export class GatewayModel implements IDisposable {
     if (job.caller) {
       this._callers.add(job.caller);
     }
+    if (job.provider) {
+      this._providers.add(job.provider);
+    }
     if (job.status) {
       this._statuses.add(job.status);
     }
   }
 
   private _matches(job: IJobView): boolean {
-    const { status, caller } = this._filter;
+    const { status, caller, provider } = this._filter;
     return (
-      (!status || job.status === status) && (!caller || job.caller === caller)
+      (!status || job.status === status) &&
+      (!caller || job.caller === caller) &&
+      (!provider || job.provider === provider)
     );
   }
 
   private _sameFilter(filter: IJobFilter): boolean {
     return (
       (filter.status || undefined) === (this._filter.status || undefined) &&
-      (filter.caller || undefined) === (this._filter.caller || undefined)
+      (filter.caller || undefined) === (this._filter.caller || undefined) &&
+      (filter.provider || undefined) === (this._filter.provider || undefined)
     );
   }
 
@@ -1023,6 +1050,7 @@ export class GatewayModel implements IDisposable {
   private _lastError = '';
   private _filter: IJobFilter = {};
   private _callers = new Set<string>(['owner']);
+  private _providers = new Set<string>();
   private _knownStatus = new Map<string, string>();
   private _statuses = new Set<string>();
   private _watched = new Map<string, number>();

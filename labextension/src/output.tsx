@@ -40,7 +40,8 @@ import {
   formatUsage,
   jobState,
   modelView,
-  outcomeText
+  outcomeText,
+  providerLabel
 } from './format';
 import { useNow, useSignalValue } from './hooks';
 import {
@@ -162,16 +163,19 @@ function LiveJob(props: IJobOutputProps & { job: IJobView }): JSX.Element {
       data-testid="llmgw-output"
       data-source="live"
       data-job-id={job.id}
+      data-provider={job.provider}
       data-status={job.status}
       data-state={state}
     >
       <div className="llmgw-output-head">
         <StateBadge job={job} className="llmgw-output-state" />
-        <span className="llmgw-output-title">Codex job {job.id}</span>
+        <span className="llmgw-output-title">
+          {providerLabel(job.provider)} job {job.id}
+        </span>
         <span className="llmgw-output-caller" title={job.caller}>
           {callerLabel(job.caller)}
         </span>
-        {echo.text && !finished ? (
+        {echo.text && !finished && job.provider === 'codex' ? (
           <span className="llmgw-output-model" title={echo.title}>
             {echo.text}
           </span>
@@ -249,7 +253,11 @@ function LiveJob(props: IJobOutputProps & { job: IJobView }): JSX.Element {
         />
       ) : null}
       <div className="llmgw-output-foot">
-        {usage ? <span className="llmgw-job-usage">{usage}</span> : null}
+        {usage ? (
+          <span className="llmgw-job-usage" data-testid="llmgw-output-usage">
+            {usage}
+          </span>
+        ) : null}
         {CANCELLABLE_STATUSES.has(job.status) ? (
           <SmallButton
             kind="warn"

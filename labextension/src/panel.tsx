@@ -30,9 +30,13 @@ import {
   formatUsage,
   jobState,
   outcomeText,
+  IUsageRow,
   policyErrorText,
+  providerLabel,
   shortId,
-  statusLabel
+  statusLabel,
+  usageHeadline,
+  usageRows
 } from './format';
 import { useNow, useSignalValue } from './hooks';
 import { GatewayModel } from './model';
@@ -137,9 +141,10 @@ function Approvals(props: {
 
 function Filters(props: { model: GatewayModel }): JSX.Element {
   const { model } = props;
-  const [filter, statuses, callers] = useSignalValue(
+  const [filter, statuses, callers, providers] = useSignalValue(
     [model.filterChanged, model.jobsChanged, model.summaryChanged],
-    () => [model.filter, model.statuses, model.callers] as const
+    () =>
+      [model.filter, model.statuses, model.callers, model.providers] as const
   );
   const statusOptions = Array.from(new Set([...KNOWN_STATUSES, ...statuses]));
   const callerOptions = Array.from(new Set(['owner', ...callers]));
@@ -161,13 +166,21 @@ function Filters(props: { model: GatewayModel }): JSX.Element {
         describe={callerLabel}
         onChange={caller => model.setFilter({ ...model.filter, caller })}
       />
+      <FilterSelect
+        name="provider"
+        label="Provider"
+        value={filter.provider ?? ''}
+        options={providers}
+        describe={providerLabel}
+        onChange={provider => model.setFilter({ ...model.filter, provider })}
+      />
     </div>
   );
 }
 
 /** One filter: "all" plus the known values; class and test id follow the filter's name. */
 function FilterSelect(props: {
-  name: 'status' | 'caller';
+  name: 'status' | 'caller' | 'provider';
   label: string;
   value: string;
   options: string[];
@@ -283,7 +296,14 @@ function JobItem(props: {
           <span className="llmgw-job-caller" title={job.caller}>
             {callerLabel(job.caller)}
           </span>
-          <span className="llmgw-job-provider">{job.provider}</span>
+          <span
+            className="llmgw-job-provider"
+            data-testid="llmgw-job-provider"
+            data-provider={job.provider}
+            title={`provider ${job.provider}`}
+          >
+            {providerLabel(job.provider)}
+          </span>
           <JobAge
             job={job}
             now={Math.max(now, Date.now())}
@@ -380,6 +400,64 @@ function JobItem(props: {
   );
 }
 
+/** One table of the usage totals: a row per caller or per provider. */
+function UsageTable(props: {
+  by: 'caller' | 'provider';
+  rows: IUsageRow[];
+}): JSX.Element {
+  const { by, rows } = props;
+  return (
+    <table className="llmgw-usage-table" data-testid={`llmgw-usage-by-${by}`}>
+      <caption className="llmgw-usage-caption">By {by}</caption>
+      <thead>
+        <tr>
+          <th scope="col">{by === 'caller' ? 'Caller' : 'Provider'}</th>
+          <th scope="col">Jobs</th>
+          <th scope="col">Tokens in</th>
+          <th scope="col">Tokens out</th>
+          <th scope="col">Cost</th>
+        </tr>
+      </thead>
+      <tbody>
+        {rows.map(row => (
+          <tr key={row.name} data-name={row.name}>
+            <th scope="row" title={row.name}>
+              {row.label}
+            </th>
+            <td>{row.jobs}</td>
+            <td>{row.tokensIn}</td>
+            <td>{row.tokensOut}</td>
+            <td title={row.costTitle}>{row.cost}</td>
+          </tr>
+        ))}
+      </tbody>
+    </table>
+  );
+}
+
+/**
+ * Tokens and cost of every job the gateway keeps, per caller and per
+ * provider (from the summary): folded away under a one-line total.
+ */
+function UsageTotals(props: { model: GatewayModel }): JSX.Element | null {
+  const { model } = props;
+  const usage = useSignalValue([model.summaryChanged], () => model.usage);
+  const headline = usageHeadline(usage);
+  if (!headline) {
+    return null;
+  }
+  return (
+    <details className="llmgw-usage" data-testid="llmgw-usage">
+      <summary className="llmgw-usage-summary">
+        <span className="llmgw-section-title">Usage</span>{' '}
+        <span data-testid="llmgw-usage-headline">{headline}</span>
+      </summary>
+      <UsageTable by="provider" rows={usageRows(usage, 'provider')} />
+      <UsageTable by="caller" rows={usageRows(usage, 'caller')} />
+    </details>
+  );
+}
+
 function JobList(props: IPanelProps): JSX.Element {
   const { model, commands, rendermime } = props;
   const [jobs, total] = useSignalValue(
@@ -451,6 +529,7 @@ function Panel(props: IPanelProps): JSX.Element {
       </header>
       <PolicyError model={model} />
       <Approvals model={model} commands={commands} />
+      <UsageTotals model={model} />
       <JobList {...props} />
     </div>
   );

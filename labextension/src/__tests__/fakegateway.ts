@@ -4,7 +4,14 @@
  */
 import { ServerConnection } from '@jupyterlab/services';
 
-import { IApproval, IJobEvent, IJobView, ISummary } from '../api';
+import {
+  IApproval,
+  IJobEvent,
+  IJobView,
+  ISummary,
+  IUsageTotal,
+  IUsageTotals
+} from '../api';
 
 export const BASE_URL = 'http://localhost:8888/lab-base/';
 
@@ -69,6 +76,38 @@ export function makeEvent(
     summary: `event ${seq}`,
     data: {}
   };
+}
+
+/** What the server's summary totals: the jobs' usage per caller and per provider. */
+export function usageTotals(jobs: readonly IJobView[]): IUsageTotals {
+  const fold = (key: 'caller' | 'provider'): IUsageTotal[] => {
+    const totals = new Map<string, IUsageTotal>();
+    for (const job of jobs) {
+      const name = job[key];
+      const total = totals.get(name) ?? {
+        name,
+        jobs: 0,
+        input_tokens: 0,
+        cached_input_tokens: 0,
+        output_tokens: 0,
+        reasoning_output_tokens: 0,
+        cost_usd: null,
+        priced_jobs: 0
+      };
+      total.jobs += 1;
+      total.input_tokens += job.usage.input_tokens ?? 0;
+      total.cached_input_tokens += job.usage.cached_input_tokens ?? 0;
+      total.output_tokens += job.usage.output_tokens ?? 0;
+      total.reasoning_output_tokens += job.usage.reasoning_output_tokens ?? 0;
+      if (job.usage.cost_usd !== null && job.usage.cost_usd !== undefined) {
+        total.cost_usd = (total.cost_usd ?? 0) + job.usage.cost_usd;
+        total.priced_jobs += 1;
+      }
+      totals.set(name, total);
+    }
+    return [...totals.keys()].sort().map(name => totals.get(name)!);
+  };
+  return { by_caller: fold('caller'), by_provider: fold('provider') };
 }
 
 function json(data: any, status = 200): Response {
@@ -171,7 +210,8 @@ export class FakeGateway {
         .length,
       mcp_url: 'http://localhost:8888/lab-base/llmgw/mcp',
       policy_error: this.policyError,
-      model: null
+      model: null,
+      usage: usageTotals(this.jobs)
     };
   }
 
@@ -215,11 +255,15 @@ export class FakeGateway {
       let jobs = [...this.jobs];
       const status = query.get('status');
       const caller = query.get('caller');
+      const provider = query.get('provider');
       if (status) {
         jobs = jobs.filter(j => j.status === status);
       }
       if (caller) {
         jobs = jobs.filter(j => j.caller === caller);
+      }
+      if (provider) {
+        jobs = jobs.filter(j => j.provider === provider);
       }
       // Oldest first on purpose: the model must sort.
       jobs.sort((a, b) =>

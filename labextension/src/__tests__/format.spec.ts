@@ -4,12 +4,16 @@ import { IJobView } from '../api';
 import {
   callerLabel,
   formatDuration,
+  formatTotalCost,
   formatUsage,
   jobElapsed,
   policyErrorText,
-  statusView
+  providerLabel,
+  statusView,
+  usageHeadline,
+  usageRows
 } from '../format';
-import { makeJob } from './fakegateway';
+import { makeJob, usageTotals } from './fakegateway';
 
 function job(partial: Partial<IJobView>): IJobView {
   return makeJob('j', { status: 'running', args: {}, ...partial });
@@ -113,5 +117,77 @@ describe('formatting', () => {
       })
     ).toBe('tokens: 10 in · 5 out · $0.0123');
     expect(formatUsage(null)).toBe('');
+  });
+});
+
+describe('usage totals', () => {
+  const usage = (
+    input: number,
+    output: number,
+    cost: number | null = null
+  ) => ({
+    input_tokens: input,
+    cached_input_tokens: input > 1000 ? 1000 : 0,
+    output_tokens: output,
+    reasoning_output_tokens: 0,
+    cost_usd: cost
+  });
+  const totals = usageTotals([
+    job({ provider: 'codex', caller: 'owner', usage: usage(1234, 56) }),
+    job({ provider: 'claude', caller: 'owner', usage: usage(10, 5, 0.5) }),
+    job({ provider: 'claude', caller: 'grant:ci', usage: usage(20, 5, 0.25) }),
+    job({ provider: 'fake', caller: 'grant:ci', usage: usage(3, 1) })
+  ]);
+
+  it('names providers', () => {
+    expect(providerLabel('codex')).toBe('Codex');
+    expect(providerLabel('claude')).toBe('Claude');
+    expect(providerLabel('fake')).toBe('fake');
+    expect(providerLabel(null)).toBe('');
+  });
+
+  it('shows a row per provider, the cost where every job reported one', () => {
+    const rows = usageRows(totals, 'provider');
+    expect(
+      rows.map(row => [
+        row.label,
+        row.jobs,
+        row.tokensIn,
+        row.tokensOut,
+        row.cost
+      ])
+    ).toEqual([
+      ['Claude', '2', '30', '10', '$0.7500'],
+      ['Codex', '1', '1,234 (1,000 cached)', '56', '—'],
+      ['fake', '1', '3', '1', '—']
+    ]);
+    expect(rows[1].costTitle).toBe('no job reported a cost');
+  });
+
+  it('shows a row per caller, saying when only some jobs were priced', () => {
+    const rows = usageRows(totals, 'caller');
+    expect(rows.map(row => [row.name, row.label, row.cost])).toEqual([
+      ['grant:ci', 'ci', '$0.2500 (1 of 2 jobs)'],
+      ['owner', 'owner', '$0.5000 (1 of 2 jobs)']
+    ]);
+    expect(rows[0].costTitle).toContain('the others are not counted');
+  });
+
+  it('sums every job in one line', () => {
+    expect(usageHeadline(totals)).toBe('4 jobs · 1,267 in · 67 out · $0.7500');
+    expect(usageHeadline(usageTotals([job({ usage: usage(7, 2) })]))).toBe(
+      '1 job · 7 in · 2 out'
+    );
+    expect(usageHeadline(null)).toBe('');
+    expect(usageHeadline({ by_caller: [], by_provider: [] })).toBe('');
+    expect(usageRows(null, 'caller')).toEqual([]);
+  });
+
+  it('prices a total', () => {
+    const [claude] = totals.by_provider;
+    expect(formatTotalCost(claude)).toEqual({
+      text: '$0.7500',
+      title: 'every job reported its cost'
+    });
   });
 });

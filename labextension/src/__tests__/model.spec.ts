@@ -248,6 +248,111 @@ describe('GatewayModel', () => {
       model.setFilter({ status: '', caller: '' });
       await until(() => model.jobs.length === 3, 2000, 'unfiltered list');
     });
+
+    it('filters by provider, with the state filter, on the server', async () => {
+      gateway.jobs = [
+        makeJob('a', { provider: 'codex', status: 'running' }),
+        makeJob('b', { provider: 'claude', status: 'running' }),
+        makeJob('c', { provider: 'claude', status: 'queued' })
+      ];
+      create();
+      await model.refresh();
+      expect(model.providers).toEqual(['claude', 'codex']);
+      model.setFilter({ provider: 'claude' });
+      await until(() => model.jobs.length === 2, 2000, 'claude jobs');
+      expect(model.jobs.map(job => job.provider)).toEqual(['claude', 'claude']);
+      let last = gateway.requestsTo('GET', 'jobs').pop()!;
+      expect(last.query.get('provider')).toBe('claude');
+
+      model.setFilter({ ...model.filter, status: 'running' });
+      await until(() => model.jobs.length === 1, 2000, 'running claude job');
+      expect(model.jobs[0].id).toBe('b');
+      expect(model.filter).toEqual({
+        status: 'running',
+        caller: undefined,
+        provider: 'claude'
+      });
+      last = gateway.requestsTo('GET', 'jobs').pop()!;
+      expect(last.query.get('provider')).toBe('claude');
+      expect(last.query.get('status')).toBe('running');
+
+      // Every refresh keeps asking for the filtered list.
+      await model.refresh();
+      expect(
+        gateway.requestsTo('GET', 'jobs').pop()!.query.get('provider')
+      ).toBe('claude');
+      model.setFilter({ status: '', provider: '' });
+      await until(() => model.jobs.length === 3, 2000, 'every job');
+      expect(
+        gateway.requestsTo('GET', 'jobs').pop()!.query.has('provider')
+      ).toBe(false);
+    });
+  });
+
+  describe('usage totals', () => {
+    const used = (
+      input: number,
+      output: number,
+      cost: number | null = null
+    ): IJobView['usage'] => ({
+      input_tokens: input,
+      cached_input_tokens: 0,
+      output_tokens: output,
+      reasoning_output_tokens: 0,
+      cost_usd: cost
+    });
+
+    it('keeps the totals of the summary and learns callers and providers from them', async () => {
+      gateway.jobs = [
+        makeJob('a', { provider: 'codex', usage: used(100, 10) }),
+        makeJob('b', {
+          provider: 'claude',
+          caller: 'grant:ci',
+          usage: used(20, 5, 0.25)
+        })
+      ];
+      create();
+      const changes: unknown[] = [];
+      model.summaryChanged.connect((_, summary) =>
+        changes.push(summary?.usage)
+      );
+      // A filtered list does not show grant:ci's Claude job; the totals still name them.
+      model.setFilter({ caller: 'owner' });
+      await model.refresh();
+      expect(model.jobs.map(job => job.id)).toEqual(['a']);
+      expect(model.usage?.by_provider.map(t => [t.name, t.jobs])).toEqual([
+        ['claude', 1],
+        ['codex', 1]
+      ]);
+      expect(
+        model.usage?.by_caller.find(t => t.name === 'grant:ci')
+      ).toMatchObject({
+        input_tokens: 20,
+        output_tokens: 5,
+        cost_usd: 0.25,
+        priced_jobs: 1
+      });
+      expect(model.providers).toEqual(['claude', 'codex']);
+      expect(model.callers).toEqual(['grant:ci', 'owner']);
+
+      // New usage on the server: the next summary replaces the totals, once.
+      gateway.jobs[0].usage = used(150, 20);
+      await model.refresh();
+      await model.refresh();
+      expect(changes).toHaveLength(2);
+      expect(
+        model.usage?.by_provider.find(t => t.name === 'codex')?.input_tokens
+      ).toBe(150);
+    });
+
+    it('reads an older server without totals as none', async () => {
+      create();
+      const summary = gateway.summary();
+      gateway.summary = () => ({ ...summary, usage: undefined as any });
+      await model.refresh();
+      expect(model.summary).not.toBeNull();
+      expect(model.usage).toBeNull();
+    });
   });
 
   describe('approvals', () => {
