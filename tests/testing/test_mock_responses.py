@@ -367,5 +367,7 @@ def test_codex_home_config(tmp_path: Path) -> None:
     assert provider["request_max_retries"] == 0 and provider["stream_max_retries"] == 0
     assert "env_key" not in provider
     assert config["x"] == {"y": 1}
-    with pytest.raises(ValueError):
-        render_config("http://x/v1", provider="bad name")
+    # tomli-w quotes what is not a bare key: any provider name reads back as itself
+    odd = tomllib.loads(render_config("http://x/v1", provider='bad "name" ]'))
+    assert odd["model_provider"] == 'bad "name" ]'
+    assert odd["model_providers"]['bad "name" ]']["base_url"] == "http://x/v1"
