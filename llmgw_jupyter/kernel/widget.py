@@ -45,6 +45,14 @@ RAW_LOG_STYLE = (
     "background:var(--jp-layout-color2);padding:4px 8px"
 )
 TERMINAL_APPROVAL_OUTCOMES = frozenset({"denied", "approval_expired", "grant_revoked"})
+# Display names of the providers this version knows; another shows under its registered name.
+PROVIDER_LABELS = {"codex": "Codex", "claude": "Claude"}
+
+
+def provider_label(provider: object) -> str:
+    """``Codex``, ``Claude``, or the provider's registered name (``fake``)."""
+    name = str(provider or "codex")
+    return PROVIDER_LABELS.get(name, name)
 
 
 def _classes(*names: str) -> dict[str, Any]:
@@ -190,6 +198,7 @@ class JobWidget(widgets.VBox):
         message = (job.get("error") or {}).get("message") or handle.lost
         if message:
             self._show_error(str(message))
+        self._render_usage()
         if handle.done:
             self.cancel_button.disabled = True
             if not self._finished:
@@ -197,6 +206,15 @@ class JobWidget(widgets.VBox):
                 self._render_final()
         self._render_header()
         self._schedule_clock()
+
+    def _render_usage(self) -> None:
+        """Tokens and cost as soon as the job reports them (Claude does while it runs), and
+        their final figures at the end."""
+        usage = format_usage(self.handle.job.get("usage"))
+        value = escape_text(usage)
+        if self.usage_view.value != value:
+            self.usage_view.value = value
+        _show(self.usage_view, bool(usage))
 
     def _render_controls(self) -> None:
         """Cancel while the job may still run; the fork box once there is a session to fork."""
@@ -228,8 +246,10 @@ class JobWidget(widgets.VBox):
             if never_started
             else f' <span class="llmgw-clock">{self.handle.elapsed:.1f} s</span>'
         )
+        provider = str(job.get("provider") or "codex")
         model = ""
-        if self._model is not None and self._model.get("local_echo"):
+        # The summary's model is Codex's: the echo badge belongs on Codex jobs only.
+        if provider == "codex" and self._model is not None and self._model.get("local_echo"):
             model = (
                 f' · <span class="llmgw-model" data-local-echo="true" '
                 f'title="jobs use the bundled echo model, not a real one">'
@@ -237,7 +257,9 @@ class JobWidget(widgets.VBox):
             )
         self.header.value = (
             f'<div style="{TEXT_STYLE}">'
-            f"<b>Codex {kind}</b> <code>{escape_text(self.handle.id)}</code> "
+            f'<b class="llmgw-provider" data-provider="{escape_text(provider)}">'
+            f"{escape_text(provider_label(provider))} {kind}</b> "
+            f"<code>{escape_text(self.handle.id)}</code> "
             f"{state_badge_html(state)}{detail}{clock}{model}"
             f"<br><i>{preview}</i></div>"
         )
@@ -280,9 +302,6 @@ class JobWidget(widgets.VBox):
         job = self.handle.job
         if self.show_answer and job.get("final_message"):
             self.answer.value = markdown_to_html(str(job["final_message"]))
-        usage = format_usage(job.get("usage"))
-        self.usage_view.value = escape_text(usage)
-        _show(self.usage_view, bool(usage))
         if job.get("started_at") is not None:
             self.raw.layout.display = "block"
             self._spawn(self._load_raw_log())
