@@ -38,6 +38,9 @@ class RuntimeConfig:
     # The server sets its root dir: a grant picking "/" would otherwise see the whole machine.
     grant_roots: list[str] | None = None
     owner_reserved_queue: int = 8  # queue places grants can never take
+    # How jobs run: "local" (children of this process: they end with it) or "detached" (each
+    # under its own supervisor process: they survive a server restart; runtime/detached.py).
+    executor: str = "local"
     # Transitional spellings of provider_settings["codex"] (path, home, options.config_keys):
     # accepted when building a config, never stored; callers move to provider_settings.
     codex_path: InitVar[str | None] = None

@@ -44,6 +44,7 @@ from llmgw_jupyter.runtime import recovery
 from llmgw_jupyter.runtime.admission import Admission
 from llmgw_jupyter.runtime.config import RuntimeConfig, builtin_providers
 from llmgw_jupyter.runtime.datadir import DISK_RESERVE_BYTES, DiskReserve, is_disk_full, take_lock
+from llmgw_jupyter.runtime.detached import DetachedExecution, DetachedExecutor
 from llmgw_jupyter.runtime.executor import Executor
 from llmgw_jupyter.runtime.isolation import Boundary, protected_paths
 from llmgw_jupyter.runtime.launch import JOB_ENV_NAMES
@@ -55,6 +56,8 @@ from llmgw_jupyter.store.db import Database
 from llmgw_jupyter.store.jobs import IdempotencyConflict, JobStore
 
 __all__ = ["JOB_ENV_NAMES", "Runtime"]
+
+EXECUTORS = ("local", "detached")
 
 PREVIEW_CHARS = 120
 _STATUS_VALUES = tuple(status.value for status in JobStatus)
@@ -86,7 +89,13 @@ class Runtime:
                 ]
             ),
         )
-        self.executor: Executor = executor or LocalExecutor(self.boundary)
+        if executor is None and self.config.executor not in EXECUTORS:
+            raise InvalidInputError("executor", f"must be one of {', '.join(EXECUTORS)}")
+        # A detached run outlives its runtime: whatever is configured now, it is followed again.
+        self._detached = DetachedExecutor(self.boundary, self.config)
+        self.executor: Executor = executor or (
+            self._detached if self.config.executor == "detached" else LocalExecutor(self.boundary)
+        )
         self._admission = Admission(self.config, self.boundary)
         self._reserve = DiskReserve(self.data_dir)
         self._scheduler: Scheduler | None = None
@@ -145,14 +154,19 @@ class Runtime:
             runtime_id=self.runtime_id,
         )
         scheduler = self._scheduler = Scheduler(self.config, supervisor.run)
-        for found in recovery.recover(self._jobs, self.executor, self.notifier, self.data_dir):
-            scheduler.adopt(
-                found.record.id,
-                found.record.provider,
+        followers = [] if self.executor is self._detached else [self._detached]
+        for found in recovery.recover(
+            self._jobs, self.executor, self.notifier, self.data_dir, followers=followers
+        ):
+            execution = found.execution
+            follow = (
                 functools.partial(
-                    supervisor.resume, record=found.record, execution=found.execution
-                ),
+                    recovery.resume_detached, supervisor, record=found.record, execution=execution
+                )
+                if isinstance(execution, DetachedExecution)
+                else functools.partial(supervisor.resume, record=found.record, execution=execution)
             )
+            scheduler.adopt(found.record.id, found.record.provider, follow)
         self.prune()
         for record in self.store.jobs_in([JobStatus.QUEUED]):  # none after recovery; defensive
             scheduler.enqueue(record.id, record.provider)
@@ -160,7 +174,10 @@ class Runtime:
             self._spawn_background(recovery.retention_loop(self.prune))
 
     async def close(self, *, cancel_running: bool = False) -> None:
-        """Stop: queued and running jobs end as interrupted (or cancelled), output kept."""
+        """Stop: queued and running jobs end as interrupted (or cancelled), output kept.
+
+        Detached runs (``executor="detached"``) go on unless ``cancel_running``: they stay
+        ``running`` and the next runtime on this data dir follows them again."""
         if self._closing or self._jobs is None or self._scheduler is None:
             return
         self._closing = True
@@ -170,11 +187,18 @@ class Runtime:
             self._end_unstarted(
                 job_id, end_status, message="the gateway stopped before the job started"
             )
+        leave_running = not cancel_running and self.executor is self._detached
         tasks = []
         for running in self._scheduler.all_running():
-            running.shut_down("gateway shutdown" if cancel_running else None)
+            if leave_running:
+                if running.task is not None:
+                    running.task.cancel()  # the supervisor process carries on; we stop following
+            else:
+                running.shut_down("gateway shutdown" if cancel_running else None)
             if running.task is not None:
                 tasks.append(running.task)
+        if leave_running:
+            self._detached.detach_all()
         if tasks:
             await asyncio.wait(tasks, timeout=self.config.kill_grace_seconds + 10)
         for task in self._background:
@@ -350,8 +374,11 @@ class Runtime:
     def job_dir(self, job_id: str) -> Path:
         return job_output.job_dir(self.data_dir, job_id)
 
-    def sessions(self, caller: str | None = None) -> list[SessionRecord]:
-        return self.store.list_sessions(caller)
+    def sessions(
+        self, caller: str | None = None, *, limit: int = 200, offset: int = 0
+    ) -> list[SessionRecord]:
+        """Sessions newest first, paged in SQL."""
+        return self.store.list_sessions(caller, limit=limit, offset=offset)
 
     def session(self, session_id: str) -> SessionRecord | None:
         return self.store.get_session(session_id)

@@ -1,0 +1,415 @@
+"""The detached executor: jobs that outlive the Jupyter server.
+
+Each job's CLI runs under its own small supervisor process (``job_supervisor.py``, in a session
+of its own and no child of the server), which writes the output straight to the job's files and
+records the exit in ``exit.json``. The runtime tails those files (inotify on the job's directory;
+a short bounded wait where there is none), so a runtime that stops, or is killed, loses nothing:
+the next one on the same data dir follows the run again (``reattach``), or settles it from the
+files when it ended meanwhile. Stopping the runtime leaves the runs going (``detach_all``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import ctypes
+import ctypes.util
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from llmgw_jupyter.runtime import job_supervisor
+from llmgw_jupyter.runtime.config import RuntimeConfig
+from llmgw_jupyter.runtime.executor import STREAMS, ByteStream, ExecutionRef, LaunchRequest
+from llmgw_jupyter.runtime.isolation import Boundary
+from llmgw_jupyter.runtime.output import STREAM_FILES
+from llmgw_jupyter.runtime.process import is_same_process, process_start_time, signal_group
+
+SUPERVISOR_SCRIPT = job_supervisor.__file__
+SAFETY_WAIT_SECONDS = 1.0  # with inotify: only against a missed event
+POLL_SECONDS = 0.05  # without inotify (not Linux): a short bounded wait, never a busy loop
+OVERFLOW_MARK = b"\0"  # past the cap: counted as overflow by the runtime, never stored
+
+_IN_MODIFY, _IN_CLOSE_WRITE, _IN_MOVED_TO, _IN_CREATE = 0x2, 0x8, 0x80, 0x100
+
+
+class _DirectoryWatch:
+    """Wakes waiters whenever a file in one directory changes, or the supervisor exits."""
+
+    def __init__(self, directory: Path, supervisor_pid: int) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._waiters: set[asyncio.Future[None]] = set()
+        self._fds: list[int] = []
+        self.precise = False
+        self.supervisor_exited = False
+        inotify = _inotify_fd(directory)
+        if inotify is not None:
+            self.precise = True
+            self._watch(inotify, self._on_change)
+        with contextlib.suppress(OSError, AttributeError):  # pidfd: Linux 5.3+
+            self._watch(os.pidfd_open(supervisor_pid), self._on_exit)
+
+    def _watch(self, fd: int, callback: Any) -> None:
+        self._fds.append(fd)
+        self._loop.add_reader(fd, callback, fd)
+
+    def _on_change(self, fd: int) -> None:
+        with contextlib.suppress(BlockingIOError, InterruptedError):
+            while os.read(fd, 65536):
+                pass
+        self.wake()
+
+    def _on_exit(self, fd: int) -> None:
+        self.supervisor_exited = True
+        self._loop.remove_reader(fd)
+        self.wake()
+
+    def wake(self) -> None:
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._waiters.clear()
+
+    async def changed(self) -> bool:
+        """Until something changed (True) or a bounded wait passed (False): a missed event, or a
+        supervisor killed where there is no pidfd, costs no hang."""
+        waiter = self._loop.create_future()
+        self._waiters.add(waiter)
+        timeout = SAFETY_WAIT_SECONDS if self.precise else POLL_SECONDS
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    def close(self) -> None:
+        for fd in self._fds:
+            self._loop.remove_reader(fd)
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._fds.clear()
+        self.wake()
+
+
+def _inotify_fd(directory: Path) -> int | None:
+    """An inotify descriptor watching ``directory`` (None where inotify is not available)."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name, use_errno=True)
+        fd = int(libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC))
+    except (OSError, AttributeError):
+        return None
+    if fd < 0:
+        return None
+    mask = _IN_MODIFY | _IN_CLOSE_WRITE | _IN_MOVED_TO | _IN_CREATE
+    if libc.inotify_add_watch(fd, bytes(directory), mask) < 0:
+        os.close(fd)
+        return None
+    return fd
+
+
+class _TailStream:
+    """One output file read as it grows; ends once the run ended and the file is drained."""
+
+    def __init__(self, execution: DetachedExecution, name: str, offset: int) -> None:
+        self.execution = execution
+        self.path = execution.job_dir / STREAM_FILES[name]
+        self.name = name
+        self.offset = offset
+        self.drained = False
+        self.marked = False  # the overflow mark was delivered
+        self._file: Any = None
+
+    async def read(self, n: int = -1) -> bytes:
+        execution = self.execution
+        size = n if n > 0 else 1024 * 1024
+        check_alive = False
+        while True:
+            if execution.detached:  # the runtime let the run go: this reader ends, not the run
+                raise asyncio.CancelledError
+            ended = execution.ended(check_alive)  # before the read: all output is in by then
+            chunk = self._read(size)
+            if chunk:
+                return chunk
+            if ended:
+                self.drained = True
+                return await execution.after_drain(self)
+            check_alive = not await execution.watch.changed()
+
+    def _read(self, size: int) -> bytes:
+        if self._file is None:
+            try:
+                self._file = open(self.path, "rb")  # noqa: SIM115 - closed by close()
+            except FileNotFoundError:
+                return b""
+        chunk: bytes = os.pread(self._file.fileno(), size, self.offset)
+        self.offset += len(chunk)
+        return chunk
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class DetachedExecution:
+    """A run under its own supervisor process, followed through its files."""
+
+    persists_output = True
+
+    def __init__(
+        self,
+        *,
+        job_dir: Path,
+        argv: list[str],
+        supervisor_pid: int,
+        supervisor_start: float | None,
+        offsets: Mapping[str, int] | None = None,
+    ) -> None:
+        self.job_dir = job_dir
+        self.argv = argv
+        self.ref = ExecutionRef(supervisor_pid, supervisor_start)
+        self.detached = False
+        self.watch = _DirectoryWatch(job_dir, supervisor_pid)
+        self._streams = {
+            name: _TailStream(self, name, (offsets or {}).get(name, 0)) for name in STREAMS
+        }
+        self._exit: dict[str, Any] | None = None
+        self._all_drained = asyncio.get_running_loop().create_future()
+        self._released = False
+
+    @property
+    def streams(self) -> Mapping[str, ByteStream]:
+        return self._streams
+
+    def resume_from(self, offsets: Mapping[str, int]) -> None:
+        """Where each stream continues (before it is first read): after what was consumed."""
+        for name, offset in offsets.items():
+            self._streams[name].offset = offset
+
+    # -- the run's end --------------------------------------------------------------------
+    def exit_record(self) -> dict[str, Any] | None:
+        if self._exit is None:
+            try:
+                self._exit = json.loads((self.job_dir / job_supervisor.EXIT_FILE).read_text())
+            except (FileNotFoundError, ValueError):
+                return None
+        return self._exit
+
+    def ended(self, check_alive: bool = True) -> bool:
+        """The supervisor wrote the exit record, or is gone without one (killed)."""
+        if self.exit_record() is not None:
+            return True
+        if self.watch.supervisor_exited or check_alive:
+            return not self._supervisor_alive()
+        return False
+
+    def _supervisor_alive(self) -> bool:
+        pid, start = self.ref.pid, self.ref.start_time
+        return supervisor_alive(pid, start)
+
+    async def after_drain(self, stream: _TailStream) -> bytes:
+        """The end of a drained stream; an overflow shows as one byte past the cap once both
+        streams are drained (the runtime counts it, keeps nothing of it, and fails the job)."""
+        if all(s.drained for s in self._streams.values()) and not self._all_drained.done():
+            self._all_drained.set_result(None)
+        record = self.exit_record()
+        if stream.name != "stdout" or not (record and record.get("overflowed")):
+            return b""
+        await asyncio.shield(self._all_drained)
+        if stream.marked:
+            return b""
+        stream.marked = True
+        return OVERFLOW_MARK
+
+    async def wait(self) -> int | None:
+        check_alive = True
+        while not self.ended(check_alive):
+            if self.detached:
+                raise asyncio.CancelledError
+            check_alive = not await self.watch.changed()
+        record = self.exit_record()
+        code = record.get("exit_code") if record else None
+        return code if isinstance(code, int) else None
+
+    # -- stopping -------------------------------------------------------------------------
+    async def stop(self, grace_seconds: float) -> None:
+        """The supervisor stops the group (TERM, KILL after its grace); past ours, we kill it."""
+        if self.ended():
+            return
+        if self._supervisor_alive() and self.ref.pid:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(self.ref.pid, signal.SIGTERM)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._until_ended(), grace_seconds + 0.5)
+        self._kill_cli_group()
+
+    async def _until_ended(self) -> None:
+        check_alive = True
+        while not self.ended(check_alive):
+            check_alive = not await self.watch.changed()
+
+    def _kill_cli_group(self) -> None:
+        """Kill the CLI's group if it is still the same (a supervisor killed without cleaning)."""
+        info = read_supervisor_file(self.job_dir)
+        if info and is_same_process(info.get("cli_pid"), info.get("cli_start_time")):
+            signal_group(int(info["cli_pid"]), signal.SIGKILL)
+
+    def release(self) -> None:
+        if self._released:
+            return
+        self._released = True
+        if not self._supervisor_alive():
+            self._kill_cli_group()  # the supervisor does it itself when it ends normally
+        self._close()
+
+    def detach(self) -> None:
+        """Let the run go on without this runtime: readers and waiters stop, nothing is killed."""
+        self.detached = True
+        self._close()
+
+    def _close(self) -> None:
+        self.watch.close()
+        for stream in self._streams.values():
+            stream.close()
+
+
+class DetachedExecutor:
+    """Runs each job under its own supervisor process (see the module docstring)."""
+
+    name = "detached"
+
+    def __init__(self, boundary: Boundary, config: RuntimeConfig) -> None:
+        self.boundary = boundary
+        self.config = config
+        self._live: set[DetachedExecution] = set()
+
+    async def launch(self, request: LaunchRequest) -> DetachedExecution:
+        argv = request.argv
+        if request.isolated:
+            cwd = request.cwd or os.getcwd()
+            argv = self.boundary.wrap(request.argv, cwd=cwd, mounts=request.mounts)
+        stdin = request.stdin
+        spec = {
+            "job_dir": str(request.job_dir),
+            "argv": argv,
+            "cwd": request.cwd,
+            "env": dict(request.env),
+            "stdin": base64.b64encode(stdin).decode() if stdin is not None else None,
+            "cap_bytes": self.config.output_cap_bytes,
+            "grace_seconds": self.config.kill_grace_seconds,
+            # A backstop for a run no server follows any more; the runtime's limits come first.
+            "wall_seconds": self.config.wall_timeout_seconds + self.config.kill_grace_seconds,
+        }
+        starting = asyncio.ensure_future(
+            asyncio.to_thread(_start_supervisor, json.dumps(spec).encode())
+        )
+        try:
+            answer = await asyncio.shield(starting)
+        except asyncio.CancelledError:  # nothing may be left running when launch raises
+            starting.add_done_callback(_stop_unwanted)
+            raise
+        if "error" in answer:
+            raise OSError(answer.get("errno") or 0, answer["error"])
+        pid = int(answer["pid"])
+        execution = DetachedExecution(
+            job_dir=request.job_dir,
+            argv=argv,
+            supervisor_pid=pid,
+            supervisor_start=process_start_time(pid),
+        )
+        return self._track(execution)
+
+    def _track(self, execution: DetachedExecution) -> DetachedExecution:
+        self._live.add(execution)
+        return execution
+
+    def stop_orphan(self, ref: ExecutionRef) -> bool:
+        """A run this executor cannot follow (a local run of an earlier runtime): kill its group."""
+        if not ref.pid or not is_same_process(ref.pid, ref.start_time):
+            return False
+        signal_group(ref.pid, signal.SIGKILL)
+        return True
+
+    def reattach(self, ref: ExecutionRef, job_dir: Path) -> DetachedExecution | None:
+        """Follow a detached run again: alive, or ended while no runtime was up (its files then
+        hold the rest). None for a run of another executor (no supervisor file)."""
+        info = read_supervisor_file(job_dir)
+        if info is None or info.get("pid") != ref.pid:
+            return None
+        offsets = {name: _size(job_dir / STREAM_FILES[name]) for name in STREAMS}
+        return self._track(
+            DetachedExecution(
+                job_dir=job_dir,
+                argv=[],
+                supervisor_pid=int(info["pid"]),
+                supervisor_start=ref.start_time,
+                offsets=offsets,
+            )
+        )
+
+    def detach_all(self) -> None:
+        """The runtime stops and leaves its runs going: their supervisors finish them."""
+        for execution in list(self._live):
+            if not execution._released:
+                execution.detach()
+        self._live.clear()
+
+
+def supervisor_alive(pid: int | None, start_time: float | None) -> bool:
+    """The same supervisor process, still running (a zombie no one reaped counts as gone)."""
+    if not is_same_process(pid, start_time):
+        return False
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def read_supervisor_file(job_dir: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads((job_dir / job_supervisor.SUPERVISOR_FILE).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _stop_unwanted(starting: asyncio.Future[dict[str, Any]]) -> None:
+    """A supervisor started for a launch that was cancelled meanwhile: stop its run."""
+    with contextlib.suppress(Exception):
+        pid = int(starting.result()["pid"])
+        os.kill(pid, signal.SIGTERM)
+
+
+def _start_supervisor(spec: bytes) -> dict[str, Any]:
+    """Start the supervisor (in a session of its own) and read its one-line answer."""
+    process = subprocess.Popen(
+        [sys.executable, "-I", "-S", SUPERVISOR_SCRIPT],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        close_fds=True,
+        env={"PATH": os.defpath},
+    )
+    out, _ = process.communicate(spec)  # ends when the forked supervisor answered
+    try:
+        answer = json.loads(out.decode().splitlines()[0])
+    except (IndexError, ValueError):
+        return {"error": f"the job supervisor did not start (exit {process.returncode})"}
+    return answer if isinstance(answer, dict) else {"error": "the job supervisor answered badly"}
