@@ -42,6 +42,7 @@ from llmgw_jupyter.gateway.revocation import (
 from llmgw_jupyter.policy import Policy, PolicyEngine, PolicySource
 from llmgw_jupyter.runtime.manager import Runtime
 from llmgw_jupyter.store.approvals import ApprovalRecord
+from llmgw_jupyter.store.audit import AuditRecord
 from llmgw_jupyter.store.grants import GrantRecord
 from llmgw_jupyter.store.policy import PolicyStore
 from llmgw_jupyter.tools.context import Caller, ProgressCallback, ToolContext
@@ -316,6 +317,31 @@ class Gateway:
 
     def approvals(self, status: str | None = "pending", limit: int = 100) -> list[ApprovalRecord]:
         return self._started.approvals.approvals(status, limit)
+
+    def pending_approval_count(self) -> int:
+        return self.store.count_approvals("pending")
+
+    # -- what the owner reads about callers (the adapters never reach into the store) -------
+    def grants(self) -> list[GrantRecord]:
+        """Every grant, revoked ones included, oldest first."""
+        return self.store.list_grants()
+
+    def grant(self, name: str) -> GrantRecord | None:
+        return self.store.get_grant(name)
+
+    def audit(
+        self,
+        *,
+        caller: str | None = None,
+        tool: str | None = None,
+        decision: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[AuditRecord]:
+        """Audit records, newest first, filtered by exact caller, tool and decision."""
+        return self.store.query_audit(
+            caller=caller, tool=tool, decision=decision, limit=limit, offset=offset
+        )
 
     # -- grants -----------------------------------------------------------------------------
     def create_grant(self, name: str, policy: Mapping[str, Any] | None) -> tuple[GrantRecord, str]:

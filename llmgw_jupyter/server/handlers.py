@@ -53,7 +53,6 @@ MAX_WAIT_SECONDS = 30.0
 MAX_QUERY_INT = 2**31 - 1
 # What llm_job_list takes: a REST jobs query beyond it (a caller filter, several states, a
 # longer page) is answered by the runtime directly until the tool takes those too.
-TOOL_LIST_LIMIT = 200
 INVALID = ErrorCategory.INVALID_INPUT
 DISK_FULL_MESSAGE = "the gateway's disk is full (its data dir or store): nothing was saved"
 INTERNAL_MESSAGE = "internal error in the llmgw REST API"
@@ -278,7 +277,7 @@ class SummaryHandler(LLMGatewayHandler):
             mcp_url = f"{self.request.protocol}://{self.request.host}{base}{MCP_PATH}"
         summary = contract.Summary(
             counts=service.runtime.summary(),
-            pending_approvals=service.gateway.store.count_approvals("pending"),
+            pending_approvals=service.gateway.pending_approval_count(),
             mcp_url=mcp_url,
             policy_error=service.policy_error,
             model=_model_of(service),
@@ -306,25 +305,20 @@ class JobsHandler(LLMGatewayHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        service = self.running_service()
         statuses = [s for s in (self.get_query_argument("status", "") or "").split(",") if s]
         provider, caller = self.str_arg("provider"), self.str_arg("caller")
         limit = self.int_arg("limit", 50, 1, 500)
         offset = self.int_arg("offset", 0, 0, MAX_QUERY_INT)
-        if caller is None and len(statuses) <= 1 and limit <= TOOL_LIST_LIMIT:
-            arguments: dict[str, Any] = {"limit": limit, "offset": offset}
-            if statuses:
-                arguments["status"] = statuses[0]
-            if provider is not None:
-                arguments["provider"] = provider
-            self.send_answer(contract.JobsPage, await self.read("llm_job_list", arguments))
-            return
-        # Beyond what llm_job_list takes (see TOOL_LIST_LIMIT): the runtime answers directly.
-        jobs, total = service.runtime.list_jobs(
-            status=statuses or None, provider=provider, caller=caller, limit=limit, offset=offset
-        )
-        page = {"jobs": [job.to_dict(include_args=False) for job in jobs], "total": total}
-        self.send_model(contract.JobsPage, page)
+        arguments: dict[str, Any] = {"limit": limit, "offset": offset}
+        if len(statuses) == 1:
+            arguments["status"] = statuses[0]
+        elif statuses:
+            arguments["statuses"] = statuses
+        if provider is not None:
+            arguments["provider"] = provider
+        if caller is not None:
+            arguments["caller"] = caller
+        self.send_answer(contract.JobsPage, await self.read("llm_job_list", arguments))
 
     @web.authenticated
     @authorized
@@ -567,7 +561,7 @@ class GrantsHandler(LLMGatewayHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        grants = self.running_service().gateway.store.list_grants()
+        grants = self.running_service().gateway.grants()
         self.send_model(contract.GrantsPage, {"grants": [grant.to_dict() for grant in grants]})
 
     @web.authenticated
@@ -598,7 +592,7 @@ class GrantHandler(LLMGatewayHandler):
             await enforcing
         if not service.hears_revocations:  # the gateway does not tell us: close them here
             await service.grant_revoked(name)
-        grant = service.gateway.store.get_grant(name)
+        grant = service.gateway.grant(name)
         if grant is None:  # gone from the store meanwhile (another process): say which one
             self.send({"name": name})
             return
@@ -609,7 +603,7 @@ class AuditHandler(LLMGatewayHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        records = self.running_service().gateway.store.query_audit(
+        records = self.running_service().gateway.audit(
             caller=self.str_arg("caller"),
             tool=self.str_arg("tool"),
             decision=self.str_arg("decision"),

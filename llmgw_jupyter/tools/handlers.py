@@ -304,9 +304,12 @@ async def llm_job_cancel(ctx: ToolContext, args: JobCancelInput) -> JobCancelOut
 
 
 async def llm_job_list(ctx: ToolContext, args: JobListInput) -> JobListOutput:
-    caller = None if ctx.caller.is_owner else ctx.caller.key
+    caller = args.caller if ctx.caller.is_owner else ctx.caller.key
+    if args.caller is not None and args.caller != caller:
+        raise InvalidInputError("caller", "a grant lists its own jobs only")
+    statuses = [*([args.status] if args.status else []), *(args.statuses or [])]
     records, total = ctx.runtime.list_jobs(
-        status=args.status,
+        status=statuses or None,
         provider=args.provider,
         caller=caller,
         limit=args.limit,
@@ -319,6 +322,5 @@ async def llm_job_list(ctx: ToolContext, args: JobListInput) -> JobListOutput:
 
 async def llm_session_list(ctx: ToolContext, args: SessionListInput) -> SessionListOutput:
     caller = None if ctx.caller.is_owner else ctx.caller.key
-    # Page in SQL: Runtime.sessions() stops at the store's default of 200 sessions.
-    sessions = ctx.runtime.store.list_sessions(caller, limit=args.limit, offset=args.offset)
+    sessions = ctx.runtime.sessions(caller, limit=args.limit, offset=args.offset)
     return SessionListOutput(sessions=[SessionView.model_validate(s.to_dict()) for s in sessions])

@@ -141,8 +141,17 @@ class JobCancelInput(_Input):
 
 class JobListInput(_Input):
     status: StatusName | None = Field(default=None, description="Only jobs in this state.")
+    statuses: list[StatusName] | None = Field(
+        default=None, max_length=16, description="Only jobs in any of these states."
+    )
     provider: str | None = Field(default=None, max_length=64, description="Only this provider.")
-    limit: int = Field(default=20, ge=1, le=200)
+    caller: str | None = Field(
+        default=None,
+        pattern=r"^(owner|grant:[a-z0-9][a-z0-9_-]{0,63})$",
+        description='Only this caller\'s jobs ("owner" or "grant:<name>"); a grant always sees '
+        "its own jobs only.",
+    )
+    limit: int = Field(default=20, ge=1, le=500)
     offset: int = Field(default=0, ge=0, le=MAX_INT)
 
 

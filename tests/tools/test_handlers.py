@@ -402,6 +402,34 @@ async def test_cancel_of_a_finished_job_leaves_it_as_it_ended(gateway: Harness) 
 
 
 # -- lists --------------------------------------------------------------------------------------
+async def test_job_list_filters_by_states_and_caller_and_a_grant_sees_its_own_only(
+    fake_gateway: Harness,
+) -> None:
+    gateway = fake_gateway
+    agent = gateway.grant("agent", {"version": "1", "default": "allow"})
+    work = {"working_dir": str(gateway.workdir)}
+    mine = await gateway.ok("codex_request_async", {"prompt": "owner's", **work})
+    theirs = await gateway.ok("codex_request_async", {"prompt": "agent's", **work}, agent)
+    hanging = await gateway.ok("codex_request_async", {"prompt": "[fake:hang]", **work})
+    for job in (mine, theirs):
+        await gateway.finished(job["job"]["id"])
+
+    by_agent = await gateway.ok("llm_job_list", {"caller": "grant:agent"})
+    assert [j["id"] for j in by_agent["jobs"]] == [theirs["job"]["id"]]
+    either = await gateway.ok("llm_job_list", {"statuses": ["running", "queued", "succeeded"]})
+    assert either["total"] == 3
+    only_done = await gateway.ok("llm_job_list", {"statuses": ["succeeded"], "caller": "owner"})
+    assert [j["id"] for j in only_done["jobs"]] == [mine["job"]["id"]]
+
+    own = await gateway.ok("llm_job_list", {}, agent)
+    assert [j["id"] for j in own["jobs"]] == [theirs["job"]["id"]]
+    assert (await gateway.ok("llm_job_list", {"caller": "grant:agent"}, agent)) == own
+    peek = await gateway.call("llm_job_list", {"caller": "owner"}, agent)
+    assert peek.is_error and peek.error == "invalid_input"
+    assert "caller: a grant lists its own jobs only" in peek.text
+    await gateway.ok("llm_job_cancel", {"job_id": hanging["job"]["id"]})
+
+
 async def test_job_list_is_newest_first_filtered_and_paged(gateway: Harness) -> None:
     ok = [(await gateway.run(f"job {n}"))["job"]["id"] for n in range(3)]
     failed = await gateway.ok(

@@ -282,7 +282,7 @@ async def test_a_fork_needs_exactly_one_of_session_id_and_last(
         ("llm_job_watch", {"job_id": "a", "timeout_seconds": 31}, "timeout_seconds", "less"),
         ("llm_job_result", {"job_id": "a", "stream": "both"}, "stream", "'stdout' or 'stderr'"),
         ("llm_job_list", {"status": "done"}, "status", "'awaiting_approval'"),
-        ("llm_job_list", {"limit": 201}, "limit", "less than or equal to 200"),
+        ("llm_job_list", {"limit": 501}, "limit", "less than or equal to 500"),
     ],
 )
 async def test_bad_values_name_the_field_and_the_rule(
