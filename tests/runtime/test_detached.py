@@ -1,0 +1,244 @@
+"""The detached executor: jobs run under their own supervisor process and outlive the runtime.
+
+With the fake CLI (``llmgw_jupyter.testing.fake_cli``): a runtime that stops (or is killed)
+leaves the run going, the next runtime on the same data dir follows it again with a gap-free
+event sequence, settles a run that ended meanwhile, and cancel, timeouts and the output cap work
+for adopted runs too. The real Codex CLI on a real Jupyter server: tests/server/
+test_restart_survival.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from runtime_helpers import WAIT, RuntimeFactory, alive, assert_group_gone, spec, wait_until
+
+from llmgw_jupyter.errors import ErrorCategory
+from llmgw_jupyter.records import JobRecord, JobStatus
+from llmgw_jupyter.runtime import Runtime
+from llmgw_jupyter.testing.fake_provider import FakeProvider
+
+
+@pytest.fixture
+def detached(runtime: RuntimeFactory) -> RuntimeFactory:
+    """Runtimes on one data dir running the fake CLI with the detached executor."""
+
+    async def make(**config: Any) -> Runtime:
+        config.setdefault("providers", {"fake": FakeProvider()})
+        config.setdefault("kill_grace_seconds", 1.0)
+        return await runtime(executor="detached", **config)
+
+    return make
+
+
+async def first_progress(rt: Runtime, job_id: str) -> JobRecord:
+    seq = 0
+    deadline = asyncio.get_running_loop().time() + WAIT
+    while asyncio.get_running_loop().time() < deadline:
+        events, record = await rt.wait_for_events(job_id, seq, WAIT)
+        if any(e.type in ("fake.progress", "fake.session") for e in events):
+            return record
+        assert not record.is_terminal, record.error_message
+        seq = events[-1].seq if events else seq
+    pytest.fail(f"job {job_id} printed nothing")
+
+
+def supervisor_file(rt: Runtime, job_id: str) -> dict[str, Any]:
+    value = json.loads((rt.job_dir(job_id) / "supervisor.json").read_text())
+    assert isinstance(value, dict)
+    return value
+
+
+def assert_complete(rt: Runtime, record: JobRecord, steps: int) -> None:
+    """Succeeded with its answer; events 1..N once each, every progress step exactly once."""
+    assert record.status is JobStatus.SUCCEEDED, record.error_message
+    assert record.final_message is not None and record.final_message.startswith("echo: ")
+    events = rt.events(record.id, 0, 1000)
+    assert (
+        [e.seq for e in events]
+        == list(range(1, len(events) + 1))
+        == list(range(1, record.last_seq + 1))
+    )
+    progress = [e.data.get("step") for e in events if e.type == "fake.progress"]
+    assert progress == list(range(1, steps + 1))
+    assert sum(e.type == "fake.answer" for e in events) == 1
+    assert sum(e.type == "fake.session" for e in events) == 1
+    assert record.session_id is not None and record.exit_code == 0
+    assert record.usage.input_tokens and record.usage.output_tokens
+    stdout = rt.job_dir(record.id) / "stdout.jsonl"
+    assert record.stdout_bytes == stdout.stat().st_size
+
+
+async def test_a_job_runs_under_its_own_supervisor_and_cancel_kills_its_whole_group(
+    detached: RuntimeFactory,
+) -> None:
+    rt = await detached()
+    done = await rt.wait_finished((await rt.submit(spec("hi [fake:events=2]"))).id, WAIT)
+    assert_complete(rt, done, 2)
+    exit_record = json.loads((rt.job_dir(done.id) / "exit.json").read_text())
+    assert exit_record["exit_code"] == 0 and exit_record["stopped"] is None
+
+    job = await rt.submit(spec("[fake:hang]"))
+    record = await first_progress(rt, job.id)
+    supervisor = psutil.Process(record.pid)
+    cli_pid = supervisor_file(rt, job.id)["cli_pid"]
+    assert supervisor.ppid() != os.getpid(), "the supervisor must not be the runtime's child"
+    assert os.getsid(supervisor.pid) == supervisor.pid != os.getsid(0)
+    assert os.getpgid(cli_pid) == cli_pid and psutil.Process(cli_pid).ppid() == supervisor.pid
+
+    cancelled = await rt.cancel(job.id, "enough")
+    assert cancelled.status is JobStatus.CANCELLED and cancelled.cancel_reason == "enough"
+    assert_group_gone(cli_pid, [supervisor.pid])
+
+
+async def test_a_stopped_runtime_leaves_the_job_running_and_the_next_one_follows_it(
+    detached: RuntimeFactory,
+) -> None:
+    first = await detached()
+    job = await first.submit(spec("long answer [fake:events=25,step_delay=0.1]"))
+    record = await first_progress(first, job.id)
+    await first.close()
+    assert alive(record.pid or 0) or (first.job_dir(job.id) / "exit.json").exists()
+
+    second = await detached()
+    done = await second.wait_finished(job.id, WAIT)
+    assert_complete(second, done, 25)
+    assert done.final_message == "echo: long answer"
+
+
+async def test_a_job_that_ended_while_no_runtime_was_up_is_settled_on_start(
+    detached: RuntimeFactory,
+) -> None:
+    first = await detached()
+    job = await first.submit(spec("settle me [fake:events=4,step_delay=0.2]"))
+    await first_progress(first, job.id)
+    await first.close()
+    exit_file = first.job_dir(job.id) / "exit.json"
+    wait_until(exit_file.exists, WAIT, "the supervisor to record the exit")
+    assert first.get  # the first runtime is closed: its store is gone
+
+    second = await detached()
+    done = await second.wait_finished(job.id, WAIT)
+    assert_complete(second, done, 4)
+    assert done.final_message == "echo: settle me"
+
+
+async def test_cancel_of_an_adopted_job_kills_its_whole_group(detached: RuntimeFactory) -> None:
+    first = await detached()
+    job = await first.submit(spec("[fake:hang]"))
+    record = await first_progress(first, job.id)
+    cli_pid = supervisor_file(first, job.id)["cli_pid"]
+    await first.close()
+    assert alive(record.pid or 0) and alive(cli_pid)
+
+    second = await detached()
+    assert second.get(job.id).status is JobStatus.RUNNING  # type: ignore[union-attr]
+    cancelled = await second.cancel(job.id, "adopted and cancelled")
+    assert cancelled.status is JobStatus.CANCELLED
+    assert_group_gone(cli_pid, [record.pid or 0])
+    events = second.events(job.id, 0, 1000)
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+
+
+async def test_closing_with_cancel_running_stops_detached_jobs(detached: RuntimeFactory) -> None:
+    rt = await detached()
+    job = await rt.submit(spec("[fake:hang]"))
+    record = await first_progress(rt, job.id)
+    cli_pid = supervisor_file(rt, job.id)["cli_pid"]
+    await rt.close(cancel_running=True)
+    assert_group_gone(cli_pid, [record.pid or 0])
+
+    again = await detached()
+    assert again.get(job.id).status is JobStatus.CANCELLED  # type: ignore[union-attr]
+
+
+async def test_the_output_cap_is_enforced_by_the_supervisor(detached: RuntimeFactory) -> None:
+    rt = await detached(output_cap_bytes=1500)
+    done = await rt.wait_finished((await rt.submit(spec("[fake:events=200]"))).id, WAIT)
+    assert done.status is JobStatus.FAILED
+    assert done.error_category == ErrorCategory.OUTPUT_OVERFLOW.value
+    on_disk = sum(
+        (rt.job_dir(done.id) / name).stat().st_size
+        for name in ("stdout.jsonl", "stderr.log")
+        if (rt.job_dir(done.id) / name).exists()
+    )
+    assert on_disk == done.stdout_bytes + done.stderr_bytes == 1500
+
+
+async def test_the_cap_holds_while_no_runtime_is_up(detached: RuntimeFactory) -> None:
+    first = await detached(output_cap_bytes=1500)
+    job = await first.submit(spec("[fake:events=200,step_delay=0.01]"))
+    await first_progress(first, job.id)
+    await first.close()
+    wait_until((first.job_dir(job.id) / "exit.json").exists, WAIT, "the capped run to end")
+
+    second = await detached(output_cap_bytes=1500)
+    done = await second.wait_finished(job.id, WAIT)
+    assert done.status is JobStatus.FAILED
+    assert done.error_category == ErrorCategory.OUTPUT_OVERFLOW.value
+    assert done.stdout_bytes + done.stderr_bytes == 1500  # type: ignore[operator]
+
+
+async def test_a_wall_clock_timeout_stops_the_whole_group(detached: RuntimeFactory) -> None:
+    rt = await detached()
+    job = await rt.submit(spec("[fake:hang]", timeout_seconds=1))
+    record = await first_progress(rt, job.id)
+    cli_pid = supervisor_file(rt, job.id)["cli_pid"]
+    done = await rt.wait_finished(job.id, WAIT)
+    assert done.status is JobStatus.TIMED_OUT
+    assert_group_gone(cli_pid, [record.pid or 0])
+
+
+# A runtime in its own process: one slow detached job; prints its id once it printed something.
+CHILD_RUNTIME = """
+import asyncio, json, sys
+from llmgw_jupyter.runtime import JobSpec, Runtime, RuntimeConfig
+from llmgw_jupyter.testing.fake_provider import FakeProvider
+
+
+async def main() -> None:
+    rt = Runtime(RuntimeConfig(data_dir=sys.argv[1], providers={"fake": FakeProvider()},
+                               isolation="off", executor="detached"))
+    await rt.start()
+    job = await rt.submit(JobSpec("fake", "fake_request_async", "exec",
+                                  {"prompt": "killed runtime [fake:events=20,step_delay=0.1]"}))
+    seq = 0
+    while True:
+        events, record = await rt.wait_for_events(job.id, seq, 30)
+        if any(e.type == "fake.progress" for e in events):
+            break
+        seq = events[-1].seq if events else seq
+    print(json.dumps({"job": job.id, "pid": record.pid}), flush=True)
+    await asyncio.Event().wait()
+
+
+asyncio.run(main())
+"""
+
+
+async def test_a_killed_runtime_loses_nothing(detached: RuntimeFactory, tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    script = tmp_path / "child_runtime.py"
+    script.write_text(CHILD_RUNTIME)
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), str(data_dir), stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        line = await asyncio.wait_for(child.stdout.readline(), WAIT)  # type: ignore[union-attr]
+        assert line, "the child runtime died before reporting its job"
+        info = json.loads(line)
+    finally:
+        child.kill()  # SIGKILL: no shutdown code runs
+        await child.wait()
+
+    rt = await detached(data_dir=data_dir)
+    done = await rt.wait_finished(info["job"], WAIT)
+    assert_complete(rt, done, 20)
+    assert done.final_message == "echo: killed runtime"
+    wait_until(lambda: not alive(info["pid"]), WAIT, "the supervisor to exit")
