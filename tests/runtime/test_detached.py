@@ -121,7 +121,6 @@ async def test_a_job_that_ended_while_no_runtime_was_up_is_settled_on_start(
     await first.close()
     exit_file = first.job_dir(job.id) / "exit.json"
     wait_until(exit_file.exists, WAIT, "the supervisor to record the exit")
-    assert first.get  # the first runtime is closed: its store is gone
 
     second = await detached()
     done = await second.wait_finished(job.id, WAIT)
@@ -182,7 +181,7 @@ async def test_the_cap_holds_while_no_runtime_is_up(detached: RuntimeFactory) ->
     done = await second.wait_finished(job.id, WAIT)
     assert done.status is JobStatus.FAILED
     assert done.error_category == ErrorCategory.OUTPUT_OVERFLOW.value
-    assert done.stdout_bytes + done.stderr_bytes == 1500  # type: ignore[operator]
+    assert done.stdout_bytes + done.stderr_bytes == 1500
 
 
 async def test_a_wall_clock_timeout_stops_the_whole_group(detached: RuntimeFactory) -> None:
