@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Bool, Dict, Float, Int, List, TraitError, Unicode, default, validate
+from traitlets import Bool, Dict, Enum, Float, Int, List, TraitError, Unicode, default, validate
 
 from llmgw_jupyter.paths import DATA_DIR_ENV, resolve_data_dir
 from llmgw_jupyter.providers.base import ProviderConfigError, ProviderSettings
@@ -113,6 +113,14 @@ class LLMGatewayApp(ExtensionApp):
         False,
         help="On server stop, cancel running jobs; otherwise they end as 'interrupted' (output "
         "kept) and are reported so after the restart.",
+    ).tag(config=True)
+    executor = Enum(
+        ["local", "detached"],
+        "local",
+        help="How jobs run. 'local': as children of this server (they end with it). 'detached': "
+        "each under its own supervisor process: jobs survive a server stop, restart or culling "
+        "and are followed again by the next server on the same data dir (unless "
+        "cancel_running_on_stop).",
     ).tag(config=True)
     kernel_env = Bool(
         True,
@@ -264,6 +272,7 @@ class LLMGatewayApp(ExtensionApp):
             max_active_per_grant=self.max_active_jobs_per_grant,
             grant_roots=list(self.grant_roots) or [self._server_root()],
             owner_reserved_queue=min(self.owner_reserved_queue, self.max_queued),
+            executor=self.executor,
         )
         config = ServiceConfig(
             runtime=runtime,
