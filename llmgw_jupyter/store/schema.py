@@ -152,4 +152,34 @@ USAGE_COST_V1 = """
 ALTER TABLE jobs ADD COLUMN cost_usd REAL;
 """
 
-MIGRATIONS: list[str] = [JOBS_V1, POLICY_V1, BUDGETS_V1, USAGE_COST_V1]
+# Budget admission reads what a budget used in its window from a running total instead of
+# summing every charge in the window (bench_policy.py: 0.66 -> 0.02 ms with 1000 charges).
+# ``running`` is the sum of the key's charges up to this one in (ts, id) order, kept by the
+# trigger on insert (a charge with an earlier ts than others, should the clock step back, moves
+# the later ones up). The window's sum is then the newest row's ``running`` minus the first row
+# in the window's ``running - amount``: deleting older charges (pruning) changes neither.
+# Charges are append-only: changing one would silently break the totals, so it is refused.
+BUDGET_RUNNING_TOTAL_V1 = """
+ALTER TABLE budget_charges ADD COLUMN running REAL NOT NULL DEFAULT 0;
+UPDATE budget_charges SET running = (
+    SELECT sum(c.amount) FROM budget_charges c
+    WHERE c.budget_key = budget_charges.budget_key
+      AND (c.ts, c.id) <= (budget_charges.ts, budget_charges.id)
+);
+CREATE TRIGGER budget_charges_running AFTER INSERT ON budget_charges BEGIN
+    UPDATE budget_charges SET running = running + NEW.amount
+    WHERE budget_key = NEW.budget_key AND (ts, id) > (NEW.ts, NEW.id);
+    UPDATE budget_charges SET running = NEW.amount + coalesce((
+        SELECT p.running FROM budget_charges p
+        WHERE p.budget_key = NEW.budget_key AND (p.ts, p.id) < (NEW.ts, NEW.id)
+        ORDER BY p.ts DESC, p.id DESC LIMIT 1
+    ), 0)
+    WHERE id = NEW.id;
+END;
+CREATE TRIGGER budget_charges_append_only BEFORE UPDATE OF budget_key, ts, amount
+ON budget_charges BEGIN
+    SELECT RAISE(ABORT, 'budget charges are append-only');
+END;
+"""
+
+MIGRATIONS: list[str] = [JOBS_V1, POLICY_V1, BUDGETS_V1, USAGE_COST_V1, BUDGET_RUNNING_TOTAL_V1]
