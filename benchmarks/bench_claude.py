@@ -12,6 +12,10 @@ written before every run, its environment, and its stream-json parser; only the 
 is swapped for the fake's. The baseline spawns the very same argv with ``subprocess.run``
 (prompt on stdin, both pipes captured) in the same process, alternating with the gateway's jobs,
 so the difference is what the gateway adds for a Claude job.
+
+A third variant, alternating with the two, runs the same argv through the runtime with Claude's
+parser but a bare provider (no validation model, no config dir, no ``settings.json``): the gap
+between it and the real provider is what ``ClaudeProvider`` itself adds per run.
 """
 
 from __future__ import annotations
@@ -31,8 +35,9 @@ from typing import Any
 
 import psutil
 
+from llmgw_jupyter.errors import InvalidInputError
 from llmgw_jupyter.providers.base import Command, LaunchContext
-from llmgw_jupyter.providers.claude import ClaudeProvider
+from llmgw_jupyter.providers.claude import ClaudeProvider, ClaudeStreamParser
 from llmgw_jupyter.runtime import JobSpec, JobStatus, Runtime, RuntimeConfig
 
 FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "claude" / "success.jsonl"
@@ -67,8 +72,34 @@ class FakeClaudeProvider(ClaudeProvider):
         return dataclasses.replace(command, argv=list(FAKE_ARGV))
 
 
-def spec(prompt: str = "benchmark prompt") -> JobSpec:
-    return JobSpec("claude", "claude_request_async", "exec", {"prompt": prompt})
+class BareClaudeProvider:
+    """A Provider (llmgw_jupyter.providers.base) running the fake with Claude's parser and
+    nothing else: the runtime's own cost for a Claude stream."""
+
+    name = "bare"
+
+    def check_ready(self) -> None:
+        return None
+
+    def validate(self, kind: str, args: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(args.get("prompt"), str):
+            raise InvalidInputError("prompt", "a string is required")
+        return dict(args)
+
+    def build_command(
+        self, kind: str, args: dict[str, Any], job_dir: Path, context: LaunchContext
+    ) -> Command:
+        return Command(argv=list(FAKE_ARGV), stdin=args["prompt"].encode(), cwd=None)
+
+    def protected_paths(self) -> list[str]:
+        return []
+
+    def new_parser(self) -> ClaudeStreamParser:
+        return ClaudeStreamParser()
+
+
+def spec(prompt: str = "benchmark prompt", provider: str = "claude") -> JobSpec:
+    return JobSpec(provider, "claude_request_async", "exec", {"prompt": prompt})
 
 
 def pct(values: list[float], q: float) -> float:
@@ -84,9 +115,9 @@ def raw_spawn(prompt: bytes) -> float:
     return elapsed
 
 
-async def gateway_job(rt: Runtime) -> float:
+async def gateway_job(rt: Runtime, provider: str = "claude") -> float:
     begun = time.perf_counter()
-    job = await rt.submit(spec())
+    job = await rt.submit(spec(provider=provider))
     done = await rt.wait_finished(job.id, 30)
     elapsed = time.perf_counter() - begun
     assert done.status is JobStatus.SUCCEEDED, (done.status, done.error_message)
@@ -100,8 +131,10 @@ async def overhead(rt: Runtime, rounds: int) -> dict[str, float]:
     for _ in range(20):  # warm up: imports, SQLite pages, the child watcher
         raw_spawn(b"warm up")
         await gateway_job(rt)
+        await gateway_job(rt, "bare")
     raw: list[float] = []
     gateway: list[float] = []
+    bare: list[float] = []
     raw_cpu = gateway_cpu = 0.0
     for _ in range(rounds):
         cpu = time.thread_time()
@@ -110,7 +143,10 @@ async def overhead(rt: Runtime, rounds: int) -> dict[str, float]:
         cpu = time.thread_time()
         gateway.append(await gateway_job(rt))
         gateway_cpu += time.thread_time() - cpu
+        bare.append(await gateway_job(rt, "bare"))
     return {
+        "bare_median": statistics.median(bare),
+        "bare_p95": pct(bare, 0.95),
         "raw_cpu": raw_cpu / rounds,
         "gateway_cpu": gateway_cpu / rounds,
         "raw_median": statistics.median(raw),
@@ -144,7 +180,7 @@ async def main(args: argparse.Namespace) -> None:
             isolation=args.isolation,
             max_running=args.max_running,
             max_queued=max(args.jobs, 64),
-            providers={"claude": FakeClaudeProvider()},
+            providers={"claude": FakeClaudeProvider(), "bare": BareClaudeProvider()},
         )
         rt = Runtime(config)
         await rt.start()
@@ -159,6 +195,10 @@ async def main(args: argparse.Namespace) -> None:
                                ("gateway overhead", "overhead")):  # fmt: skip
                 print(f"  {label:20} median {ms[key + '_median']:6.2f} ms"
                       f"   p95 {ms[key + '_p95']:6.2f} ms")  # fmt: skip
+            print(f"  bare provider job    median {ms['bare_median']:6.2f} ms"
+                  f"   p95 {ms['bare_p95']:6.2f} ms   (Claude's parser, no ClaudeProvider work)"
+                  f"\n  of which ClaudeProvider per run (median): "
+                  f"{ms['gateway_median'] - ms['bare_median']:.2f} ms")  # fmt: skip
             print(f"  event-loop CPU/job   gateway {ms['gateway_cpu']:5.2f} ms,"
                   f" raw {ms['raw_cpu']:.2f} ms")  # fmt: skip
             met = ms["overhead_median"] < TARGET_OVERHEAD_MS
