@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from pydantic import BaseModel
+from pydantic_core import PydanticSerializationError
 
 from llmgw_jupyter.policy import Decision
 
@@ -13,29 +14,62 @@ from llmgw_jupyter.policy import Decision
 class ToolResult:
     """What every adapter renders: MCP (isError + structuredContent), REST (status + JSON).
 
-    A success's ``text`` (its structured answer as compact JSON) is made on first use only: the
-    REST side answers with ``structured`` and never reads it.
+    A success keeps its output model and makes its JSON once, with pydantic-core
+    (``structured_json``, also its ``text``); ``structured`` (the same answer as a dict) is
+    parsed from that JSON only when someone reads it (REST, the SDK path). The MCP quick path
+    splices the JSON into its answer as it is (``mcp_results.answer_bytes``), so a status call
+    costs one encoding instead of a ``model_dump``, a ``json.dumps`` and a second encode.
     """
 
-    __slots__ = ("_text", "error", "is_error", "structured")
+    __slots__ = ("_output", "_structured", "_text", "error", "is_error")
 
     def __init__(
         self,
         is_error: bool,
         text: str | None,
-        structured: dict[str, Any],
+        structured: dict[str, Any] | None,
         error: str | None = None,  # category: policy_denied, rate_limited, invalid_input, ...
+        *,
+        output: BaseModel | None = None,
     ) -> None:
         self.is_error = is_error
         self._text = text
-        self.structured = structured
+        self._structured = structured
+        self._output = output
         self.error = error
 
     @property
     def text(self) -> str:
+        """The text content: an error's message, a success's structured answer as JSON."""
         if self._text is None:
-            self._text = json.dumps(self.structured, separators=(",", ":"))
+            self._text = self._encode()
         return self._text
+
+    @property
+    def structured_json(self) -> str | None:
+        """A success's structured answer as compact JSON (``structuredContent``); None for an
+        error, whose ``structured`` is not sent as structured content."""
+        return None if self.is_error else self.text
+
+    @property
+    def structured(self) -> dict[str, Any]:
+        """The structured answer as a dict; for a success, exactly what its JSON parses to."""
+        if self._structured is None:
+            self._structured = json.loads(self.text) if self._output is not None else {}
+        return self._structured
+
+    def _encode(self) -> str:
+        """The structured answer as compact ASCII JSON (non-ASCII as ``\\u`` escapes, as the
+        standard library writes it), once."""
+        output = self._output
+        if output is not None:
+            try:
+                return output.model_dump_json(ensure_ascii=True)
+            except PydanticSerializationError:
+                # A lone surrogate (from undecodable bytes) cannot be UTF-8: the standard
+                # library escapes it, as this result's text did before pydantic-core wrote it.
+                return json.dumps(output.model_dump(mode="json"), separators=(",", ":"))
+        return json.dumps(self.structured, separators=(",", ":"))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ToolResult):
@@ -57,7 +91,7 @@ class ToolResult:
 
     @classmethod
     def success(cls, output: BaseModel) -> ToolResult:
-        return cls(False, None, output.model_dump(mode="json"))
+        return cls(False, None, None, output=output)
 
     @classmethod
     def failure(

@@ -106,6 +106,7 @@ from llmgw_jupyter.errors import GatewayError
 from llmgw_jupyter.server.mcp_quick import HeaderFn, QuickCalls
 from llmgw_jupyter.server.mcp_results import (  # noqa: F401 - re-exported, the endpoint's API
     ERROR_META_KEY,
+    ErrorResult,
     ToolResult,
     call_result,
     error_result,
@@ -717,14 +718,14 @@ def build_mcp_app(
 
     async def run_call(
         tool: str, arguments: dict[str, Any], caller: Any, key: str, progress: ProgressFn | None
-    ) -> dict[str, Any]:
-        """The call's ``CallToolResult`` in wire form; ``MCPError`` for an unknown tool."""
+    ) -> ToolResult:
+        """The call's result (``mcp_results`` renders it); ``MCPError`` for an unknown tool."""
         # Every call reaches the gateway, listed or not: it refuses unknown and hidden tools
         # itself ([POLICY DENIED] for hidden ones), audits and rate-limits the attempt.
         try:
             result = await gateway.call(tool, arguments, caller, progress)
         except GatewayError as exc:
-            return error_wire("", exc.to_dict())
+            return ErrorResult("", exc.to_dict())
         finally:
             tool_lists.after_call(key, caller)
         if _unknown_tool(result):
@@ -734,7 +735,7 @@ def build_mcp_app(
                 message=str(error.get("message") or "unknown tool"),
                 data={"category": error.get("category"), "field": "tool"},
             )
-        return result_wire(result)
+        return result
 
     async def call_tool(
         ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
@@ -744,8 +745,8 @@ def build_mcp_app(
         if progress_token_from_params(ctx.params) is not None:
             progress = ctx.session.report_progress
         key = caller_key(caller)
-        wire = await run_call(params.name, dict(params.arguments or {}), caller, key, progress)
-        return types.CallToolResult.model_validate(wire)
+        result = await run_call(params.name, dict(params.arguments or {}), caller, key, progress)
+        return call_result(result)
 
     async def listen(
         ctx: ServerRequestContext[Any, Any], params: types.SubscriptionsListenRequestParams
@@ -753,9 +754,7 @@ def build_mcp_app(
         caller = _caller_of(ctx)
         return await tool_lists.listen(ctx, params, caller_key(caller), caller)
 
-    async def quick_call(
-        tool: str, arguments: dict[str, Any], caller: Any, key: str
-    ) -> dict[str, Any]:
+    async def quick_call(tool: str, arguments: dict[str, Any], caller: Any, key: str) -> ToolResult:
         return await run_call(tool, arguments, caller, key, None)
 
     server = ToolsChangingServer(

@@ -26,16 +26,17 @@ Cancellation: a ``notifications/cancelled`` naming a call in flight here (same s
 it (``cancel``), and the call gets no JSON-RPC response, as the spec asks: its POST is answered
 with an empty event stream, which every client reads as "no response on this stream".
 
-The answer is encoded here with the standard library's JSON encoder from the result's wire form
-(``mcp_results``), no pydantic model on the way: that shape is pinned against the SDK's own
-per-revision surface (``serialize_server_result``) by ``tests/server/test_mcp_results.py``.
-Protocol errors (an unknown tool) are framed by the SDK's ``JSONRPCError``.
+The answer is written by ``mcp_results.answer_bytes``: a success's one JSON string (made once by
+pydantic-core in the gateway) spliced into the JSON-RPC envelope, no dict and no pydantic model
+on the way. The shape is ``result_wire``'s, pinned against the SDK's own per-revision surface
+(``serialize_server_result``) by ``tests/server/test_mcp_results.py``, and the splice against
+``result_wire`` by ``tests/server/test_mcp_wire_splice.py``. Protocol errors (an unknown tool)
+are framed by the SDK's ``JSONRPCError``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -45,10 +46,12 @@ from mcp.shared.exceptions import MCPError
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.types import Scope, Send
 
+from llmgw_jupyter.server.mcp_results import ToolResult, answer_bytes, response_bytes
+
 log = logging.getLogger(__name__)
 
-CallFn = Callable[[str, dict[str, Any], Any, str], Awaitable[dict[str, Any]]]
-"""``(tool, arguments, caller, caller key) -> CallToolResult`` in wire form (``mcp_results``);
+CallFn = Callable[[str, dict[str, Any], Any, str], Awaitable[ToolResult]]
+"""``(tool, arguments, caller, caller key) -> the call's result`` (``mcp_results.ToolResult``);
 raises ``MCPError`` for a protocol error (an unknown tool)."""
 HeaderFn = Callable[[str], "str | None"]
 """A request header's value by its lower-case name (None when absent)."""
@@ -56,7 +59,6 @@ HeaderFn = Callable[[str], "str | None"]
 SESSION_HEADER = "mcp-session-id"
 VERSION_HEADER = "mcp-protocol-version"
 _HANDSHAKE = frozenset(HANDSHAKE_PROTOCOL_VERSIONS)
-_ENCODER = json.JSONEncoder(separators=(",", ":"))  # ASCII output: lone surrogates stay escaped
 EVENT_STREAM_HEADERS = (("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache"))
 """Headers of the empty event stream that answers a cancelled call (no JSON-RPC response)."""
 
@@ -115,7 +117,7 @@ class QuickCalls:
         """
         request_id: str | int = message["id"]
         if message["method"] == "ping":
-            return _encode(request_id, {})
+            return response_bytes(request_id, {})
         params = message["params"]
         task = asyncio.current_task()
         assert task is not None
@@ -141,7 +143,7 @@ class QuickCalls:
                 _uncancel(task)
         if cancelled:
             return None
-        return _encode(request_id, result)
+        return answer_bytes(request_id, result)
 
     async def serve(
         self,
@@ -205,7 +207,3 @@ def _uncancel(task: asyncio.Task[Any]) -> None:
     uncancel = getattr(task, "uncancel", None)
     if uncancel is not None:
         uncancel()
-
-
-def _encode(request_id: str | int, result: Mapping[str, Any]) -> bytes:
-    return _ENCODER.encode({"jsonrpc": "2.0", "id": request_id, "result": result}).encode("ascii")

@@ -13,12 +13,19 @@ What every client can read (issue 10): tool errors are ``isError`` results with 
 ``-32602`` and the agent sees nothing). The text carries the category, message, field, rule and
 ``retry_after_seconds`` (``[POLICY DENIED] ...`` for refusals); the same facts, as an object, are
 in the result's ``_meta["llmgw/error"]``.
+
+One encoding per success on the quick path: the gateway's success carries its structured answer
+as JSON already (``structured_json``, made once by pydantic-core, and it is also the text);
+``answer_bytes`` splices that string into the JSON-RPC envelope as ``structuredContent`` and,
+JSON-escaped once, as the text, without building the wire dict or encoding it again.
+``tests/server/test_mcp_wire_splice.py`` pins that the bytes parse to exactly ``result_wire``.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import mcp_types as types
@@ -28,6 +35,9 @@ ERROR_META_KEY = "llmgw/error"
 rule, retry_after_seconds, ...)."""
 
 _SHOWN_FACTS = ("category", "field", "rule", "retry_after_seconds")
+# Compact and ASCII, as the gateway's own result JSON (``ToolResult.structured_json``): a text
+# made here is the same JSON as one made there, and lone surrogates stay escaped.
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 
 class ToolResult(Protocol):
@@ -46,20 +56,64 @@ class ToolResult(Protocol):
     def structured(self) -> dict[str, Any] | None: ...
 
 
+@dataclass(frozen=True)
+class ErrorResult:
+    """An error result made outside the gateway's ``ToolResult`` (a ``GatewayError`` raised)."""
+
+    text: str
+    structured: dict[str, Any] = field(default_factory=dict)
+    is_error: bool = True
+
+
+def _success_json(result: ToolResult) -> tuple[str, str | None]:
+    """A success's text and its structured content as JSON (None when it has none).
+
+    The gateway's result gives its JSON (``structured_json``), which is also its text; other
+    results have it encoded here, once.
+    """
+    structured_json: str | None = getattr(result, "structured_json", None)
+    if structured_json is None:
+        structured = result.structured
+        if structured is not None:
+            structured_json = _ENCODER.encode(structured)
+    text = result.text or structured_json or ""
+    return text, structured_json
+
+
 def result_wire(result: ToolResult) -> dict[str, Any]:
     """A gateway result as the wire form of ``CallToolResult``: success with its structured
     content (also as text, as the spec asks), errors as text + ``_meta``."""
     if result.is_error:
         return error_wire(result.text, result.structured or {})
-    structured = result.structured
-    text = result.text
-    if not text and structured is not None:
-        text = json.dumps(structured)
+    text, structured_json = _success_json(result)
     wire: dict[str, Any] = {"content": [{"type": "text", "text": text}]}
-    if structured is not None:
-        wire["structuredContent"] = structured
+    if structured_json is not None:
+        wire["structuredContent"] = result.structured
     wire["isError"] = False
     return wire
+
+
+def answer_bytes(request_id: str | int, result: ToolResult) -> bytes:
+    """The JSON-RPC response carrying ``result_wire(result)``, encoded, for the quick path.
+
+    A success is spliced: its one JSON string goes in as ``structuredContent`` and, escaped
+    once, as the text (the same keys in the same order as ``result_wire``; no dict is built and
+    nothing is encoded twice). Errors, rare and small, are encoded from their wire form.
+    """
+    if result.is_error:
+        return response_bytes(request_id, result_wire(result))
+    text, structured_json = _success_json(result)
+    encode = _ENCODER.encode
+    head = f'{{"jsonrpc":"2.0","id":{encode(request_id)},"result":{{"content":'
+    content = f'[{{"type":"text","text":{encode(text)}}}]'
+    if structured_json is None:
+        return f'{head}{content},"isError":false}}}}'.encode()
+    return f'{head}{content},"structuredContent":{structured_json},"isError":false}}}}'.encode()
+
+
+def response_bytes(request_id: str | int, result: Mapping[str, Any]) -> bytes:
+    """A JSON-RPC response with ``result`` (a wire-form dict), encoded (ASCII JSON)."""
+    return _ENCODER.encode({"jsonrpc": "2.0", "id": request_id, "result": result}).encode()
 
 
 def error_wire(text: str, structured: Mapping[str, Any]) -> dict[str, Any]:

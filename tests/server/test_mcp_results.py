@@ -94,8 +94,8 @@ def test_a_success_without_text_carries_its_structured_content_as_text() -> None
     ],
 )
 def test_the_quick_encoding_is_a_json_rpc_response(message: dict[str, Any]) -> None:
-    async def call(tool: str, arguments: dict[str, Any], caller: Any, key: str) -> dict[str, Any]:
-        return result_wire(SUCCESS_NO_TEXT)
+    async def call(tool: str, arguments: dict[str, Any], caller: Any, key: str) -> Result:
+        return SUCCESS_NO_TEXT
 
     quick = QuickCalls(call, lambda name: True, lambda session: "owner")
 
@@ -114,7 +114,7 @@ def test_the_quick_encoding_is_a_json_rpc_response(message: dict[str, Any]) -> N
 def test_a_call_cancelled_by_the_client_gets_no_answer_and_other_cancellations_propagate() -> None:
     started = asyncio.Event()
 
-    async def call(tool: str, arguments: dict[str, Any], caller: Any, key: str) -> dict[str, Any]:
+    async def call(tool: str, arguments: dict[str, Any], caller: Any, key: str) -> Result:
         started.set()
         await asyncio.Event().wait()
         raise AssertionError("not reached")
