@@ -518,6 +518,7 @@ class LLMGatewayMagics(Magics):
         except _HelpShown:
             return None
         self._no_extra("llm_job", rest)
+        _check_out_name(options.out)
         job_id = self._job_id(options.id)
         try:
             handle = JobHandle.attach(self.client, job_id)
@@ -675,6 +676,7 @@ class LLMGatewayMagics(Magics):
                 raise UsageError(f"%{magic}: " + "; ".join(problems)) from None
 
     def _start(self, tool: str, arguments: dict[str, Any], options: argparse.Namespace) -> Any:
+        _check_out_name(options.out)  # before the job exists: a bad name starts nothing
         client = self.client
         try:
             structured = client.blocking(client.call_tool(tool, arguments))
@@ -729,11 +731,8 @@ class LLMGatewayMagics(Magics):
 
     def _remember(self, handle: JobHandle, out: str | None) -> None:
         self.last_handle = handle
-        if out:
-            if not out.isidentifier():
-                raise UsageError(f"--out: {out!r} is not a valid variable name")
-            if self.shell is not None:
-                self.shell.user_ns[out] = handle
+        if out and self.shell is not None:
+            self.shell.user_ns[out] = handle
 
     def _known_handles(self, job_id: str | None) -> list[JobHandle]:
         if job_id is None or self.shell is None:
@@ -947,3 +946,8 @@ def _provider_magic(
 def unload_ipython_extension(ipython: Any) -> None:
     """Nothing to undo: jobs belong to the gateway, not to the kernel."""
     return None
+
+
+def _check_out_name(out: str | None) -> None:
+    if out and not out.isidentifier():
+        raise UsageError(f"--out: {out!r} is not a valid variable name")

@@ -158,12 +158,19 @@ async def test_a_bad_option_is_one_line_naming_it_without_traceback(
     await assert_one_line_usage_error(jobless_kernel, cell, names)
 
 
-async def test_a_bad_out_name_is_one_line_naming_it_without_traceback(
-    kernel: KernelHarness,
+async def test_a_bad_out_name_is_one_line_naming_it_and_starts_nothing(
+    jobless_kernel: KernelHarness,
 ) -> None:
-    """On the Codex kernel: the magic checks ``--out`` only once the job is submitted."""
+    """``--out`` is checked before the job is submitted: the kernel has no CLI to start one,
+    and no job is recorded."""
     cell = "%codex_async --out 1x --cd /tmp hi"
-    await assert_one_line_usage_error(kernel, cell, ["--out", "not a valid variable name"])
+    await assert_one_line_usage_error(jobless_kernel, cell, ["--out", "not a valid variable name"])
+    await jobless_kernel.execute(
+        "from llmgw_jupyter.kernel.client import connect as _connect\n"
+        "_client = _connect()\n"
+        "_jobs, _total = _client.blocking(_client.list_jobs())"
+    )
+    assert await value(jobless_kernel, "_total") == 0
 
 
 async def assert_one_line_usage_error(kernel: KernelHarness, cell: str, names: list[str]) -> None:
