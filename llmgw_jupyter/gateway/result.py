@@ -15,10 +15,10 @@ class ToolResult:
     """What every adapter renders: MCP (isError + structuredContent), REST (status + JSON).
 
     A success keeps its output model and makes its JSON once, with pydantic-core
-    (``structured_json``, also its ``text``); ``structured`` (the same answer as a dict) is
-    parsed from that JSON only when someone reads it (REST, the SDK path). The MCP quick path
-    splices the JSON into its answer as it is (``mcp_results.answer_bytes``), so a status call
-    costs one encoding instead of a ``model_dump``, a ``json.dumps`` and a second encode.
+    (``structured_json``, also its ``text``); ``structured`` (the same answer as a dict) is made
+    only when someone reads it (REST, the SDK path). The MCP quick path splices the JSON into
+    its answer as it is (``mcp_results.answer_bytes``), so a status call costs one encoding
+    instead of a ``model_dump``, a ``json.dumps`` and a second encode.
     """
 
     __slots__ = ("_output", "_structured", "_text", "error", "is_error")
@@ -53,21 +53,30 @@ class ToolResult:
 
     @property
     def structured(self) -> dict[str, Any]:
-        """The structured answer as a dict; for a success, exactly what its JSON parses to."""
+        """The structured answer as a dict: for a success, what its JSON parses to.
+
+        Dumped from the model (``mode="json"``, the same pydantic-core serializers as the JSON,
+        and cheaper than parsing it); one difference: a non-finite float stays a float here,
+        where JSON, which has no such numbers, says ``null``.
+        """
         if self._structured is None:
-            self._structured = json.loads(self.text) if self._output is not None else {}
+            output = self._output
+            self._structured = output.model_dump(mode="json") if output is not None else {}
         return self._structured
 
     def _encode(self) -> str:
-        """The structured answer as compact ASCII JSON (non-ASCII as ``\\u`` escapes, as the
-        standard library writes it), once."""
+        """The structured answer as compact JSON, once.
+
+        Non-ASCII characters stay as they are (pydantic-core's ``ensure_ascii`` nearly doubles
+        its cost, and an agent reads ``é`` better than ``\\u00e9``); the wire is UTF-8 JSON.
+        """
         output = self._output
         if output is not None:
             try:
-                return output.model_dump_json(ensure_ascii=True)
+                return output.model_dump_json()
             except PydanticSerializationError:
                 # A lone surrogate (from undecodable bytes) cannot be UTF-8: the standard
-                # library escapes it, as this result's text did before pydantic-core wrote it.
+                # library's ASCII output escapes it, as this result's text always did.
                 return json.dumps(output.model_dump(mode="json"), separators=(",", ":"))
         return json.dumps(self.structured, separators=(",", ":"))
 

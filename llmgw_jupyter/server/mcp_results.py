@@ -35,8 +35,8 @@ ERROR_META_KEY = "llmgw/error"
 rule, retry_after_seconds, ...)."""
 
 _SHOWN_FACTS = ("category", "field", "rule", "retry_after_seconds")
-# Compact and ASCII, as the gateway's own result JSON (``ToolResult.structured_json``): a text
-# made here is the same JSON as one made there, and lone surrogates stay escaped.
+# Compact, as the gateway's own result JSON (``ToolResult.structured_json``), and ASCII: lone
+# surrogates (undecodable bytes in a text) stay escaped, so every answer encodes as UTF-8.
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 
@@ -98,7 +98,8 @@ def answer_bytes(request_id: str | int, result: ToolResult) -> bytes:
 
     A success is spliced: its one JSON string goes in as ``structuredContent`` and, escaped
     once, as the text (the same keys in the same order as ``result_wire``; no dict is built and
-    nothing is encoded twice). Errors, rare and small, are encoded from their wire form.
+    nothing is encoded twice). Errors, rare and small, are encoded from their wire form. UTF-8
+    JSON: the structured content keeps non-ASCII characters as pydantic-core wrote them.
     """
     if result.is_error:
         return response_bytes(request_id, result_wire(result))

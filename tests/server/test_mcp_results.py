@@ -104,7 +104,7 @@ def test_the_quick_encoding_is_a_json_rpc_response(message: dict[str, Any]) -> N
 
     raw = asyncio.run(answer())
     assert raw is not None
-    raw.decode("ascii")  # non-ASCII text is escaped: no encoding question on the wire
+    raw.decode("utf-8")  # strict: UTF-8 JSON, lone surrogates escaped
     response = types.JSONRPCResponse.model_validate_json(raw)
     assert response.id == message["id"]
     expected = {} if message["method"] == "ping" else result_wire(SUCCESS_NO_TEXT)

@@ -43,13 +43,6 @@ class StatusOutput(BaseModel):
     events: list[dict[str, Any]] = []
 
 
-class NoDictOutput(StatusOutput):
-    """An output whose dict form must not be built on the quick path."""
-
-    def model_dump(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        raise AssertionError("the quick path built the dict form")
-
-
 def success(note: str | None = None, cost: float | None = 0.25) -> ToolResult:
     job = Job(id="j-1", status="running", note=note, cost=cost, tags=["a", note or "b"])
     return ToolResult.success(StatusOutput(job=job, events=[{"type": "x", "text": note}]))
@@ -86,31 +79,39 @@ def test_the_spliced_answer_is_result_wire_in_its_envelope(
     expected = {"jsonrpc": "2.0", "id": request_id, "result": result_wire(result)}
     assert json.loads(raw) == expected
     assert pairs(raw) == pairs(response_bytes(request_id, result_wire(result)))
-    raw.decode("ascii")  # non-ASCII and lone surrogates escaped, as before
+    raw.decode("utf-8")  # strict: a lone surrogate stays escaped
 
 
 @pytest.mark.parametrize("result", SUCCESSES.values(), ids=list(SUCCESSES))
 def test_a_success_text_is_the_json_of_its_structured_content(result: ToolResult) -> None:
-    raw = answer_bytes(1, result).decode("ascii")
+    raw = answer_bytes(1, result).decode("utf-8")
     wire = json.loads(raw)["result"]
     text = wire["content"][0]["text"]
     assert json.loads(text) == wire["structuredContent"] == result.structured
     assert f'"structuredContent":{text},' in raw  # one JSON string, spliced as it is
 
 
-def test_plain_text_is_what_the_standard_library_wrote_before() -> None:
-    result = success('caf\u00e9 "q" \\ \n \u2028 \U0001f600')
-    assert result.text == json.dumps(result.structured, separators=(",", ":"))
+def test_a_success_text_is_what_the_standard_library_writes() -> None:
+    result = success('caf\u00e9 "q" \\ \n \x00 \u2028 \U0001f600')
+    compact = json.dumps(result.structured, separators=(",", ":"), ensure_ascii=False)
+    assert result.text == compact  # non-ASCII as it is (an agent reads "café", not "caf\u00e9")
+    lone = success("bad \udcff byte")  # not UTF-8: the ASCII escapes the text always had
+    assert lone.text == json.dumps(lone.structured, separators=(",", ":"))
 
 
 def test_the_quick_path_encodes_a_success_once_and_builds_no_dict() -> None:
-    encodings = 0
+    encodings = dumps = 0
 
-    class Counted(NoDictOutput):
+    class Counted(StatusOutput):
         def model_dump_json(self, *args: Any, **kwargs: Any) -> str:
             nonlocal encodings
             encodings += 1
             return super().model_dump_json(*args, **kwargs)
+
+        def model_dump(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+            nonlocal dumps
+            dumps += 1
+            return super().model_dump(*args, **kwargs)
 
     result = ToolResult.success(Counted(job=Job(id="j", status="done", note=AWKWARD)))
     message = {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "t"}}
@@ -120,14 +121,13 @@ def test_the_quick_path_encodes_a_success_once_and_builds_no_dict() -> None:
 
     quick = QuickCalls(call, lambda name: True, lambda session: "owner")
     raw = asyncio.run(quick.answer(message, "caller", "owner", "s1"))
-    assert raw is not None and encodings == 1
+    assert raw is not None and (encodings, dumps) == (1, 0)
     assert json.loads(raw)["result"]["structuredContent"]["job"]["note"] == AWKWARD
-    assert result.structured["job"]["note"] == AWKWARD  # read later (REST): parsed, not dumped
-    assert encodings == 1
+    assert result.structured["job"]["note"] == AWKWARD  # made when read (REST, the SDK path)
+    assert result.text and (encodings, dumps) == (1, 1)
 
 
 def test_a_success_read_as_a_dict_first_matches_its_json() -> None:
-    result = success(AWKWARD)
-    structured = result.structured
-    assert structured == StatusOutput.model_validate(structured).model_dump(mode="json")
-    assert json.loads(result.text) == structured
+    for result in (*SUCCESSES.values(), success(AWKWARD, 1e300)):
+        structured = result.structured
+        assert json.loads(result.text) == structured
