@@ -20,6 +20,6 @@ async def gateway(tmp_path: Path, codex_path: str, codex_home: Path) -> AsyncIte
 
 @pytest.fixture
 async def fake_gateway(tmp_path: Path) -> AsyncIterator[Harness]:
-    """The same over a fake Codex (see ``gateway_harness.FAKE_CODEX``)."""
+    """The same over a fake Codex (``llmgw_jupyter.testing.fake_provider.FakeCodexProvider``)."""
     async with open_gateway(tmp_path, fake=True) as harness:
         yield harness

@@ -19,37 +19,14 @@ import pytest
 
 from llmgw_jupyter.gateway import Gateway, ToolResult
 from llmgw_jupyter.policy import PolicySource
-from llmgw_jupyter.providers.base import Command, LaunchContext, ProviderSettings
-from llmgw_jupyter.providers.codex import CodexProvider
+from llmgw_jupyter.providers.base import ProviderSettings
 from llmgw_jupyter.providers.registry import build_providers
 from llmgw_jupyter.runtime import JobRecord, Runtime, RuntimeConfig
-from llmgw_jupyter.testing.fake_provider import FakeProvider, FakeStreamParser
+from llmgw_jupyter.testing.fake_provider import FakeCodexProvider
 from llmgw_jupyter.tools import Caller
 
 WAIT = 60.0  # generous deadline for things that should happen "soon" on a loaded 2-core machine
 OWNER = Caller.owner()
-
-
-class FakeCodexProvider(CodexProvider):
-    """The real Codex tools and argument validation, but the test CLI (``fake_cli``: a prompt
-    containing [fake:hang] starts and never ends until killed; any other is answered at once
-    with "echo: <prompt>") instead of the Codex CLI. A fork gets a new session id, a resume
-    keeps the one it resumes, like Codex."""
-
-    def __init__(self) -> None:
-        super().__init__("/bin/true")
-        self.fake = FakeProvider()
-
-    def check_ready(self) -> None:
-        return None
-
-    def build_command(
-        self, kind: str, args: dict[str, Any], job_dir: Path, context: LaunchContext
-    ) -> Command:
-        return self.fake.build_command(kind, args, job_dir, context)
-
-    def new_parser(self) -> FakeStreamParser:  # type: ignore[override]
-        return FakeStreamParser()
 
 
 @dataclass
