@@ -13,6 +13,7 @@ import concurrent.futures
 import contextlib
 import functools
 import getpass
+import json
 import logging
 import os
 import threading
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 SERVER_URL_ENV = "LLMGW_SERVER_URL"
 SERVER_TOKEN_ENV = "LLMGW_SERVER_TOKEN"
 POLICY_ENV = "LLMGW_POLICY"
+PROVIDERS_ENV = "LLMGW_PROVIDERS"  # embedded gateway: JSON like c.LLMGatewayApp.providers
 API_PATH = "llmgw/api/"
 MAX_WAIT_SECONDS = 30.0  # the REST long-poll's limit; waits longer than this are repeated
 CONNECT_TIMEOUT = 5.0
@@ -454,8 +456,9 @@ class EmbeddedClient(_BridgedClient):
             primary.parent / f"{primary.name}-kernel-{user}",
             primary.parent / f"{primary.name}-kernel-{user}-{os.getpid()}",
         ]
+        providers = _configured_providers()
         for index, candidate in enumerate(candidates):
-            runtime = Runtime(RuntimeConfig(data_dir=candidate))
+            runtime = Runtime(RuntimeConfig(data_dir=candidate, provider_settings=providers))
             try:
                 await runtime.start()
             except GatewayError as error:
@@ -675,3 +678,22 @@ def _choose() -> tuple[GatewayClient, str]:
             return rest, f"llmgw: using {rest.description}; jobs outlive this kernel."
     embedded = EmbeddedClient()
     return embedded, f"llmgw: {why_not_rest}; using {embedded.description}."
+
+
+def _configured_providers() -> dict[str, Any]:
+    """``LLMGW_PROVIDERS``: the embedded gateway's providers as JSON shaped like
+    ``c.LLMGatewayApp.providers`` (e.g. ``{"claude": {"path": "/opt/claude"}}``); a bad value is
+    an error naming the variable, never ignored."""
+    from llmgw_jupyter.errors import ErrorCategory, GatewayError
+    from llmgw_jupyter.providers.base import ProviderConfigError
+    from llmgw_jupyter.providers.registry import settings_from_config
+
+    raw = os.environ.get(PROVIDERS_ENV)
+    if not raw:
+        return {}
+    try:
+        return settings_from_config(json.loads(raw))
+    except (ValueError, ProviderConfigError) as error:
+        raise GatewayError(
+            ErrorCategory.INVALID_INPUT, f"{PROVIDERS_ENV}: {error}", field=PROVIDERS_ENV
+        ) from None

@@ -13,6 +13,8 @@ import re
 from collections.abc import Mapping
 from functools import lru_cache
 from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
 
 from llmgw_jupyter.providers.base import (
     Provider,
@@ -26,6 +28,8 @@ __all__ = [
     "build_providers",
     "installed_providers",
     "load_provider_class",
+    "provider_settings",
+    "settings_from_config",
 ]
 
 ENTRY_POINT_GROUP = "llmgw_jupyter.providers"
@@ -99,3 +103,53 @@ def build_providers(
             )
         providers[name] = load_provider_class(name, ref).from_settings(own)
     return providers
+
+
+_ENTRY_KEYS = ("class", "path", "home", "options", "enabled")
+
+
+def provider_settings(name: str, entry: Mapping[str, Any]) -> ProviderSettings:
+    """One ``providers`` entry as settings; its class (given or installed) is imported here."""
+    for key in entry:
+        if key not in _ENTRY_KEYS:
+            raise ProviderConfigError(
+                name, key, f"unknown setting (known: {', '.join(_ENTRY_KEYS)})"
+            )
+    for key in ("class", "path", "home"):
+        if entry.get(key) is not None and not isinstance(entry[key], str):
+            raise ProviderConfigError(name, key, "must be a string")
+    options = entry.get("options") or {}
+    if not isinstance(options, dict):
+        raise ProviderConfigError(name, "options", "must be a dict")
+    enabled = entry.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ProviderConfigError(name, "enabled", "must be true or false")
+    if not enabled:
+        return ProviderSettings(enabled=False)
+    ref = entry.get("class") or installed_providers().get(name)
+    if ref is None:
+        raise ProviderConfigError(
+            name, "class", "needed: no installed provider has that name ('module:Class')"
+        )
+    load_provider_class(name, ref)
+    home = entry.get("home")
+    # Jobs run in their own working dirs: a relative home would mean something else there.
+    return ProviderSettings(
+        path=entry.get("path") or None,
+        home=str(Path(home).expanduser().resolve()) if home else None,
+        options=dict(options),
+        class_ref=entry.get("class") or None,
+        enabled=True,
+    )
+
+
+def settings_from_config(entries: Mapping[str, Any]) -> dict[str, ProviderSettings]:
+    """``c.LLMGatewayApp.providers`` (or the kernel's ``LLMGW_PROVIDERS`` JSON) as settings."""
+    if not isinstance(entries, Mapping):
+        raise ProviderConfigError("providers", "providers", "must be an object of name -> entry")
+    settings = {}
+    for name, entry in entries.items():
+        if not isinstance(entry, Mapping):
+            raise ProviderConfigError(str(name), "entry", "must be an object")
+        settings[str(name)] = provider_settings(str(name), entry)
+    return settings

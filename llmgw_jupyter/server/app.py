@@ -20,7 +20,7 @@ from traitlets import Bool, Dict, Enum, Float, Int, List, TraitError, Unicode, d
 from llmgw_jupyter.paths import DATA_DIR_ENV, resolve_data_dir
 from llmgw_jupyter.providers.base import ProviderConfigError, ProviderSettings
 from llmgw_jupyter.providers.codex import CODEX_PATH_ENV
-from llmgw_jupyter.providers.registry import installed_providers, load_provider_class
+from llmgw_jupyter.providers.registry import provider_settings
 from llmgw_jupyter.runtime import RuntimeConfig
 from llmgw_jupyter.server import auth
 from llmgw_jupyter.server.handlers import MCP_PATH, SERVICE_KEY, routes
@@ -364,41 +364,3 @@ class LLMGatewayApp(ExtensionApp):
         if self.mcp_direct is not None:  # after the service: its MCP streams have ended
             await self.mcp_direct.stop()
             self.mcp_direct = None
-
-
-_ENTRY_KEYS = ("class", "path", "home", "options", "enabled")
-
-
-def provider_settings(name: str, entry: dict[str, Any]) -> ProviderSettings:
-    """One ``providers`` entry as settings; its class (given or installed) is imported here."""
-    for key in entry:
-        if key not in _ENTRY_KEYS:
-            raise ProviderConfigError(
-                name, key, f"unknown setting (known: {', '.join(_ENTRY_KEYS)})"
-            )
-    for key in ("class", "path", "home"):
-        if entry.get(key) is not None and not isinstance(entry[key], str):
-            raise ProviderConfigError(name, key, "must be a string")
-    options = entry.get("options") or {}
-    if not isinstance(options, dict):
-        raise ProviderConfigError(name, "options", "must be a dict")
-    enabled = entry.get("enabled", True)
-    if not isinstance(enabled, bool):
-        raise ProviderConfigError(name, "enabled", "must be true or false")
-    if not enabled:
-        return ProviderSettings(enabled=False)
-    ref = entry.get("class") or installed_providers().get(name)
-    if ref is None:
-        raise ProviderConfigError(
-            name, "class", "needed: no installed provider has that name ('module:Class')"
-        )
-    load_provider_class(name, ref)
-    home = entry.get("home")
-    # Jobs run in their own working dirs: a relative home would mean something else there.
-    return ProviderSettings(
-        path=entry.get("path") or None,
-        home=str(Path(home).expanduser().resolve()) if home else None,
-        options=dict(options),
-        class_ref=entry.get("class") or None,
-        enabled=True,
-    )

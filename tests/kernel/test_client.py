@@ -323,3 +323,46 @@ def test_model_info_comes_from_the_summary_and_tolerates_its_absence(
         assert older.blocking(older.model_info()) is None
     finally:
         older.close()
+
+
+# -- the embedded gateway's providers ----------------------------------------------------------
+def test_the_embedded_gateway_runs_the_providers_llmgw_providers_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``LLMGW_PROVIDERS`` (JSON like ``c.LLMGatewayApp.providers``) registers a provider in the
+    kernel's own gateway, as the server's setting does: here the fake, with no Codex around."""
+    monkeypatch.setenv(
+        "LLMGW_PROVIDERS",
+        '{"fake": {"class": "llmgw_jupyter.testing.fake_provider:FakeProvider"}}',
+    )
+    client = EmbeddedClient(tmp_path / "data")
+    try:
+        work = tmp_path / "work"
+        work.mkdir()
+        started = client.blocking(
+            client.call_tool(
+                "fake_request", {"prompt": "hello", "working_dir": str(work), "wait_seconds": 60}
+            )
+        )
+        assert started["done"] is True
+        assert started["job"]["provider"] == "fake"
+        assert started["final_message"] == "echo: hello"
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        ("{not json", "LLMGW_PROVIDERS: "),
+        ('{"fake": {"class": "no_such_module:X"}}', "provider 'fake', setting 'class'"),
+        ('["codex"]', "must be an object"),
+    ],
+)
+def test_a_bad_llmgw_providers_is_an_error_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str, said: str
+) -> None:
+    monkeypatch.setenv("LLMGW_PROVIDERS", value)
+    with pytest.raises(Exception) as caught:
+        EmbeddedClient(tmp_path / "data")
+    assert "LLMGW_PROVIDERS" in str(caught.value) and said in str(caught.value)

@@ -180,7 +180,7 @@ def test_the_codex_traits_fill_what_the_codex_entry_leaves_unset(tmp_path: Any) 
 
 
 def test_a_provider_can_be_switched_off_and_a_provider_without_tools_is_refused() -> None:
-    from llmgw_jupyter.server.app import provider_settings
+    from llmgw_jupyter.providers.registry import provider_settings
 
     assert list(build_providers({"codex": ProviderSettings(enabled=False)})) == ["claude"]
     assert provider_settings("codex", {"enabled": False}) == ProviderSettings(enabled=False)
