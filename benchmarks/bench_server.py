@@ -18,11 +18,12 @@ drift between machines and with their load); targets from issue 10:
 - the same load and the same sequence against the opt-in direct MCP listener
   (``c.LLMGatewayApp.mcp_direct_port``: uvicorn + httptools on Jupyter's loop, outside Tornado),
   in the same server process and the same runs, with the same ``/api/status`` baseline;
-- diagnostics: the gateway's own ``Gateway.call("llm_job_status")`` CPU in this process (the
-  floor under any HTTP front), raw MCP ``ping`` on the same quick path (the floor of the HTTP
-  front: Tornado's request cycle plus the endpoint's checks, no tool), 8 official-client
-  sessions, job end -> waiting ``llm_job_watch`` (median < 50 ms), and a sync
-  ``codex_request`` of an instant fake Codex over its run time.
+- diagnostics: the gateway's own ``Gateway.call("llm_job_status")`` plus the quick path's
+  encoding of its JSON-RPC answer (``mcp_results.answer_bytes``), CPU in this process (the floor
+  under any HTTP front; a success makes its JSON only when the answer is written), raw MCP
+  ``ping`` on the same quick path (the floor of the HTTP front: Tornado's request cycle plus the
+  endpoint's checks, no tool), 8 official-client sessions, job end -> waiting ``llm_job_watch``
+  (median < 50 ms), and a sync ``codex_request`` of an instant fake Codex over its run time.
 
 The fake Codex is a shell script printing the four JSONL lines of a successful ``codex exec
 --json`` (with a fresh thread id); a prompt containing ``slow`` makes it wait 0.3 s before it
@@ -353,11 +354,12 @@ def start_stub(answers: Path) -> tuple[subprocess.Popen[str], str]:
 
 # -- the gateway's own floor ------------------------------------------------------------------
 async def gateway_floor(fake: Path, work: Path, calls: int) -> float:
-    """CPU per ``Gateway.call("llm_job_status")`` in this process, on a job like the bench's:
-    what any HTTP front must add its own cost to."""
+    """CPU per ``Gateway.call("llm_job_status")`` and its encoded JSON-RPC answer in this
+    process, on a job like the bench's: what any HTTP front must add its own cost to."""
     from llmgw_jupyter.gateway import Gateway
     from llmgw_jupyter.policy import PolicySource
     from llmgw_jupyter.runtime import Runtime, RuntimeConfig
+    from llmgw_jupyter.server.mcp_results import answer_bytes
     from llmgw_jupyter.tools import Caller
 
     runtime = Runtime(RuntimeConfig(data_dir=work / "floor", codex_path=str(fake), isolation="off"))
@@ -368,11 +370,11 @@ async def gateway_floor(fake: Path, work: Path, calls: int) -> float:
         owner = Caller.owner()
         done = await gateway.call("codex_request", {"prompt": "x", "wait_seconds": 30}, owner)
         job_id = (done.structured or {})["job"]["id"]
-        for _ in range(100):
-            await gateway.call("llm_job_status", {"job_id": job_id}, owner)
+        for index in range(100):
+            answer_bytes(index, await gateway.call("llm_job_status", {"job_id": job_id}, owner))
         start = time.process_time()
-        for _ in range(calls):
-            await gateway.call("llm_job_status", {"job_id": job_id}, owner)
+        for index in range(calls):
+            answer_bytes(index, await gateway.call("llm_job_status", {"job_id": job_id}, owner))
         return (time.process_time() - start) * 1000 / calls
     finally:
         await gateway.close()
@@ -547,7 +549,8 @@ async def run(
 
     floor = await gateway_floor(fake, work, 2000)
     print(
-        f"gateway floor: Gateway.call('llm_job_status') in-process {floor:.3f} ms CPU/call = "
+        f"gateway floor: Gateway.call('llm_job_status') + its encoded answer, in-process "
+        f"{floor:.3f} ms CPU/call = "
         f"{floor / base_cpu:.2f}x of /api/status's server CPU per call"
     )
     for front in fronts:
