@@ -204,6 +204,8 @@ export interface IUsageRow {
   label: string;
   jobs: string;
   tokensIn: string;
+  /** How many of the input tokens were cached ('' when none): the cell's tooltip. */
+  tokensInTitle: string;
   tokensOut: string;
   /** "$0.7500", "$0.2500 (1 of 3 jobs)" or "—" when no job reported a cost. */
   cost: string;
@@ -243,14 +245,14 @@ export function usageRows(
   const label = by === 'caller' ? callerLabel : providerLabel;
   return entries.map(total => {
     const cost = formatTotalCost(total);
-    const tokensIn = count(total.input_tokens);
     return {
       name: total.name,
       label: label(total.name),
       jobs: count(total.jobs),
-      tokensIn: total.cached_input_tokens
-        ? `${tokensIn} (${count(total.cached_input_tokens)} cached)`
-        : tokensIn,
+      tokensIn: count(total.input_tokens),
+      tokensInTitle: total.cached_input_tokens
+        ? `${count(total.cached_input_tokens)} of them cached`
+        : '',
       tokensOut: count(total.output_tokens),
       cost: cost.text,
       costTitle: cost.title

@@ -408,13 +408,17 @@ function UsageTable(props: {
   const { by, rows } = props;
   return (
     <table className="llmgw-usage-table" data-testid={`llmgw-usage-by-${by}`}>
-      <caption className="llmgw-usage-caption">By {by}</caption>
+      <caption className="llmgw-usage-caption">Tokens and cost by {by}</caption>
       <thead>
         <tr>
           <th scope="col">{by === 'caller' ? 'Caller' : 'Provider'}</th>
           <th scope="col">Jobs</th>
-          <th scope="col">Tokens in</th>
-          <th scope="col">Tokens out</th>
+          <th scope="col">
+            <span className="llmgw-visually-hidden">tokens </span>In
+          </th>
+          <th scope="col">
+            <span className="llmgw-visually-hidden">tokens </span>Out
+          </th>
           <th scope="col">Cost</th>
         </tr>
       </thead>
@@ -425,7 +429,7 @@ function UsageTable(props: {
               {row.label}
             </th>
             <td>{row.jobs}</td>
-            <td>{row.tokensIn}</td>
+            <td title={row.tokensInTitle || undefined}>{row.tokensIn}</td>
             <td>{row.tokensOut}</td>
             <td title={row.costTitle}>{row.cost}</td>
           </tr>
@@ -450,7 +454,17 @@ function UsageTotals(props: { model: GatewayModel }): JSX.Element | null {
     <details className="llmgw-usage" data-testid="llmgw-usage">
       <summary className="llmgw-usage-summary">
         <span className="llmgw-section-title">Usage</span>{' '}
-        <span data-testid="llmgw-usage-headline">{headline}</span>
+        <span
+          className="llmgw-usage-headline"
+          data-testid="llmgw-usage-headline"
+        >
+          {headline.split(' · ').map((part, i) => (
+            <React.Fragment key={i}>
+              {i > 0 ? ' · ' : ''}
+              <span className="llmgw-usage-figure">{part}</span>
+            </React.Fragment>
+          ))}
+        </span>
       </summary>
       <UsageTable by="provider" rows={usageRows(usage, 'provider')} />
       <UsageTable by="caller" rows={usageRows(usage, 'caller')} />

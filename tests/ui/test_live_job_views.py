@@ -8,13 +8,16 @@
 * A job run from a notebook (the real magics) shows its answer after a kernel restart and a page
   reload, without running anything: the output's ``application/vnd.llmgw.job+json`` view talks
   to the server, not to the (dead) kernel.
+* With a second provider beside Codex (the fake one, registered by configuration), the panel's
+  provider filter lists both and narrows the list, each row names its provider, and the usage
+  totals (per provider and per caller) are shown and pass axe too.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +26,10 @@ import nbformat
 import pytest
 from playwright.async_api import Locator, Page, expect
 
-from llmgw_jupyter.testing.jupyter_process import JupyterProcess
+from llmgw_jupyter.testing.codex_home import write_codex_home
+from llmgw_jupyter.testing.jupyter_process import JupyterProcess, start_jupyter
 from llmgw_jupyter.testing.mcp_agent import agent_session
+from llmgw_jupyter.testing.mock_responses import MockResponsesServer
 
 LAB_LOAD = 90_000  # ms
 JOB_DONE = 120_000  # ms
@@ -85,7 +90,36 @@ REVIEW_POLICY: dict[str, Any] = {
     },
 }
 
+# The fake provider beside Codex: a second provider for the panel's filter and totals.
+SECOND_PROVIDER = """\
+c.LLMGatewayApp.providers = {
+    "fake": {"class": "llmgw_jupyter.testing.fake_provider:FakeProvider"}
+}
+"""
+FAKE_USAGE = (1200, 34)  # the tokens the fake job reports
+LOGS = Path(__file__).resolve().parents[2] / "test-output" / "ui"
+
 pytestmark = pytest.mark.timeout(480)
+
+
+@pytest.fixture(scope="module")
+def lab(
+    tmp_path_factory: pytest.TempPathFactory, lab_model: MockResponsesServer, codex_path: str
+) -> Iterator[JupyterProcess]:
+    """This module's JupyterLab: as conftest's, with the fake provider configured too."""
+    workdir = tmp_path_factory.mktemp("lab")
+    home = write_codex_home(workdir / "codex-home", lab_model.base_url)
+    (workdir / "jupyter-config").mkdir()
+    (workdir / "jupyter-config" / "jupyter_server_config.py").write_text(SECOND_PROVIDER)
+    server = start_jupyter(
+        workdir, app="lab", data_dir=workdir / "llmgw", codex_path=codex_path, codex_home=home
+    )
+    yield server
+    try:
+        server.stop()
+    finally:
+        LOGS.mkdir(parents=True, exist_ok=True)
+        (LOGS / "jupyter-lab-views.log").write_text(server.log())
 
 
 async def settled(rest: httpx.AsyncClient, job_id: str, statuses: set[str]) -> dict[str, Any]:
@@ -204,14 +238,51 @@ def output_of(page: Page, job_id: str) -> Locator:
     return page.locator(f'.jp-OutputArea .llmgw-output[data-job-id="{job_id}"]')
 
 
+async def second_provider_in_the_panel(panel: Locator, jobs: dict[str, str], fake_job: str) -> None:
+    """The provider filter narrows the list to one provider and back; each row names its
+    provider; the usage totals open (and stay open, so axe checks their tables too)."""
+    fake_row = panel.locator(f'.llmgw-job[data-job-id="{fake_job}"]')
+    await expect(fake_row.get_by_test_id("llmgw-job-provider")).to_have_text("fake", timeout=UI)
+    codex_row = panel.locator(f'.llmgw-job[data-job-id="{jobs["finished"]}"]')
+    await expect(codex_row.get_by_test_id("llmgw-job-provider")).to_have_text("Codex")
+
+    chooser = panel.get_by_role("combobox", name="Provider")  # its label names it
+    await expect(chooser.locator("option")).to_have_text(["all", "Codex", "fake"], timeout=UI)
+    await chooser.select_option("fake")
+    await expect(panel.locator(".llmgw-job")).to_have_count(1, timeout=UI)
+    await expect(fake_row).to_be_visible()
+    await chooser.select_option("codex")
+    await expect(panel.locator(".llmgw-job")).to_have_count(len(jobs), timeout=UI)
+    await expect(fake_row).to_have_count(0)
+    await chooser.select_option("")
+    await expect(panel.locator(".llmgw-job")).to_have_count(len(jobs) + 1, timeout=UI)
+
+    usage = panel.get_by_test_id("llmgw-usage")
+    await expect(usage.get_by_test_id("llmgw-usage-headline")).to_contain_text(
+        f"{len(jobs) + 1} jobs", timeout=UI
+    )
+    await usage.locator("summary").click()
+    fake_total = usage.get_by_test_id("llmgw-usage-by-provider").locator('tr[data-name="fake"]')
+    await expect(fake_total.locator("td")).to_have_text(["1", "1,200", "34", "—"])
+    by_caller = usage.get_by_test_id("llmgw-usage-by-caller")
+    await expect(by_caller.locator("tbody tr")).to_have_count(2)  # owner and views-bot
+
+
 async def test_every_job_state_reads_well_in_the_light_and_the_dark_theme(
     page: Page, views_lab: JupyterProcess, rest: httpx.AsyncClient, output_dir: Path
 ) -> None:
     lab = views_lab
     assert AXE.is_file(), f"{AXE} missing: run jlpm install in labextension/"
     jobs = await jobs_in_every_state(lab, rest)
+    fake_prompt = "a second provider [fake:usage={}/{}]".format(*FAKE_USAGE)
+    fake = await rest.post("tools/fake_request_async", json={"prompt": fake_prompt})
+    assert fake.status_code == 200, fake.text
+    fake_job = str(fake.json()["structured"]["job"]["id"])
+    await settled(rest, fake_job, {"succeeded"})
     summary = (await rest.get("summary")).json()
     assert summary["model"]["local_echo"] is True
+    fake_total = next(t for t in summary["usage"]["by_provider"] if t["name"] == "fake")
+    assert (fake_total["input_tokens"], fake_total["output_tokens"]) == FAKE_USAGE
     await save_notebook(lab, "views.ipynb", outputs_notebook(jobs))
 
     found: dict[str, list[dict[str, Any]]] = {}
@@ -256,6 +327,8 @@ async def test_every_job_state_reads_well_in_the_light_and_the_dark_theme(
             )
             await expect(output_of(page, jobs["failed"]).locator(".llmgw-cancel")).to_have_count(0)
             await expect(output_of(page, jobs["running"]).locator(".llmgw-cancel")).to_be_visible()
+            if theme == "light":
+                await second_provider_in_the_panel(panel, jobs, fake_job)
 
             found[theme] = await axe_violations(page)
             for state, job_id in jobs.items():

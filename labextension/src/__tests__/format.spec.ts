@@ -158,10 +158,12 @@ describe('usage totals', () => {
       ])
     ).toEqual([
       ['Claude', '2', '30', '10', '$0.7500'],
-      ['Codex', '1', '1,234 (1,000 cached)', '56', '—'],
+      ['Codex', '1', '1,234', '56', '—'],
       ['fake', '1', '3', '1', '—']
     ]);
     expect(rows[1].costTitle).toBe('no job reported a cost');
+    expect(rows[1].tokensInTitle).toBe('1,000 of them cached');
+    expect(rows[0].tokensInTitle).toBe('');
   });
 
   it('shows a row per caller, saying when only some jobs were priced', () => {
