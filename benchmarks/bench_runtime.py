@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +153,54 @@ async def overhead(rt: Runtime, rounds: int) -> dict[str, float]:
     }
 
 
+async def executor_overhead(local: Runtime, other: Runtime, rounds: int) -> dict[str, float]:
+    """Alternate jobs on the local executor and on another one (same machine noise for both)."""
+    for _ in range(20):
+        await gateway_job(local)
+        await gateway_job(other)
+    local_times: list[float] = []
+    other_times: list[float] = []
+    local_cpu = other_cpu = 0.0
+    for _ in range(rounds):
+        cpu = time.thread_time()
+        local_times.append(await gateway_job(local))
+        local_cpu += time.thread_time() - cpu
+        cpu = time.thread_time()
+        other_times.append(await gateway_job(other))
+        other_cpu += time.thread_time() - cpu
+    return {
+        "local_median": statistics.median(local_times),
+        "local_p95": pct(local_times, 0.95),
+        "other_median": statistics.median(other_times),
+        "other_p95": pct(other_times, 0.95),
+        "added_median": statistics.median(other_times) - statistics.median(local_times),
+        "added_p95": pct(other_times, 0.95) - pct(local_times, 0.95),
+        "local_cpu": local_cpu / rounds,
+        "other_cpu": other_cpu / rounds,
+    }
+
+
+async def compare_executors(config: RuntimeConfig, rt: Runtime, rounds: int) -> None:
+    """Per job: the configured executor against the local one, in the same run."""
+    with tempfile.TemporaryDirectory(prefix="llmgw-bench-local-") as local_dir:
+        local = Runtime(replace(config, data_dir=local_dir, executor="local"))
+        await local.start()
+        try:
+            e = await executor_overhead(local, rt, rounds)
+        finally:
+            await local.close(cancel_running=True)
+    ms = {key: value * 1e3 for key, value in e.items()}
+    name = config.executor
+    print(f"\nper job, {rounds} sequential jobs alternating executors (submit -> result):")
+    for label, key in (("local executor", "local"), (f"{name} executor", "other"),
+                       (f"{name} adds", "added")):  # fmt: skip
+        print(f"  {label:20} median {ms[key + '_median']:6.2f} ms"
+              f"   p95 {ms[key + '_p95']:6.2f} ms")  # fmt: skip
+    print(f"  event-loop CPU/job   local {ms['local_cpu']:5.2f} ms,"
+          f" {name} {ms['other_cpu']:.2f} ms")  # fmt: skip
+    print(f"  target: {name} adds no more than 1 ms per job")
+
+
 async def concurrent(rt: Runtime, count: int) -> dict[str, float]:
     before = rss()
     begun = time.perf_counter()
@@ -201,6 +250,7 @@ async def main(args: argparse.Namespace) -> None:
         config = RuntimeConfig(
             data_dir=data_dir,
             isolation=args.isolation,
+            executor=args.executor,
             max_running=args.max_running,
             max_queued=max(args.jobs, 64),
             output_cap_bytes=big_bytes + 10 * MiB,
@@ -213,7 +263,8 @@ async def main(args: argparse.Namespace) -> None:
         await rt.start()
         try:
             load = ", ".join(f"{x:.1f}" for x in psutil.getloadavg())
-            print(f"python {sys.version.split()[0]}, {psutil.cpu_count()} cpus, load {load}")
+            print(f"python {sys.version.split()[0]}, {psutil.cpu_count()} cpus, load {load},"
+                  f" executor {args.executor}")  # fmt: skip
             o = await overhead(rt, args.rounds)
             ms = {key: value * 1e3 for key, value in o.items()}
             print(f"\nper job, {args.rounds} sequential jobs (submit -> result in hand):")
@@ -224,6 +275,8 @@ async def main(args: argparse.Namespace) -> None:
             print(f"  event-loop CPU/job   gateway {ms['gateway_cpu']:5.2f} ms,"
                   f" raw {ms['raw_cpu']:.2f} ms")  # fmt: skip
             print("  target: median overhead < 3 ms")
+            if args.executor != "local":
+                await compare_executors(config, rt, args.rounds)
 
             c = await concurrent(rt, args.jobs)
             print(f"\n{args.jobs} concurrent submissions (max_running={args.max_running}):")
@@ -253,5 +306,11 @@ if __name__ == "__main__":
         choices=["off", "bwrap"],
         default="off",
         help="run the owner's jobs inside the bubblewrap boundary (its cost: compare both runs)",
+    )
+    parser.add_argument(
+        "--executor",
+        choices=["local", "detached"],
+        default="local",
+        help="how jobs run; 'detached' also measures it against the local executor, same run",
     )
     asyncio.run(main(parser.parse_args()))

@@ -20,6 +20,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -291,6 +292,7 @@ class DetachedExecutor:
         self.boundary = boundary
         self.config = config
         self._live: set[DetachedExecution] = set()
+        self._host = _Host()
 
     async def launch(self, request: LaunchRequest) -> DetachedExecution:
         argv = request.argv
@@ -310,7 +312,7 @@ class DetachedExecutor:
             "wall_seconds": self.config.wall_timeout_seconds + self.config.kill_grace_seconds,
         }
         starting = asyncio.ensure_future(
-            asyncio.to_thread(_start_supervisor, json.dumps(spec).encode())
+            asyncio.to_thread(self._host.request, json.dumps(spec).encode())
         )
         try:
             answer = await asyncio.shield(starting)
@@ -363,6 +365,48 @@ class DetachedExecutor:
                 execution.detach()
         self._live.clear()
 
+    async def close(self) -> None:
+        """Let the supervisor host go (the runs it started are not affected)."""
+        await asyncio.to_thread(self._host.close)
+
+
+class _Host:
+    """The runtime's supervisor host (``job_supervisor.main``): started once, it forks one
+    supervisor per job, so a launch costs a fork, not a Python start (tens of milliseconds).
+    It is a child of the runtime and ends when its stdin closes (also when the runtime dies);
+    the supervisors it forked are in sessions of their own and carry on."""
+
+    def __init__(self) -> None:
+        self._process: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()  # one request at a time on the host's pipes
+
+    def request(self, spec: bytes) -> dict[str, Any]:
+        """Hand a job to the host and read its answer (in a worker thread: it blocks)."""
+        with self._lock:
+            for attempt in range(2):  # a host that died (killed by hand) is started again
+                process = self._process
+                if process is None or process.poll() is not None:
+                    process = self._process = _start_host()
+                assert process.stdin is not None and process.stdout is not None
+                try:
+                    process.stdin.write(spec + b"\n")
+                    process.stdin.flush()
+                    line = process.stdout.readline()
+                except (BrokenPipeError, ConnectionResetError):
+                    line = b""
+                if line:
+                    return _parse_answer(line)
+                if attempt == 0:
+                    process.kill()
+                    process.wait()
+            return {"error": "the job supervisor host did not answer"}
+
+    def close(self) -> None:
+        with self._lock:
+            process, self._process = self._process, None
+            if process is not None:
+                process.communicate(timeout=10)  # EOF on its stdin: it exits at once
+
 
 def supervisor_alive(pid: int | None, start_time: float | None) -> bool:
     """The same supervisor process, still running (a zombie no one reaped counts as gone)."""
@@ -396,9 +440,9 @@ def _stop_unwanted(starting: asyncio.Future[dict[str, Any]]) -> None:
         os.kill(pid, signal.SIGTERM)
 
 
-def _start_supervisor(spec: bytes) -> dict[str, Any]:
-    """Start the supervisor (in a session of its own) and read its one-line answer."""
-    process = subprocess.Popen(
+def _start_host() -> subprocess.Popen[bytes]:
+    """The supervisor host, in a session of its own, waiting for job specs on stdin."""
+    return subprocess.Popen(
         [sys.executable, "-I", "-S", SUPERVISOR_SCRIPT],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -407,9 +451,11 @@ def _start_supervisor(spec: bytes) -> dict[str, Any]:
         close_fds=True,
         env={"PATH": os.defpath},
     )
-    out, _ = process.communicate(spec)  # ends when the forked supervisor answered
+
+
+def _parse_answer(line: bytes) -> dict[str, Any]:
     try:
-        answer = json.loads(out.decode().splitlines()[0])
-    except (IndexError, ValueError):
-        return {"error": f"the job supervisor did not start (exit {process.returncode})"}
+        answer = json.loads(line)
+    except ValueError:
+        answer = None
     return answer if isinstance(answer, dict) else {"error": "the job supervisor answered badly"}

@@ -1,11 +1,12 @@
 """One detached job's own supervisor process: the CLI runs under it, not under the Jupyter server.
 
 Standard library only, and run by path (``python -I -S job_supervisor.py``): it must start fast
-and import nothing of the gateway. ``detached.py`` starts it in a new session and writes the job's
-spec (JSON) to its stdin. It forks once, so it is no child of the server (nothing to reap there,
-nothing killed with the server's group), starts the CLI as the leader of its own process group
-(bubblewrap, when isolated, so ``--die-with-parent`` refers to this process), answers one JSON
-line on stdout (its pid and the CLI's, or why the CLI could not start), then:
+and import nothing of the gateway. ``detached.py`` starts it once per runtime as a host (in a new
+session) and writes one job spec (JSON) per line to its stdin. For each, the host forks a
+supervisor in a session of its own (no child of the server, not killed with the server's group),
+which starts the CLI as the leader of its own process group (bubblewrap, when isolated, so
+``--die-with-parent`` refers to the supervisor), answers one JSON line (its pid and the CLI's,
+or why the CLI could not start), then:
 
 - writes the CLI's stdin and closes it;
 - appends stdout and stderr straight to the job's output files, under the shared byte cap (on
@@ -43,20 +44,15 @@ MAX_SPEC_BYTES = 64 * 1024 * 1024
 
 
 def write_json_atomically(path: Path, value: dict[str, Any]) -> None:
-    """Write, fsync, rename, fsync the directory: a reader sees the whole record or none."""
+    """Write then rename: a reader sees the whole record or none. Not fsynced, like the store
+    (WAL, synchronous=NORMAL): it outlives any process, not a power cut."""
     temporary = path.with_name(path.name + ".tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.write(fd, json.dumps(value).encode())
-        os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(temporary, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 def start_time(pid: int) -> float | None:
@@ -219,7 +215,6 @@ class Supervisor:
     def finish(self, exit_code: int | None) -> None:
         for fd in self.files.values():
             with contextlib.suppress(OSError):
-                os.fsync(fd)
                 os.close(fd)
         record = {
             "exit_code": exit_code,
@@ -246,21 +241,22 @@ def _read_all(fd: int) -> bytes:
     return data
 
 
-def main() -> int:
-    spec = json.loads(sys.stdin.buffer.read(MAX_SPEC_BYTES))
-    if os.fork():
-        os._exit(0)  # the caller reaps this one at once; the supervisor below is no child of it
+def supervise(spec: dict[str, Any], answer: int) -> None:
+    """In a forked child: start the job's CLI, answer on ``answer``, supervise it to its end."""
     os.setsid()  # leads its own group: the runtime's SIGTERM reaches this process only
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)  # the host's pipes (the runtime's) are not this job's
+    os.dup2(null, 1)
     supervisor = Supervisor(spec)
     job_dir = supervisor.job_dir
     log = os.open(job_dir / LOG_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(log, 2)
     supervisor.catch_signals()
     try:
         process = supervisor.start()
     except OSError as error:
-        answer = {"error": str(error), "errno": error.errno}
-        sys.stdout.write(json.dumps(answer) + "\n")
-        return 1
+        _answer(answer, {"error": str(error), "errno": error.errno})
+        return
     supervisor.process = process
     own = os.getpid()
     write_json_atomically(
@@ -273,14 +269,48 @@ def main() -> int:
             "cap_bytes": supervisor.cap,
         },
     )
-    with contextlib.suppress(OSError):  # a caller gone already must not orphan the CLI
-        sys.stdout.write(json.dumps({"pid": own, "cli_pid": process.pid}) + "\n")
-        sys.stdout.flush()
-    null = os.open(os.devnull, os.O_RDWR)
-    os.dup2(null, 0)
-    os.dup2(null, 1)  # the caller's pipe ends here: it may be gone long before this job
-    os.dup2(log, 2)
+    _answer(answer, {"pid": own, "cli_pid": process.pid})
     supervisor.run(process)
+
+
+def _answer(fd: int, value: dict[str, Any]) -> None:
+    with contextlib.suppress(OSError):  # a host gone already must not orphan the CLI
+        os.write(fd, json.dumps(value).encode() + b"\n")
+    os.close(fd)
+
+
+def _reap(*_: Any) -> None:
+    """The host's forked supervisors, once they ended (none may stay a zombie)."""
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+
+
+def main() -> int:
+    """The host: one warm process per runtime, its child, reading one job spec per line on
+    stdin. Each job gets a forked supervisor (a fork costs about a millisecond, a Python start
+    tens); its answer goes back as one line on stdout. A closed stdin (the runtime stopped or
+    died) ends the host; the supervisors it forked carry on."""
+    signal.signal(signal.SIGCHLD, _reap)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a ^C in the server's terminal is not ours
+    while line := sys.stdin.buffer.readline(MAX_SPEC_BYTES):
+        spec = json.loads(line)
+        read_end, write_end = os.pipe()
+        if os.fork() == 0:
+            os.close(read_end)
+            try:
+                supervise(spec, write_end)
+            except BaseException:
+                import traceback  # only on this unexpected path: kept out of the start-up
+
+                traceback.print_exc()  # into supervisor.log
+            finally:
+                os._exit(0)
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as answers:
+            answer = answers.readline() or b'{"error": "the job supervisor died at start"}\n'
+        sys.stdout.buffer.write(answer)
+        sys.stdout.buffer.flush()
     return 0
 
 

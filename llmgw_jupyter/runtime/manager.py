@@ -201,6 +201,7 @@ class Runtime:
             self._detached.detach_all()
         if tasks:
             await asyncio.wait(tasks, timeout=self.config.kill_grace_seconds + 10)
+        await self._detached.close()
         for task in self._background:
             task.cancel()
         if self._db is not None:
