@@ -2,7 +2,8 @@
 
 ``kernel_env`` needs no Codex; ``base_env`` adds the real Codex for embedded gateways that run
 jobs. ``fake_gateway_server`` runs the fake CLI behind Codex's tools (for tests over REST where
-any job will do); ``gateway_server`` runs the real Codex.
+any job will do); ``gateway_server`` runs the real Codex and the real Claude Code, both against
+local mocks.
 """
 
 from __future__ import annotations
@@ -18,11 +19,15 @@ from kernel_harness import KernelHarness, start_kernel
 from llmgw_jupyter.testing import codex_home as _codex_home
 from llmgw_jupyter.testing import fake_cli
 from llmgw_jupyter.testing.jupyter_process import JupyterProcess, start_jupyter
+from llmgw_jupyter.testing.mock_anthropic import MockAnthropicServer
 from llmgw_jupyter.testing.mock_responses import MockResponsesServer
 
 REPO = Path(__file__).resolve().parents[2]
 # The owner policy of these tests is the notebooks' example: all allowed but danger-full-access.
 OWNER_POLICY_FILE = REPO / "notebooks" / "owner-policy.example.json"
+CLAUDE = Path(os.environ.get("LLMGW_CLAUDE_PATH") or REPO / ".claude-cli/node_modules/.bin/claude")
+# The key Claude jobs of ``gateway_server`` send to the mock (a dummy: the mock checks none).
+MOCK_ANTHROPIC_KEY = "sk-ant-kernel-tests-dummy"
 FAKE_CODEX_CONFIG = """\
 c.LLMGatewayApp.providers = {{
     "codex": {{
@@ -39,6 +44,29 @@ def kernel_mock_model() -> Iterator[MockResponsesServer]:
     """One mock model for all kernels of a module (kernels outlive a function fixture)."""
     with MockResponsesServer() as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def kernel_mock_anthropic() -> Iterator[MockAnthropicServer]:
+    """One mock Anthropic API for the Claude Code jobs of a module's servers."""
+    with MockAnthropicServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def mock_anthropic_key() -> str:
+    return MOCK_ANTHROPIC_KEY
+
+
+@pytest.fixture(scope="module")
+def module_claude_path() -> str:
+    """The real Claude Code CLI (``scripts/bootstrap.sh`` installs it next to Codex)."""
+    if not os.access(CLAUDE, os.X_OK):
+        pytest.fail(
+            f"Claude Code CLI not found at {CLAUDE}: run scripts/bootstrap.sh "
+            "(npm install --prefix .claude-cli @anthropic-ai/claude-code@2.1.328)"
+        )
+    return str(CLAUDE)
 
 
 @pytest.fixture(scope="module")
@@ -116,15 +144,31 @@ async def kernel_factory(
 
 @pytest.fixture(scope="module")
 def gateway_server(
-    base_env: dict[str, str], kernel_tmp: Path, kernel_codex_home: Path, module_codex_path: str
+    base_env: dict[str, str],
+    kernel_tmp: Path,
+    kernel_codex_home: Path,
+    module_codex_path: str,
+    module_claude_path: str,
+    kernel_mock_anthropic: MockAnthropicServer,
 ) -> Iterator[JupyterProcess]:
-    """A Jupyter server with the extension, sharing the kernels' Jupyter dirs (``base_env``)."""
+    """A Jupyter server with the extension, sharing the kernels' Jupyter dirs (``base_env``).
+
+    Codex reaches the mock model through ``kernel_codex_home``; Claude Code reaches the mock
+    Anthropic API through the provider's ``base_url`` option, with a dummy key.
+    """
+    providers = {
+        "claude": {
+            "path": module_claude_path,
+            "options": {"base_url": kernel_mock_anthropic.base_url},
+        }
+    }
     server = start_jupyter(
         kernel_tmp / "server",
         data_dir=kernel_tmp / "server-data",
         codex_path=module_codex_path,
         codex_home=kernel_codex_home,
-        env=base_env,
+        args=[f"--LLMGatewayApp.providers={providers!r}"],
+        env={**base_env, "ANTHROPIC_API_KEY": MOCK_ANTHROPIC_KEY},
     )
     yield server
     server.stop()

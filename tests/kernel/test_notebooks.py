@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -12,10 +13,13 @@ from kernel_harness import WIDGET_VIEW
 from nbclient import NotebookClient
 
 from llmgw_jupyter.testing.jupyter_process import JupyterProcess
+from llmgw_jupyter.testing.mock_anthropic import MockAnthropicServer
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 
 pytestmark = pytest.mark.timeout(300)
+UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+USAGE_LINE = re.compile(r"^([\d,]+) tokens in \(([\d,]+) cached\), ([\d,]+) out, \$(\d+\.\d{4})$")
 
 
 async def run_notebook(name: str, env: dict[str, str], workdir: Path) -> Any:
@@ -57,7 +61,11 @@ def data(cell: Any, mime: str) -> list[Any]:
 
 
 async def test_quickstart_runs_top_to_bottom(
-    base_env: dict[str, str], gateway_server: JupyterProcess, tmp_path: Path
+    base_env: dict[str, str],
+    gateway_server: JupyterProcess,
+    kernel_mock_anthropic: MockAnthropicServer,
+    mock_anthropic_key: str,
+    tmp_path: Path,
 ) -> None:
     nb = await run_notebook("quickstart.ipynb", gateway_server.kernel_env(base_env), tmp_path)
 
@@ -79,6 +87,7 @@ async def test_quickstart_runs_top_to_bottom(
     assert forked.startswith("echo: Now explain it to a ten-year-old.")
     child = data(cell(nb, "child = job.fork"), "text/plain")[-1]
     assert child.startswith("echo: Give one short code example.")
+    check_claude_section(nb, kernel_mock_anthropic, mock_anthropic_key)
 
     table = data(cell(nb, "%llm_jobs --limit 10"), "text/html")[0]
     assert table.count("<tr") >= 6 and "succeeded" in table
@@ -127,6 +136,34 @@ async def test_agents_runs_top_to_bottom(
     assert collected.strip() == "succeeded - echo: List three uses of Python decorators."
     assert text(cell(nb, "rest.delete")).strip() == "the revoked token now gets: 401 Unauthorized"
     assert not [o for o in nb_outputs(nb) if o.get("output_type") == "error"]
+
+
+def check_claude_section(nb: Any, anthropic: MockAnthropicServer, key: str) -> None:
+    """The Claude Code cells ran the real CLI against the mock: answer, fork, usage and cost."""
+    assert len(data(cell(nb, "claude_job = %claude_async"), WIDGET_VIEW)) == 1
+    watched = cell(nb, "print(claude_job.status")
+    assert text(watched).split()[0] in {"queued", "running", "succeeded"}
+    prompt = "Explain in one sentence what a Python decorator is."
+    assert data(watched, "text/plain")[-1].startswith(f"echo: {prompt}")
+    forked = data(cell(nb, "%claude_fork --wait --out claude_child --last"), "text/plain")[-1]
+    assert forked.startswith("echo: Now give a one-line example.")
+
+    sessions = dict(
+        line.split(": ", 1) for line in text(cell(nb, 'print("parent session:"')).splitlines()
+    )
+    assert re.fullmatch(UUID, sessions["parent session"]), sessions
+    assert re.fullmatch(UUID, sessions["forked session"]), sessions
+    assert sessions["forked session"] != sessions["parent session"]
+    # The fork's model request carried the parent's turn before its own prompt.
+    fork_request = anthropic.message_requests[-1]
+    assert fork_request.user_texts == [prompt, "Now give a one-line example."]
+    assert fork_request.headers["x-api-key"] == key
+
+    usage = USAGE_LINE.match(text(cell(nb, "usage = claude_child.result().usage")).strip())
+    assert usage is not None, text(cell(nb, "usage = claude_child.result().usage"))
+    tokens_in, cached, tokens_out = (int(usage.group(n).replace(",", "")) for n in (1, 2, 3))
+    assert tokens_in >= cached > 0 and tokens_out > 0
+    assert float(usage.group(4)) > 0
 
 
 def nb_outputs(nb: Any) -> list[Any]:
