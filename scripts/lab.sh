@@ -2,8 +2,10 @@
 # Main command: set up, then JupyterLab with the llmgw server extension (REST API, MCP endpoint,
 # lab panel) on the quickstart notebook, on 127.0.0.1. Extra arguments go to `jupyter lab` and
 # win over the script's own settings (port, token, root dir, codex_home, ...).
-# Without Codex credentials, Codex jobs use the bundled local echo model (said on screen).
-# Local state (the Jupyter token, the echo model's Codex home) lives in .llmgw-demo/ (git-ignored).
+# Without Codex credentials, Codex jobs use the bundled local echo model; without
+# ANTHROPIC_API_KEY, so do Claude Code jobs (each said on screen).
+# Local state (the Jupyter token, the echo models' logs and Codex home) lives in .llmgw-demo/
+# (git-ignored).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd -P)  # absolute: jobs and kernels run elsewhere
 cd "$ROOT"
@@ -11,6 +13,7 @@ bash scripts/bootstrap.sh
 
 PY="$ROOT/.venv/bin/python"
 export LLMGW_CODEX_PATH="$ROOT/.codex-cli/node_modules/.bin/codex"
+export LLMGW_CLAUDE_PATH="$ROOT/.claude-cli/node_modules/.bin/claude"
 export PATH="$ROOT/.venv/bin:$PATH"
 STATE="$ROOT/.llmgw-demo"
 NOTEBOOKS="$ROOT/notebooks"
@@ -116,11 +119,15 @@ if [ "$(id -u)" = 0 ] && ! caller_value --allow-root --ServerApp.allow_root >/de
 fi
 
 MOCK_PID=""
+CLAUDE_MOCK_PID=""
 cleanup() {
-  if [ -n "$MOCK_PID" ]; then
-    kill "$MOCK_PID" 2>/dev/null || true
-    wait "$MOCK_PID" 2>/dev/null || true
-  fi
+  local pid
+  for pid in "$MOCK_PID" "$CLAUDE_MOCK_PID"; do
+    if [ -n "$pid" ]; then
+      kill "$pid" 2>/dev/null || true
+      wait "$pid" 2>/dev/null || true
+    fi
+  done
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -146,6 +153,31 @@ sys.exit(0 if codex_has_credentials() else 1)'; then
   echo "lab.sh: no Codex credentials found (OPENAI_API_KEY, CODEX_API_KEY or ~/.codex/auth.json):"
   echo "        Codex jobs use the LOCAL ECHO MODEL, whose answers repeat the prompt."
   echo "        Log in with 'codex login' or set OPENAI_API_KEY to use a real model."
+fi
+
+# Claude Code jobs get the owner's key from the server's ANTHROPIC_API_KEY only (each caller has a
+# private CLAUDE_CONFIG_DIR, so a `claude` login of the user's own is not used). Without a key, and
+# unless the caller configures the providers, they use the bundled mock Anthropic API.
+if ! caller_value --LLMGatewayApp.providers >/dev/null && [ -z "${ANTHROPIC_API_KEY:-}" ]; then
+  echo "lab.sh: starting the local echo model for Claude Code..."
+  mkdir -p "$STATE"
+  log="$STATE/mock-anthropic.log"
+  : >"$log"
+  "$PY" -m llmgw_jupyter.testing.mock_anthropic >"$log" 2>&1 &
+  CLAUDE_MOCK_PID=$!
+  for _ in $(seq 600); do  # up to 30 s on a busy machine
+    grep -qE '^http://127\.0\.0\.1:[0-9]+$' "$log" && break
+    kill -0 "$CLAUDE_MOCK_PID" 2>/dev/null || { cat "$log" >&2; echo "lab.sh: the Claude echo model did not start" >&2; exit 1; }
+    sleep 0.05
+  done
+  CLAUDE_MOCK_URL=$(grep -m 1 -E '^http://127\.0\.0\.1:[0-9]+$' "$log" || true)
+  [ -n "$CLAUDE_MOCK_URL" ] || { cat "$log" >&2; echo "lab.sh: the Claude echo model did not start" >&2; exit 1; }
+  args+=(--LLMGatewayApp.providers="{\"claude\": {\"options\": {\"base_url\": \"$CLAUDE_MOCK_URL\"}}}")
+  export ANTHROPIC_API_KEY=sk-ant-local-echo-model-dummy  # the mock checks no key; the CLI needs one
+  echo
+  echo "lab.sh: no ANTHROPIC_API_KEY found:"
+  echo "        Claude Code jobs use the LOCAL ECHO MODEL, whose answers repeat the prompt."
+  echo "        Set ANTHROPIC_API_KEY to use a real model (a 'claude' login is not used by the gateway)."
 fi
 
 # The owner's policy: $LLMGW_POLICY if set, else the example that refuses danger-full-access (the

@@ -1,10 +1,11 @@
 """The main command itself: ``./scripts/lab.sh`` from a clean copy, as a new user runs it.
 
 The copy holds the repository's committed files only (as a fresh clone would), and the script runs
-with no Codex credentials (no API key, an empty ``$HOME``): set-up, the local echo model, JupyterLab
-with the gateway. Headless Chromium opens the URL the script prints, runs the quickstart notebook
-through the menus and finds the echo model's answers in the outputs. A restart keeps the URL, and
-extra ``--LLMGatewayApp.*`` options override the script's own.
+with no Codex or Anthropic credentials (no API keys, an empty ``$HOME``): set-up, the local echo
+models of Codex and Claude Code, JupyterLab with the gateway. Headless Chromium opens the URL the
+script prints, runs the quickstart notebook through the menus and finds the echo models' answers in
+the outputs. A restart keeps the URL, and extra ``--LLMGatewayApp.*`` options override the
+script's own.
 
 Set-up dominates the cost: a new virtualenv, ``pip install -e`` from the pip and npm caches and
 the Codex CLI (about a minute on two cores; the whole module about two). The copy reuses the
@@ -37,6 +38,7 @@ from playwright.async_api import Browser, Locator, Page, expect
 
 from llmgw_jupyter.testing.codex_home import write_codex_home
 from llmgw_jupyter.testing.jupyter_process import LAB_SETTINGS
+from llmgw_jupyter.testing.mock_anthropic import MockAnthropicServer
 from llmgw_jupyter.testing.mock_responses import MockResponsesServer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -49,7 +51,7 @@ UI = 15_000  # ms
 URL_LINE = re.compile(r"^llmgw: JupyterLab\s+(?P<url>http://\S+)$", re.MULTILINE)
 # Credentials and settings of the machine running the suite that must not reach the script.
 WITHHELD_ENV = ("OPENAI_API_KEY", "CODEX_API_KEY", "CODEX_HOME", "VIRTUAL_ENV", "DISPLAY")
-WITHHELD_PREFIXES = ("LLMGW_", "JUPYTER_", "JUPYTERLAB_", "WAYLAND_")
+WITHHELD_PREFIXES = ("LLMGW_", "JUPYTER_", "JUPYTERLAB_", "WAYLAND_", "ANTHROPIC_", "CLAUDE_")
 
 pytestmark = pytest.mark.timeout(SETUP_TIMEOUT + 600)
 
@@ -168,15 +170,19 @@ class RunningLab:
         return self.log_path.read_text(errors="replace")
 
 
-def start_lab_script(checkout: Checkout, *args: str, name: str) -> RunningLab:
-    """Run ``./scripts/lab.sh ARGS`` in its own process group; return once its URL serves."""
+def start_lab_script(
+    checkout: Checkout, *args: str, name: str, env: dict[str, str] | None = None
+) -> RunningLab:
+    """Run ``./scripts/lab.sh ARGS`` in its own process group; return once its URL serves.
+
+    ``env`` goes over the checkout's user environment."""
     log_path = checkout.logs / f"{name}.log"
     started = time.monotonic()
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [str(checkout.root / "scripts" / "lab.sh"), *args],
             cwd=checkout.root,
-            env=checkout.env,
+            env={**checkout.env, **(env or {})},
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -310,6 +316,10 @@ EXPECTED_OUTPUTS = {
     "%codex_async --wait Summarise": "echo: Summarise the Zen of Python in one line.",
     "%codex_fork --wait job": "echo: Now explain it to a ten-year-old.",
     "child.result(": "echo: Give one short code example.",
+    "claude_job.result(": "echo: Explain in one sentence what a Python decorator is.",
+    "%claude_fork --wait": "echo: Now give a one-line example.",
+    'print("forked session:"': "forked session: ",
+    "usage = claude_child": " out, $",
     "%llm_result": "echo: Explain in two sentences what a Python generator is.",
     "slow.cancel()": "cancelled",
     "--sandbox danger-full-access": "refused by policy",
@@ -322,7 +332,8 @@ async def test_the_quickstart_runs_from_a_fresh_copy_without_credentials(
     page = lab_page
     committed = (checkout.root / "notebooks" / "quickstart.ipynb").read_bytes()
     log = first_run.log()
-    assert "LOCAL ECHO MODEL" in log, log[-3000:]
+    assert "Codex jobs use the LOCAL ECHO MODEL" in log, log[-3000:]
+    assert "Claude Code jobs use the LOCAL ECHO MODEL" in log, log[-3000:]
     assert re.fullmatch(
         r"http://127\.0\.0\.1:\d+/lab/tree/quickstart\.ipynb\?token=\w+", first_run.url
     )
@@ -380,15 +391,20 @@ def test_a_restart_keeps_the_url_and_extra_options_override_the_scripts_own(
     assert modes == (0o700, 0o600)
 
     # Options the script also sets: the caller's win (no "only accepts one value, got 2"), and
-    # the gateway runs Codex with the caller's CODEX_HOME instead of the script's echo model.
-    with MockResponsesServer() as model:
+    # the gateway runs Codex with the caller's CODEX_HOME and Claude with the caller's providers
+    # and key instead of the script's echo models.
+    anthropic_key = "sk-ant-main-command-test"
+    with MockResponsesServer() as model, MockAnthropicServer() as anthropic:
         home = write_codex_home(tmp_path / "codex-home", model.base_url)
+        providers = {"claude": {"options": {"base_url": anthropic.base_url}}}
         after = start_lab_script(
             checkout,
             f"--LLMGatewayApp.codex_home={home}",
+            f"--LLMGatewayApp.providers={json.dumps(providers)}",
             "--ServerApp.ip=127.0.0.1",
             "--port-retries=0",
             name="restart-after",
+            env={"ANTHROPIC_API_KEY": anthropic_key},
         )
         try:
             assert after.url == before.url  # same port (it was free), same token: tabs live on
@@ -401,9 +417,19 @@ def test_a_restart_keeps_the_url_and_extra_options_override_the_scripts_own(
                     json={"prompt": prompt},
                     headers={"Authorization": f"token {after.token}"},
                 )
+                claude = client.post(
+                    "tools/claude_request",
+                    json={"prompt": "Which Anthropic API is this?", "wait_seconds": 90},
+                    headers={"Authorization": f"token {after.token}"},
+                )
             assert answer.status_code == 200, answer.text
             assert answer.json()["structured"]["final_message"] == f"echo: {prompt}"
             assert [r.last_user_text for r in model.requests] == [prompt]
+            assert claude.status_code == 200, claude.text
+            assert (
+                claude.json()["structured"]["final_message"] == "echo: Which Anthropic API is this?"
+            )
+            assert [r.headers["x-api-key"] for r in anthropic.message_requests] == [anthropic_key]
         finally:
             survivors = stop_lab_script(after.process)
     assert survivors == [], "processes outlived lab.sh"
