@@ -14,7 +14,7 @@ import asyncio
 import base64
 import contextlib
 import ctypes
-import ctypes.util
+import functools
 import json
 import os
 import signal
@@ -100,13 +100,23 @@ class _DirectoryWatch:
         self.wake()
 
 
+@functools.lru_cache(maxsize=1)
+def _libc() -> ctypes.CDLL | None:
+    """The C library of this process (looked up once: no ``ldconfig`` run per job)."""
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
 def _inotify_fd(directory: Path) -> int | None:
     """An inotify descriptor watching ``directory`` (None where inotify is not available)."""
-    name = ctypes.util.find_library("c")
+    libc = _libc()
+    if libc is None:
+        return None
     try:
-        libc = ctypes.CDLL(name, use_errno=True)
         fd = int(libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC))
-    except (OSError, AttributeError):
+    except AttributeError:
         return None
     if fd < 0:
         return None
