@@ -93,6 +93,42 @@ export const REQUEST_ARGUMENTS: readonly string[] = [
   'session_id'
 ];
 
+/** Arguments claude_request_async accepts (ClaudeArgs, session_id for a resume). */
+export const CLAUDE_REQUEST_ARGUMENTS: readonly string[] = [
+  'prompt',
+  'model',
+  'permission_mode',
+  'allowed_tools',
+  'disallowed_tools',
+  'max_turns',
+  'working_dir',
+  'add_dirs',
+  'output_schema',
+  'timeout_seconds',
+  'session_id'
+];
+
+/** What a provider this version does not know surely accepts in a request. */
+export const COMMON_REQUEST_ARGUMENTS: readonly string[] = [
+  'prompt',
+  'model',
+  'working_dir',
+  'timeout_seconds',
+  'session_id'
+];
+
+/** The request arguments of a provider's `<provider>_request_async`. */
+export function requestArgumentsOf(provider: string): readonly string[] {
+  switch (provider) {
+    case 'codex':
+      return REQUEST_ARGUMENTS;
+    case 'claude':
+      return CLAUDE_REQUEST_ARGUMENTS;
+    default:
+      return COMMON_REQUEST_ARGUMENTS;
+  }
+}
+
 /** Whether a job status is final. */
 export function isTerminal(status: string): boolean {
   return TERMINAL_STATUSES.has(status);

@@ -357,7 +357,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
           return;
         }
         try {
-          const result = await model.fork(job.session_id, prompt);
+          const result = await model.fork(job.session_id, prompt, job.provider);
           const id = startedJobId(result);
           Notification.success(
             id ? `Fork started as job ${shortId(id)}.` : 'Fork started.',

@@ -21,8 +21,8 @@ import {
   ISummaryLike,
   IToolResult,
   IUsageTotals,
-  REQUEST_ARGUMENTS,
-  requestAPI
+  requestAPI,
+  requestArgumentsOf
 } from './api';
 import { EventSourceMessage, readEventStream } from './sse';
 
@@ -466,15 +466,19 @@ export class GatewayModel implements IDisposable {
     return result;
   }
 
-  /** Fork a job's session with a new prompt (codex_fork_session). */
-  fork(sessionId: string, prompt: string): Promise<IToolResult> {
-    return this.callTool('codex_fork_session', {
+  /** Fork a session with a new prompt (`<provider>_fork_session`, Codex's by default). */
+  fork(
+    sessionId: string,
+    prompt: string,
+    provider = 'codex'
+  ): Promise<IToolResult> {
+    return this.callTool(`${provider}_fork_session`, {
       session_id: sessionId,
       prompt
     });
   }
 
-  /** Run a job's request again with a new prompt (codex_request_async). */
+  /** Run a job's request again with a new prompt (its provider's `_request_async`). */
   async rerun(job: IJobView, prompt: string): Promise<IToolResult> {
     // Lists and the stream carry light views (big arguments omitted): fetch the full job.
     const full = job.omitted_args?.length
@@ -483,7 +487,11 @@ export class GatewayModel implements IDisposable {
           `jobs/${encodeURIComponent(job.id)}`
         )
       : job;
-    return this.callTool('codex_request_async', rerunArguments(full, prompt));
+    const provider = full.provider || 'codex';
+    return this.callTool(
+      `${provider}_request_async`,
+      rerunArguments(full, prompt)
+    );
   }
 
   /** Stop everything. */
@@ -1133,8 +1141,9 @@ function sameJobs(a: readonly IJobView[], b: readonly IJobView[]): boolean {
 }
 
 /**
- * Arguments of a re-run: the job's arguments that codex_request_async
- * accepts, with the new prompt. Null values are dropped (the tool fills its
+ * Arguments of a re-run: the job's arguments that its provider's
+ * `_request_async` accepts (codex_request_async, claude_request_async), with
+ * the new prompt. Null values are dropped (the tool fills its
  * defaults); so is the idempotency key (it would return the old job) and a
  * fork's session id (that is the parent session: a re-run starts anew).
  */
@@ -1143,7 +1152,7 @@ export function rerunArguments(
   prompt: string
 ): { [key: string]: any } {
   const args: { [key: string]: any } = {};
-  for (const key of REQUEST_ARGUMENTS) {
+  for (const key of requestArgumentsOf(job.provider || 'codex')) {
     const value = job.args?.[key];
     if (value !== null && value !== undefined) {
       args[key] = value;

@@ -426,6 +426,53 @@ describe('GatewayModel', () => {
       });
     });
 
+    it("forks and re-runs a Claude job with Claude's tools and arguments", async () => {
+      create();
+      await model.fork(
+        '4c1b0f7e-0000-4000-8000-000000000001',
+        'again',
+        'claude'
+      );
+      const [fork] = gateway.requestsTo('POST', 'tools/claude_fork_session');
+      expect(fork.body).toEqual({
+        session_id: '4c1b0f7e-0000-4000-8000-000000000001',
+        prompt: 'again'
+      });
+      const job = makeJob('c1', {
+        provider: 'claude',
+        tool: 'claude_request',
+        args: {
+          prompt: 'old',
+          permission_mode: 'plan',
+          allowed_tools: ['Read'],
+          max_turns: 3,
+          sandbox: 'read-only',
+          wait_seconds: 30,
+          idempotency_key: 'k'
+        }
+      });
+      await model.rerun(job, 'new');
+      expect(
+        gateway.requestsTo('POST', 'tools/codex_request_async')
+      ).toHaveLength(0);
+      const [rerun] = gateway.requestsTo('POST', 'tools/claude_request_async');
+      expect(rerun.body).toEqual({
+        prompt: 'new',
+        permission_mode: 'plan',
+        allowed_tools: ['Read'],
+        max_turns: 3
+      });
+      const other = makeJob('f1', {
+        provider: 'fake',
+        args: { prompt: 'x', model: 'm', delay: 3, working_dir: '/w' }
+      });
+      expect(rerunArguments(other, 'y')).toEqual({
+        prompt: 'y',
+        model: 'm',
+        working_dir: '/w'
+      });
+    });
+
     it('rejects tool answers flagged is_error', async () => {
       create();
       gateway.toolAnswer = () =>
