@@ -418,6 +418,21 @@ class _Host:
                 process.communicate(timeout=10)  # EOF on its stdin: it exits at once
 
 
+def stop_unrecorded_run(job_dir: Path) -> bool:
+    """A run whose start was never recorded (the runtime died as it launched): stop it, so
+    nothing runs without a record. True if there was one."""
+    info = read_supervisor_file(job_dir)
+    if info is None or (job_dir / job_supervisor.EXIT_FILE).exists():
+        return False
+    supervisor, cli = info.get("pid"), info.get("cli_pid")
+    if isinstance(supervisor, int) and is_same_process(supervisor, info.get("start_time")):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(supervisor, signal.SIGKILL)  # first: it would record an exit, not stop it
+    if isinstance(cli, int) and is_same_process(cli, info.get("cli_start_time")):
+        signal_group(cli, signal.SIGKILL)
+    return True
+
+
 def supervisor_alive(pid: int | None, start_time: float | None) -> bool:
     """The same supervisor process, still running (a zombie no one reaped counts as gone)."""
     if not is_same_process(pid, start_time):

@@ -20,7 +20,7 @@ from typing import Any, cast
 from llmgw_jupyter.providers.base import Provider, StreamParser
 from llmgw_jupyter.records import JobRecord, JobStatus
 from llmgw_jupyter.runtime import output as job_output
-from llmgw_jupyter.runtime.detached import DetachedExecution
+from llmgw_jupyter.runtime.detached import DetachedExecution, stop_unrecorded_run
 from llmgw_jupyter.runtime.executor import Execution, ExecutionRef, Executor
 from llmgw_jupyter.runtime.notifier import JobNotifier
 from llmgw_jupyter.runtime.reader import MAX_LINE_BYTES, STDERR_TAIL_BYTES
@@ -56,6 +56,8 @@ def recover(
     for record in store.jobs_in([JobStatus.QUEUED, JobStatus.RUNNING]):
         directory = job_output.job_dir(data_dir, record.id)
         message = "the gateway stopped before the job started; it was not re-run"
+        if record.status is JobStatus.QUEUED and stop_unrecorded_run(directory):
+            message = "the gateway stopped as the job started; it was stopped and not re-run"
         if record.status is JobStatus.RUNNING:
             ref = ExecutionRef(record.pid, record.pid_start_time)
             execution = executor.reattach(ref, directory)

@@ -22,6 +22,7 @@ from runtime_helpers import WAIT, RuntimeFactory, alive, assert_group_gone, spec
 from llmgw_jupyter.errors import ErrorCategory
 from llmgw_jupyter.records import JobRecord, JobStatus
 from llmgw_jupyter.runtime import Runtime
+from llmgw_jupyter.store.db import Database
 from llmgw_jupyter.testing.fake_provider import FakeProvider
 
 
@@ -241,3 +242,23 @@ async def test_a_killed_runtime_loses_nothing(detached: RuntimeFactory, tmp_path
     assert_complete(rt, done, 20)
     assert done.final_message == "echo: killed runtime"
     wait_until(lambda: not alive(info["pid"]), WAIT, "the supervisor to exit")
+
+
+async def test_a_run_whose_start_was_never_recorded_is_stopped(
+    detached: RuntimeFactory, tmp_path: Path
+) -> None:
+    """The runtime died between the supervisor's answer and the job's ``running`` row."""
+    first = await detached()
+    job = await first.submit(spec("[fake:hang]"))
+    record = await first_progress(first, job.id)
+    cli_pid = supervisor_file(first, job.id)["cli_pid"]
+    await first.close()
+    db = Database(tmp_path / "data" / "llmgw.sqlite3")
+    db.execute("UPDATE jobs SET status = 'queued', pid = NULL WHERE id = ?", (job.id,))
+    db.close()
+
+    second = await detached()
+    done = second.get(job.id)
+    assert done is not None and done.status is JobStatus.INTERRUPTED
+    assert "as the job started" in (done.error_message or "")
+    assert_group_gone(cli_pid, [record.pid or 0])
