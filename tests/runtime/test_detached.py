@@ -262,3 +262,22 @@ async def test_a_run_whose_start_was_never_recorded_is_stopped(
     assert done is not None and done.status is JobStatus.INTERRUPTED
     assert "as the job started" in (done.error_message or "")
     assert_group_gone(cli_pid, [record.pid or 0])
+
+
+async def test_an_isolated_job_runs_in_the_boundary_under_its_supervisor(
+    detached: RuntimeFactory,
+) -> None:
+    """bubblewrap is the supervisor's child: its --die-with-parent refers to the supervisor."""
+    rt = await detached(isolation="bwrap")
+    done = await rt.wait_finished((await rt.submit(spec("inside"))).id, WAIT)
+    assert done.status is JobStatus.SUCCEEDED, done.error_message
+    assert done.final_message == "echo: inside"
+
+    job = await rt.submit(spec("[fake:hang]"))
+    record = await first_progress(rt, job.id)
+    cli_pid = supervisor_file(rt, job.id)["cli_pid"]
+    boundary = psutil.Process(cli_pid)
+    assert boundary.name() == "bwrap" and boundary.ppid() == record.pid
+    cancelled = await rt.cancel(job.id)
+    assert cancelled.status is JobStatus.CANCELLED
+    assert_group_gone(cli_pid, [record.pid or 0])
