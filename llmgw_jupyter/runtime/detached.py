@@ -18,10 +18,11 @@ import functools
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,37 +41,80 @@ POLL_SECONDS = 0.05  # without inotify (not Linux): a short bounded wait, never 
 OVERFLOW_MARK = b"\0"  # past the cap: counted as overflow by the runtime, never stored
 
 _IN_MODIFY, _IN_CLOSE_WRITE, _IN_MOVED_TO, _IN_CREATE = 0x2, 0x8, 0x80, 0x100
+_EVENT = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len (then the name)
+
+
+class _Inotify:
+    """One inotify descriptor for all of an executor's job directories: closing an inotify
+    descriptor waits for the kernel (milliseconds), removing one watch does not."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._callbacks: dict[int, set[Callable[[], None]]] = {}
+        self.fd = _inotify_fd()
+        if self.fd is not None:
+            self._loop.add_reader(self.fd, self._on_events)
+
+    def add(self, directory: Path, callback: Callable[[], None]) -> int | None:
+        libc = _libc()
+        if self.fd is None or libc is None:
+            return None
+        mask = _IN_MODIFY | _IN_CLOSE_WRITE | _IN_MOVED_TO | _IN_CREATE
+        wd = int(libc.inotify_add_watch(self.fd, bytes(directory), mask))
+        if wd < 0:
+            return None
+        self._callbacks.setdefault(wd, set()).add(callback)
+        return wd
+
+    def remove(self, wd: int, callback: Callable[[], None]) -> None:
+        callbacks = self._callbacks.get(wd, set())
+        callbacks.discard(callback)
+        libc = _libc()
+        if not callbacks and self.fd is not None and libc is not None:
+            del self._callbacks[wd]
+            libc.inotify_rm_watch(self.fd, wd)
+
+    def _on_events(self) -> None:
+        assert self.fd is not None
+        woken: set[int] = set()
+        with contextlib.suppress(BlockingIOError, InterruptedError):
+            while data := os.read(self.fd, 65536):
+                offset = 0
+                while offset + _EVENT.size <= len(data):
+                    wd, _, _, length = _EVENT.unpack_from(data, offset)
+                    woken.add(wd)
+                    offset += _EVENT.size + length
+        for wd in woken:
+            for callback in list(self._callbacks.get(wd, ())):
+                callback()
+
+    def close(self) -> None:
+        if self.fd is not None:
+            self._loop.remove_reader(self.fd)
+            os.close(self.fd)
+            self.fd = None
+        self._callbacks.clear()
 
 
 class _DirectoryWatch:
     """Wakes waiters whenever a file in one directory changes, or the supervisor exits."""
 
-    def __init__(self, directory: Path, supervisor_pid: int) -> None:
+    def __init__(self, inotify: _Inotify, directory: Path, supervisor_pid: int) -> None:
         self._loop = asyncio.get_running_loop()
         self._waiters: set[asyncio.Future[None]] = set()
-        self._fds: list[int] = []
-        self.precise = False
+        self._inotify = inotify
+        self._wd = inotify.add(directory, self.wake)
+        self.precise = self._wd is not None
         self.supervisor_exited = False
-        inotify = _inotify_fd(directory)
-        if inotify is not None:
-            self.precise = True
-            self._watch(inotify, self._on_change)
+        self._pidfd: int | None = None
         with contextlib.suppress(OSError, AttributeError):  # pidfd: Linux 5.3+
-            self._watch(os.pidfd_open(supervisor_pid), self._on_exit)
+            self._pidfd = os.pidfd_open(supervisor_pid)
+            self._loop.add_reader(self._pidfd, self._on_exit)
 
-    def _watch(self, fd: int, callback: Any) -> None:
-        self._fds.append(fd)
-        self._loop.add_reader(fd, callback, fd)
-
-    def _on_change(self, fd: int) -> None:
-        with contextlib.suppress(BlockingIOError, InterruptedError):
-            while os.read(fd, 65536):
-                pass
-        self.wake()
-
-    def _on_exit(self, fd: int) -> None:
+    def _on_exit(self) -> None:
         self.supervisor_exited = True
-        self._loop.remove_reader(fd)
+        if self._pidfd is not None:
+            self._loop.remove_reader(self._pidfd)
         self.wake()
 
     def wake(self) -> None:
@@ -92,11 +136,15 @@ class _DirectoryWatch:
         return True
 
     def close(self) -> None:
-        for fd in self._fds:
-            self._loop.remove_reader(fd)
+        if self._wd is not None:
+            self._inotify.remove(self._wd, self.wake)
+            self._wd = None
+            self.precise = False
+        if self._pidfd is not None:
+            self._loop.remove_reader(self._pidfd)
             with contextlib.suppress(OSError):
-                os.close(fd)
-        self._fds.clear()
+                os.close(self._pidfd)
+            self._pidfd = None
         self.wake()
 
 
@@ -109,8 +157,8 @@ def _libc() -> ctypes.CDLL | None:
         return None
 
 
-def _inotify_fd(directory: Path) -> int | None:
-    """An inotify descriptor watching ``directory`` (None where inotify is not available)."""
+def _inotify_fd() -> int | None:
+    """A non-blocking inotify descriptor (None where inotify is not available)."""
     libc = _libc()
     if libc is None:
         return None
@@ -118,13 +166,7 @@ def _inotify_fd(directory: Path) -> int | None:
         fd = int(libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC))
     except AttributeError:
         return None
-    if fd < 0:
-        return None
-    mask = _IN_MODIFY | _IN_CLOSE_WRITE | _IN_MOVED_TO | _IN_CREATE
-    if libc.inotify_add_watch(fd, bytes(directory), mask) < 0:
-        os.close(fd)
-        return None
-    return fd
+    return fd if fd >= 0 else None
 
 
 class _TailStream:
@@ -179,6 +221,7 @@ class DetachedExecution:
     def __init__(
         self,
         *,
+        inotify: _Inotify,
         job_dir: Path,
         argv: list[str],
         supervisor_pid: int,
@@ -189,7 +232,7 @@ class DetachedExecution:
         self.argv = argv
         self.ref = ExecutionRef(supervisor_pid, supervisor_start)
         self.detached = False
-        self.watch = _DirectoryWatch(job_dir, supervisor_pid)
+        self.watch = _DirectoryWatch(inotify, job_dir, supervisor_pid)
         self._streams = {
             name: _TailStream(self, name, (offsets or {}).get(name, 0)) for name in STREAMS
         }
@@ -303,6 +346,7 @@ class DetachedExecutor:
         self.config = config
         self._live: set[DetachedExecution] = set()
         self._host = _Host()
+        self._watcher: _Inotify | None = None
 
     async def launch(self, request: LaunchRequest) -> DetachedExecution:
         argv = request.argv
@@ -333,12 +377,19 @@ class DetachedExecutor:
             raise OSError(answer.get("errno") or 0, answer["error"])
         pid = int(answer["pid"])
         execution = DetachedExecution(
+            inotify=self._inotify(),
             job_dir=request.job_dir,
             argv=argv,
             supervisor_pid=pid,
             supervisor_start=process_start_time(pid),
         )
         return self._track(execution)
+
+    def _inotify(self) -> _Inotify:
+        """The executor's one inotify descriptor, made on first use (on the runtime's loop)."""
+        if self._watcher is None:
+            self._watcher = _Inotify()
+        return self._watcher
 
     def _track(self, execution: DetachedExecution) -> DetachedExecution:
         self._live.add(execution)
@@ -360,6 +411,7 @@ class DetachedExecutor:
         offsets = {name: _size(job_dir / STREAM_FILES[name]) for name in STREAMS}
         return self._track(
             DetachedExecution(
+                inotify=self._inotify(),
                 job_dir=job_dir,
                 argv=[],
                 supervisor_pid=int(info["pid"]),
@@ -378,6 +430,9 @@ class DetachedExecutor:
     async def close(self) -> None:
         """Let the supervisor host go (the runs it started are not affected)."""
         await asyncio.to_thread(self._host.close)
+        if self._watcher is not None:
+            watcher, self._watcher = self._watcher, None
+            watcher.close()
 
 
 class _Host:
