@@ -315,7 +315,7 @@ EXPECTED_OUTPUTS = {
     "print(fixed.final_message)": "echo: Find the bug in this function",
     "%codex_async --wait Summarise": "echo: Summarise the Zen of Python in one line.",
     "%codex_fork --wait job": "echo: Now explain it to a ten-year-old.",
-    "child.result(": "echo: Give one short code example.",
+    "child = job.fork(": "echo: Give one short code example.",
     "claude_job.result(": "echo: Explain in one sentence what a Python decorator is.",
     "%claude_fork --wait": "echo: Now give a one-line example.",
     'print("forked session:"': "forked session: ",
