@@ -1,13 +1,15 @@
-"""Kernel test fixtures: the mock model, kernels, Jupyter servers with the extension.
+"""Kernel test fixtures: the mock models, kernels, Jupyter servers with the extension.
 
-``kernel_env`` needs no Codex; ``base_env`` adds the real Codex for embedded gateways that run
-jobs. ``fake_gateway_server`` runs the fake CLI behind Codex's tools (for tests over REST where
-any job will do); ``gateway_server`` runs the real Codex and the real Claude Code, both against
-local mocks.
+``kernel_env`` needs no Codex; ``fake_env`` adds the fake CLI behind Codex's tools for embedded
+gateways whose tests need any job (``LLMGW_PROVIDERS``); ``base_env`` adds the real Codex for
+embedded gateways whose tests are about Codex. ``fake_gateway_server`` runs the fake CLI behind
+Codex's tools (for tests over REST where any job will do); ``gateway_server`` runs the real Codex
+and the real Claude Code, both against local mocks.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -115,6 +117,20 @@ def kernel_env(
         PYDEVD_DISABLE_FILE_VALIDATION="1",
     )
     return env
+
+
+@pytest.fixture(scope="module")
+def fake_env(kernel_env: dict[str, str], kernel_tmp: Path) -> dict[str, str]:
+    """``kernel_env`` plus the fake CLI behind Codex's tools in the kernel's embedded gateway:
+    jobs (knobs ``[fake:...]``, answers ``echo: <prompt>``, events ``fake.*``) without Codex."""
+    providers = {
+        "codex": {
+            "class": "llmgw_jupyter.testing.fake_provider:FakeCodexProvider",
+            "path": fake_cli.__file__,
+            "home": str(kernel_tmp / "fake-kernel-home"),
+        }
+    }
+    return {**kernel_env, "LLMGW_PROVIDERS": json.dumps(providers)}
 
 
 @pytest.fixture(scope="module")
