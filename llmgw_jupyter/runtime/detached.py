@@ -21,7 +21,6 @@ import signal
 import struct
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -365,9 +364,7 @@ class DetachedExecutor:
             # A backstop for a run no server follows any more; the runtime's limits come first.
             "wall_seconds": self.config.wall_timeout_seconds + self.config.kill_grace_seconds,
         }
-        starting = asyncio.ensure_future(
-            asyncio.to_thread(self._host.request, json.dumps(spec).encode())
-        )
+        starting = asyncio.ensure_future(self._host.request(json.dumps(spec).encode()))
         try:
             answer = await asyncio.shield(starting)
         except asyncio.CancelledError:  # nothing may be left running when launch raises
@@ -429,7 +426,7 @@ class DetachedExecutor:
 
     async def close(self) -> None:
         """Let the supervisor host go (the runs it started are not affected)."""
-        await asyncio.to_thread(self._host.close)
+        await self._host.close()
         if self._watcher is not None:
             watcher, self._watcher = self._watcher, None
             watcher.close()
@@ -438,39 +435,43 @@ class DetachedExecutor:
 class _Host:
     """The runtime's supervisor host (``job_supervisor.main``): started once, it forks one
     supervisor per job, so a launch costs a fork, not a Python start (tens of milliseconds).
-    It is a child of the runtime and ends when its stdin closes (also when the runtime dies);
-    the supervisors it forked are in sessions of their own and carry on."""
+    It is a child of the runtime and ends with it (its stdin closes; asyncio kills a child it
+    still holds at exit); the supervisors it forked are in sessions of their own and carry on."""
 
     def __init__(self) -> None:
-        self._process: subprocess.Popen[bytes] | None = None
-        self._lock = threading.Lock()  # one request at a time on the host's pipes
+        self._process: asyncio.subprocess.Process | None = None
+        self._lock: asyncio.Lock | None = None  # one request at a time on the host's pipes
 
-    def request(self, spec: bytes) -> dict[str, Any]:
-        """Hand a job to the host and read its answer (in a worker thread: it blocks)."""
-        with self._lock:
+    async def request(self, spec: bytes) -> dict[str, Any]:
+        """Hand a job to the host and read its answer. Never cancelled halfway (the caller
+        shields it): an answer left unread would be taken for the next job's."""
+        self._lock = self._lock or asyncio.Lock()
+        async with self._lock:
             for attempt in range(2):  # a host that died (killed by hand) is started again
                 process = self._process
-                if process is None or process.poll() is not None:
-                    process = self._process = _start_host()
+                if process is None or process.returncode is not None:
+                    process = self._process = await _start_host()
                 assert process.stdin is not None and process.stdout is not None
                 try:
                     process.stdin.write(spec + b"\n")
-                    process.stdin.flush()
-                    line = process.stdout.readline()
+                    await process.stdin.drain()
+                    line = await process.stdout.readline()
                 except (BrokenPipeError, ConnectionResetError):
                     line = b""
                 if line:
                     return _parse_answer(line)
                 if attempt == 0:
-                    process.kill()
-                    process.wait()
+                    with contextlib.suppress(ProcessLookupError):
+                        process.kill()
+                    await process.wait()
             return {"error": "the job supervisor host did not answer"}
 
-    def close(self) -> None:
-        with self._lock:
-            process, self._process = self._process, None
-            if process is not None:
-                process.communicate(timeout=10)  # EOF on its stdin: it exits at once
+    async def close(self) -> None:
+        process, self._process = self._process, None
+        if process is not None and process.stdin is not None:
+            process.stdin.close()  # EOF: it exits at once
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(process.wait(), 10)
 
 
 def stop_unrecorded_run(job_dir: Path) -> bool:
@@ -520,15 +521,17 @@ def _stop_unwanted(starting: asyncio.Future[dict[str, Any]]) -> None:
         os.kill(pid, signal.SIGTERM)
 
 
-def _start_host() -> subprocess.Popen[bytes]:
+async def _start_host() -> asyncio.subprocess.Process:
     """The supervisor host, in a session of its own, waiting for job specs on stdin."""
-    return subprocess.Popen(
-        [sys.executable, "-I", "-S", SUPERVISOR_SCRIPT],
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-I",
+        "-S",
+        SUPERVISOR_SCRIPT,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
-        close_fds=True,
         env={"PATH": os.defpath},
     )
 
