@@ -1,8 +1,10 @@
 """The magics in a real kernel that no gateway server looks after: the embedded runtime.
 
 Everything is observed the way a frontend sees it: execute replies, output messages, and the
-widget state carried by comm messages. Jobs run the real Codex in the kernel (``kernel``); tests
-that run no job use a kernel without it (``jobless_kernel``).
+widget state carried by comm messages. Jobs run the fake CLI behind Codex's tools in the kernel
+(``kernel``: knobs ``[fake:...]``, events ``fake.*``, answers ``echo: <prompt>``, forks adding
+``(after N turns)``); tests about Codex itself run the real Codex (``codex_kernel``); tests that
+run no job use a kernel without either (``jobless_kernel``).
 """
 
 from __future__ import annotations
@@ -28,8 +30,16 @@ async def loaded_kernel(kernel_factory: Any, env: dict[str, str], tmp_path: Path
 
 
 @pytest.fixture
-async def kernel(kernel_factory: Any, base_env: dict[str, str], tmp_path: Path) -> KernelHarness:
-    """A kernel whose embedded gateway runs the real Codex."""
+async def kernel(kernel_factory: Any, fake_env: dict[str, str], tmp_path: Path) -> KernelHarness:
+    """A kernel whose embedded gateway runs the fake CLI behind Codex's tools: any job will do."""
+    return await loaded_kernel(kernel_factory, fake_env, tmp_path)
+
+
+@pytest.fixture
+async def codex_kernel(
+    kernel_factory: Any, base_env: dict[str, str], tmp_path: Path
+) -> KernelHarness:
+    """A kernel whose embedded gateway runs the real Codex (tests about Codex itself)."""
     return await loaded_kernel(kernel_factory, base_env, tmp_path)
 
 
@@ -51,7 +61,7 @@ async def test_codex_async_shows_a_live_widget_from_queued_to_the_answer(
     kernel: KernelHarness,
 ) -> None:
     run = await kernel.execute(
-        "job = %codex_async --cd {WORK} Say hi [mock:steps=2,step_delay=0.3]"
+        "job = %codex_async --cd {WORK} Say hi [fake:events=2,step_delay=0.3]"
     )
     assert re.search(r"llmgw: LLMGW_SERVER_URL is not set; using an embedded gateway", run.stream())
     assert run.data("application/vnd.jupyter.widget-view+json"), "the widget is the cell output"
@@ -69,11 +79,11 @@ async def test_codex_async_shows_a_live_widget_from_queued_to_the_answer(
     await kernel.wait_for(lambda: usage.state["value"], 10, "usage figures")
     assert re.search(r"tokens: [\d,]+ in .* out", usage.state["value"])
     events = kernel.child(widget, "llmgw-events").state["value"]
-    assert events.count("item.completed") == 2
+    assert events.count("fake.progress") == 2
     session = await value(kernel, "job.session_id")
     assert session in kernel.child(widget, "llmgw-session").state["value"]
     raw = kernel.child(widget, "llmgw-raw-log")
-    await kernel.wait_for(lambda: "thread.started" in raw.state.get("value", ""), 10, "raw log")
+    await kernel.wait_for(lambda: session in raw.state.get("value", ""), 10, "raw log")
     assert kernel.child(widget, "llmgw-raw").state["selected_index"] is None, "log collapsed"
     assert kernel.child(widget, "llmgw-cancel").state["disabled"] is True
 
@@ -98,16 +108,22 @@ async def test_cell_magic_prompt_fills_expressions_and_keeps_literal_braces(
         "Count {n} items {items!r}, {len(items) * 2} twice, literal {{braces}},\n"
         "kept {undefined_name} and code { return 1; }"
     )
-    answer = await value(kernel, "job.result().final_message")
-    assert answer == (
-        "echo: Count 3 items ['a', 'b'], 4 twice, literal {braces},\n"
+    # The full view (the handle's is light after --wait): the prompt exactly as sent.
+    prompt = await value(
+        kernel, "job.client.blocking(job.client.get_job(job.id))['args']['prompt']"
+    )
+    assert prompt == (
+        "Count 3 items ['a', 'b'], 4 twice, literal {braces},\n"
         "kept {undefined_name} and code { return 1; }"
     )
+    answer = await value(kernel, "job.result().final_message")
+    assert answer == "echo: " + " ".join(prompt.split()), "the model got that prompt"
 
 
 async def test_codex_options_reach_the_job_and_the_key_makes_it_idempotent(
-    kernel: KernelHarness, tmp_path: Path
+    codex_kernel: KernelHarness, tmp_path: Path
 ) -> None:
+    kernel = codex_kernel
     extra = tmp_path / "extra"
     extra.mkdir()
     await kernel.execute(
@@ -203,7 +219,10 @@ async def test_every_magic_has_help(jobless_kernel: KernelHarness, magic: str) -
     assert run.stream("stderr") == ""
 
 
-async def test_gateway_refusals_are_clear_messages_not_tracebacks(kernel: KernelHarness) -> None:
+async def test_gateway_refusals_are_clear_messages_not_tracebacks(
+    codex_kernel: KernelHarness,
+) -> None:
+    kernel = codex_kernel  # a missing Codex CLI is one of the refusals
     denied = await kernel.execute("%codex_async --sandbox danger-full-access --cd {WORK} rm it")
     assert denied.status == "ok"
     assert "llmgw: refused by policy: danger-full-access is not allowed here" in denied.stream(
@@ -249,7 +268,7 @@ async def test_fork_by_handle_variable_job_id_session_id_and_last(kernel: Kernel
         assert job["status"] == "succeeded"
         assert job["parent_session_id"] == base_session
         assert job["session_id"] != base_session
-        assert job["final_message"] == f"echo: {prompt}"
+        assert job["final_message"] == f"echo: {prompt} (after 1 turns)"
 
     await kernel.execute("%codex_fork --last --wait --quiet --out by_last --cd {WORK} And last")
     last = await value(kernel, "by_last.job")
@@ -259,13 +278,13 @@ async def test_fork_by_handle_variable_job_id_session_id_and_last(kernel: Kernel
     method = await kernel.execute("child = base.fork('Via the handle'); r = child.result(60)")
     assert method.status == "ok"
     assert await value(kernel, "child.job['parent_session_id']") == base_session
-    assert await value(kernel, "r.final_message") == "echo: Via the handle"
+    assert await value(kernel, "r.final_message") == "echo: Via the handle (after 1 turns)"
     assert await value(kernel, "base.session_id") == base_session, "the original is unchanged"
 
 
 async def test_wait_shows_the_answer_and_later_cells_run_normally(kernel: KernelHarness) -> None:
     run = await kernel.execute(
-        "%codex_async --wait --cd {WORK} Quick [mock:steps=2,step_delay=0.2]"
+        "%codex_async --wait --cd {WORK} Quick [fake:events=2,step_delay=0.2]"
     )
     markdown = run.data("text/plain")
     assert markdown and markdown[-1].startswith("echo: Quick")
@@ -275,11 +294,11 @@ async def test_wait_shows_the_answer_and_later_cells_run_normally(kernel: Kernel
     assert (await kernel.execute("print(1 + 1)")).stream() == "2\n"
 
     blocking = await kernel.execute(
-        "%codex_async --quiet --out j --cd {WORK} Blocking [mock:delay=0.5]\n"
+        "%codex_async --quiet --out j --cd {WORK} Blocking [fake:delay=0.5]\n"
         "r = j.result(timeout=60)\n"
         "print(r.final_message)"
     )
-    assert blocking.stream().strip().endswith("echo: Blocking [mock:delay=0.5]")
+    assert blocking.stream().strip().endswith("echo: Blocking")
     awaited = await kernel.execute(
         "%codex_async --quiet --out k --cd {WORK} Awaited\nr2 = await k\nprint(r2.final_message)"
     )
@@ -289,13 +308,13 @@ async def test_wait_shows_the_answer_and_later_cells_run_normally(kernel: Kernel
 
 
 async def test_result_timeout_and_failures_raise_clearly(kernel: KernelHarness) -> None:
-    await kernel.execute("%codex_async --quiet --out slow --cd {WORK} Slow [mock:delay=30]")
+    await kernel.execute("%codex_async --quiet --out slow --cd {WORK} Slow [fake:delay=30]")
     timed = await kernel.execute("slow.result(timeout=0.5)", allow_error=True)
     assert timed.error is not None and timed.error["ename"] == "TimeoutError"
     assert "keeps running" in timed.error["evalue"]
     assert await value(kernel, "slow.cancel()") == "cancelled"
 
-    await kernel.execute("%codex_async --quiet --out bad --cd {WORK} Fail [mock:fail=500]")
+    await kernel.execute("%codex_async --quiet --out bad --cd {WORK} Fail [fake:fail]")
     failed = await kernel.execute("bad.result(60)", allow_error=True)
     assert failed.error is not None and failed.error["ename"] == "JobError"
     assert "failed" in failed.error["evalue"]
@@ -310,7 +329,7 @@ async def test_result_timeout_and_failures_raise_clearly(kernel: KernelHarness) 
 
 
 async def test_interrupt_ends_the_wait_but_never_the_job(kernel: KernelHarness) -> None:
-    msg_id = kernel.kc.execute("%codex_async --wait --out slow --cd {WORK} Slow one [mock:delay=3]")
+    msg_id = kernel.kc.execute("%codex_async --wait --out slow --cd {WORK} Slow one [fake:delay=3]")
     await kernel.wait_for(
         lambda: any(
             "running" in str(m.state.get("value")) for m in kernel.widgets_with("llmgw-header")
@@ -344,7 +363,7 @@ async def test_interrupt_ends_the_wait_but_never_the_job(kernel: KernelHarness) 
 
 async def test_jobs_table_reattach_cancel_and_result(kernel: KernelHarness) -> None:
     await kernel.execute("%codex_async --wait --quiet --out done --cd {WORK} Finished one")
-    await kernel.execute("%codex_async --quiet --out slow --cd {WORK} Slow [mock:delay=30]")
+    await kernel.execute("%codex_async --quiet --out slow --cd {WORK} Slow [fake:delay=30]")
     done_id, slow_id = await value(kernel, "[done.id, slow.id]")
 
     table = await kernel.execute("%llm_jobs")
@@ -374,13 +393,13 @@ async def test_jobs_table_reattach_cancel_and_result(kernel: KernelHarness) -> N
     assert markdown.startswith("echo: Finished one")
     assert f"session {await value(kernel, 'done.session_id')}" in markdown
     raw = await kernel.execute(f"%llm_result {done_id} --raw")
-    assert '"type":"thread.started"' in raw.stream()
+    assert '"type": "session"' in raw.stream(), "the CLI's own lines"
     last = await kernel.execute("%llm_result")
     assert last.data("text/plain") or "still" in last.stream(), "defaults to the last job"
 
 
 async def test_widget_buttons_cancel_and_fork(kernel: KernelHarness) -> None:
-    await kernel.execute("%codex_async --out slow --cd {WORK} Slow [mock:delay=30]")
+    await kernel.execute("%codex_async --out slow --cd {WORK} Slow [fake:delay=30]")
     slow_id = await value(kernel, "slow.id")
     slow = await kernel.wait_status(slow_id, {"running"})
     kernel.click(kernel.child(slow, "llmgw-cancel"))
@@ -399,7 +418,7 @@ async def test_widget_buttons_cancel_and_fork(kernel: KernelHarness) -> None:
     await kernel.wait_for(lambda: kernel.widget_status(child) == "succeeded", 60, "fork done")
     answer = kernel.child(child, "llmgw-answer")
     await kernel.wait_for(lambda: answer.state.get("value"), 10, "fork answer")
-    assert "<p>echo: Forked from the button</p>" in answer.state["value"]
+    assert "<p>echo: Forked from the button (after 1 turns)</p>" in answer.state["value"]
     assert "fork of" in kernel.child(child, "llmgw-session").state["value"]
 
 
@@ -471,10 +490,10 @@ async def test_approval_banner_buttons_and_the_approvals_magic(kernel: KernelHar
 
 
 async def test_a_new_event_reaches_the_widget_quickly(kernel: KernelHarness) -> None:
-    await kernel.execute("%codex_async --out job --cd {WORK} Steps [mock:steps=4,step_delay=0.5]")
+    await kernel.execute("%codex_async --out job --cd {WORK} Steps [fake:events=4,step_delay=0.5]")
     job_id = await value(kernel, "job.id")
     widget = await kernel.wait_status(job_id, {"succeeded"})
-    events = await value(kernel, "[e for e in job.events if e['type'] == 'item.completed']")
+    events = await value(kernel, "[e for e in job.events if e['type'] == 'fake.progress']")
     view = kernel.child(widget, "llmgw-events")
     delays = []
     for event in events:
@@ -489,8 +508,8 @@ async def test_a_new_event_reaches_the_widget_quickly(kernel: KernelHarness) -> 
 async def test_several_widgets_update_independently_while_cells_run(
     kernel: KernelHarness,
 ) -> None:
-    await kernel.execute("%codex_async --out a --cd {WORK} Alpha [mock:steps=3,step_delay=0.4]")
-    await kernel.execute("%codex_async --out b --cd {WORK} Beta [mock:delay=1]")
+    await kernel.execute("%codex_async --out a --cd {WORK} Alpha [fake:events=3,step_delay=0.4]")
+    await kernel.execute("%codex_async --out b --cd {WORK} Beta [fake:delay=1]")
     a_id, b_id = await value(kernel, "[a.id, b.id]")
     for _ in range(5):
         assert (await kernel.execute("x = sum(range(1000)); print(x)")).stream() == "499500\n"
@@ -501,7 +520,7 @@ async def test_several_widgets_update_independently_while_cells_run(
     await kernel.wait_for(lambda: a_answer.state["value"] and b_answer.state["value"], 10)
     assert "echo: Alpha" in a_answer.state["value"]
     assert "echo: Beta" in b_answer.state["value"]
-    assert kernel.child(a, "llmgw-events").state["value"].count("item.completed") == 3
+    assert kernel.child(a, "llmgw-events").state["value"].count("fake.progress") == 3
 
 
 async def test_ipython_config_loads_the_magics_in_every_kernel(
