@@ -238,6 +238,9 @@ class DetachedExecution:
         self._exit: dict[str, Any] | None = None
         self._all_drained = asyncio.get_running_loop().create_future()
         self._released = False
+        # Told the exit record before ``wait`` returns: why the supervisor itself stopped the
+        # run (its wall-clock backstop, the cap, a write error) when no runtime was watching.
+        self.on_exit: Callable[[dict[str, Any]], None] | None = None
 
     @property
     def streams(self) -> Mapping[str, ByteStream]:
@@ -290,6 +293,8 @@ class DetachedExecution:
                 raise asyncio.CancelledError
             check_alive = not await self.watch.changed()
         record = self.exit_record()
+        if record is not None and self.on_exit is not None:
+            self.on_exit(record)
         code = record.get("exit_code") if record else None
         return code if isinstance(code, int) else None
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -23,6 +24,7 @@ from llmgw_jupyter.runtime import output as job_output
 from llmgw_jupyter.runtime.detached import DetachedExecution, stop_unrecorded_run
 from llmgw_jupyter.runtime.executor import Execution, ExecutionRef, Executor
 from llmgw_jupyter.runtime.notifier import JobNotifier
+from llmgw_jupyter.runtime.outcome import StopReason
 from llmgw_jupyter.runtime.reader import MAX_LINE_BYTES, STDERR_TAIL_BYTES
 from llmgw_jupyter.runtime.running import RunningJob
 from llmgw_jupyter.runtime.supervisor import JobSupervisor
@@ -112,6 +114,7 @@ async def resume_detached(
         execution.resume_from({"stdout": stdout_from, "stderr": stderr_from})
         running.events_stored = record.last_seq
         running.session_recorded = record.session_id is not None
+        execution.on_exit = functools.partial(_stopped_by_supervisor, running)
         output = job_output.CappedOutput(
             directory, supervisor.config.output_cap_bytes, persisted=True
         )
@@ -126,6 +129,21 @@ async def resume_detached(
         log.exception("supervising job %s again failed", running.job_id)
         execution.release()
         supervisor._abandon(running.job_id)
+
+
+_SUPERVISOR_STOPS = {
+    "wall_timeout": StopReason.WALL_TIMEOUT,
+    "overflow": StopReason.OVERFLOW,
+    "write_error": StopReason.WRITE_ERROR,
+}
+
+
+def _stopped_by_supervisor(running: RunningJob, exit_record: dict[str, Any]) -> None:
+    """The supervisor stopped the run itself (no runtime was watching): the job ends for that
+    reason (timed out, over the cap), not as a CLI failure."""
+    reason = _SUPERVISOR_STOPS.get(str(exit_record.get("stopped")))
+    if reason is not None:
+        running.request_stop(reason, detail=exit_record.get("error"))
 
 
 class _Replayed:

@@ -281,3 +281,23 @@ async def test_an_isolated_job_runs_in_the_boundary_under_its_supervisor(
     cancelled = await rt.cancel(job.id)
     assert cancelled.status is JobStatus.CANCELLED
     assert_group_gone(cli_pid, [record.pid or 0])
+
+
+async def test_a_run_no_runtime_watches_is_stopped_at_the_wall_clock_limit(
+    detached: RuntimeFactory,
+) -> None:
+    """The supervisor's own backstop: the job then ends timed out, not as a CLI failure."""
+    first = await detached(wall_timeout_seconds=3, kill_grace_seconds=0.5)
+    job = await first.submit(spec("[fake:hang]"))
+    record = await first_progress(first, job.id)
+    cli_pid = supervisor_file(first, job.id)["cli_pid"]
+    await first.close()
+    exit_file = first.job_dir(job.id) / "exit.json"
+    wait_until(exit_file.exists, WAIT, "the supervisor to stop the run at its limit")
+    assert json.loads(exit_file.read_text())["stopped"] == "wall_timeout"
+    assert_group_gone(cli_pid, [record.pid or 0])
+
+    second = await detached(wall_timeout_seconds=3, kill_grace_seconds=0.5)
+    done = await second.wait_finished(job.id, WAIT)
+    assert done.status is JobStatus.TIMED_OUT
+    assert done.error_category == ErrorCategory.TIMEOUT.value
