@@ -93,6 +93,7 @@ class Runtime:
             raise InvalidInputError("executor", f"must be one of {', '.join(EXECUTORS)}")
         # A detached run outlives its runtime: whatever is configured now, it is followed again.
         self._detached = DetachedExecutor(self.boundary, self.config)
+        self._detached_jobs: set[str] = set()  # detached runs followed by a local runtime
         self.executor: Executor = executor or (
             self._detached if self.config.executor == "detached" else LocalExecutor(self.boundary)
         )
@@ -159,6 +160,8 @@ class Runtime:
             self._jobs, self.executor, self.notifier, self.data_dir, followers=followers
         ):
             execution = found.execution
+            if isinstance(execution, DetachedExecution):
+                self._detached_jobs.add(found.record.id)
             follow = (
                 functools.partial(
                     recovery.resume_detached, supervisor, record=found.record, execution=execution
@@ -176,8 +179,9 @@ class Runtime:
     async def close(self, *, cancel_running: bool = False) -> None:
         """Stop: queued and running jobs end as interrupted (or cancelled), output kept.
 
-        Detached runs (``executor="detached"``) go on unless ``cancel_running``: they stay
-        ``running`` and the next runtime on this data dir follows them again."""
+        Detached runs (``executor="detached"``, or ones a local runtime followed) go on unless
+        ``cancel_running``: they stay ``running`` and the next runtime on this data dir follows
+        them again."""
         if self._closing or self._jobs is None or self._scheduler is None:
             return
         self._closing = True
@@ -187,17 +191,20 @@ class Runtime:
             self._end_unstarted(
                 job_id, end_status, message="the gateway stopped before the job started"
             )
-        leave_running = not cancel_running and self.executor is self._detached
         tasks = []
+        left_running = False
         for running in self._scheduler.all_running():
-            if leave_running:
+            if not cancel_running and (
+                self.executor is self._detached or running.job_id in self._detached_jobs
+            ):
+                left_running = True
                 if running.task is not None:
                     running.task.cancel()  # the supervisor process carries on; we stop following
             else:
                 running.shut_down("gateway shutdown" if cancel_running else None)
             if running.task is not None:
                 tasks.append(running.task)
-        if leave_running:
+        if left_running:
             self._detached.detach_all()
         if tasks:
             await asyncio.wait(tasks, timeout=self.config.kill_grace_seconds + 10)

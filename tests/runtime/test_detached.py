@@ -301,3 +301,23 @@ async def test_a_run_no_runtime_watches_is_stopped_at_the_wall_clock_limit(
     done = await second.wait_finished(job.id, WAIT)
     assert done.status is JobStatus.TIMED_OUT
     assert done.error_category == ErrorCategory.TIMEOUT.value
+
+
+async def test_a_local_runtime_follows_detached_runs_and_leaves_them_running(
+    detached: RuntimeFactory, runtime: RuntimeFactory
+) -> None:
+    first = await detached()
+    job = await first.submit(spec("[fake:hang]"))
+    record = await first_progress(first, job.id)
+    cli_pid = supervisor_file(first, job.id)["cli_pid"]
+    await first.close()
+
+    local = await runtime(providers={"fake": FakeProvider()}, executor="local")
+    assert local.get(job.id).status is JobStatus.RUNNING  # type: ignore[union-attr]
+    await local.close()
+    assert alive(record.pid or 0) and alive(cli_pid)
+
+    last = await detached()
+    cancelled = await last.cancel(job.id)
+    assert cancelled.status is JobStatus.CANCELLED
+    assert_group_gone(cli_pid, [record.pid or 0])
