@@ -241,9 +241,11 @@ def _read_all(fd: int) -> bytes:
     return data
 
 
-def supervise(spec: dict[str, Any], answer: int) -> None:
-    """In a forked child: start the job's CLI, answer on ``answer``, supervise it to its end."""
+def supervise(spec: dict[str, Any], done: int) -> None:
+    """In a forked child: start the job's CLI, answer the runtime straight on the host's stdout
+    (one process hop less), tell the host on ``done``, supervise the CLI to its end."""
     os.setsid()  # leads its own group: the runtime's SIGTERM reaches this process only
+    answer = os.dup(1)  # the runtime's pipe, for the one answer line only
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)  # the host's pipes (the runtime's) are not this job's
     os.dup2(null, 1)
@@ -255,7 +257,7 @@ def supervise(spec: dict[str, Any], answer: int) -> None:
     try:
         process = supervisor.start()
     except OSError as error:
-        _answer(answer, {"error": str(error), "errno": error.errno})
+        _answer(answer, done, {"error": str(error), "errno": error.errno})
         return
     supervisor.process = process
     own = os.getpid()
@@ -269,14 +271,18 @@ def supervise(spec: dict[str, Any], answer: int) -> None:
             "cap_bytes": supervisor.cap,
         },
     )
-    _answer(answer, {"pid": own, "cli_pid": process.pid})
+    _answer(answer, done, {"pid": own, "cli_pid": process.pid})
     supervisor.run(process)
 
 
-def _answer(fd: int, value: dict[str, Any]) -> None:
-    with contextlib.suppress(OSError):  # a host gone already must not orphan the CLI
-        os.write(fd, json.dumps(value).encode() + b"\n")
-    os.close(fd)
+def _answer(answer: int, done: int, value: dict[str, Any]) -> None:
+    """One line (well under PIPE_BUF: written at once), then one byte to the host."""
+    with contextlib.suppress(OSError):  # a runtime gone already must not orphan the CLI
+        os.write(answer, json.dumps(value).encode() + b"\n")
+    with contextlib.suppress(OSError):
+        os.write(done, b"1")
+    os.close(answer)
+    os.close(done)
 
 
 def _reap(*_: Any) -> None:
@@ -289,8 +295,9 @@ def _reap(*_: Any) -> None:
 def main() -> int:
     """The host: one warm process per runtime, its child, reading one job spec per line on
     stdin. Each job gets a forked supervisor (a fork costs about a millisecond, a Python start
-    tens); its answer goes back as one line on stdout. A closed stdin (the runtime stopped or
-    died) ends the host; the supervisors it forked carry on."""
+    tens), which answers with one line on stdout (the host only when it died before that). A
+    closed stdin (the runtime stopped or died) ends the host; the supervisors it forked carry
+    on."""
     signal.signal(signal.SIGCHLD, _reap)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a ^C in the server's terminal is not ours
     while line := sys.stdin.buffer.readline(MAX_SPEC_BYTES):
@@ -307,10 +314,11 @@ def main() -> int:
             finally:
                 os._exit(0)
         os.close(write_end)
-        with os.fdopen(read_end, "rb") as answers:
-            answer = answers.readline() or b'{"error": "the job supervisor died at start"}\n'
-        sys.stdout.buffer.write(answer)
-        sys.stdout.buffer.flush()
+        with os.fdopen(read_end, "rb") as done:
+            answered = done.read(1)
+        if not answered:  # the supervisor died before answering: the runtime must not wait
+            sys.stdout.buffer.write(b'{"error": "the job supervisor died at start"}\n')
+            sys.stdout.buffer.flush()
     return 0
 
 

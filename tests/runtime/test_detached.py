@@ -9,6 +9,7 @@ test_restart_survival.py."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import sys
@@ -20,6 +21,7 @@ import pytest
 from runtime_helpers import WAIT, RuntimeFactory, alive, assert_group_gone, spec, wait_until
 
 from llmgw_jupyter.errors import ErrorCategory
+from llmgw_jupyter.providers.base import Command, LaunchContext
 from llmgw_jupyter.records import JobRecord, JobStatus
 from llmgw_jupyter.runtime import Runtime
 from llmgw_jupyter.store.db import Database
@@ -321,3 +323,27 @@ async def test_a_local_runtime_follows_detached_runs_and_leaves_them_running(
     cancelled = await last.cancel(job.id)
     assert cancelled.status is JobStatus.CANCELLED
     assert_group_gone(cli_pid, [record.pid or 0])
+
+
+class MissingCli(FakeProvider):
+    """The fake provider pointing at a CLI that is not there."""
+
+    def build_command(
+        self, kind: str, args: dict[str, Any], job_dir: Path, context: LaunchContext
+    ) -> Command:
+        command = super().build_command(kind, args, job_dir, context)
+        return dataclasses.replace(command, argv=["/nowhere/fake-cli"])
+
+
+async def test_a_cli_that_cannot_start_fails_the_job_as_a_spawn_error(
+    detached: RuntimeFactory,
+) -> None:
+    rt = await detached(providers={"fake": MissingCli()})
+    done = await rt.wait_finished((await rt.submit(spec("hello"))).id, WAIT)
+    assert done.status is JobStatus.FAILED
+    assert done.error_category == ErrorCategory.SPAWN_ERROR.value
+    assert "/nowhere/fake-cli" in (done.error_message or "")
+    # The host is still there for the next job.
+    rt.providers["fake"] = FakeProvider()
+    again = await rt.wait_finished((await rt.submit(spec("next"))).id, WAIT)
+    assert again.status is JobStatus.SUCCEEDED and again.final_message == "echo: next"
