@@ -347,3 +347,13 @@ async def test_a_cli_that_cannot_start_fails_the_job_as_a_spawn_error(
     rt.providers["fake"] = FakeProvider()
     again = await rt.wait_finished((await rt.submit(spec("next"))).id, WAIT)
     assert again.status is JobStatus.SUCCEEDED and again.final_message == "echo: next"
+
+
+async def test_a_prompt_larger_than_a_pipe_buffer_reaches_the_cli_whole(
+    detached: RuntimeFactory,
+) -> None:
+    rt = await detached()
+    prompt = "x" * 99_000 + " é"  # over a 64 KiB pipe buffer (the limit is 100000 characters)
+    done = await rt.wait_finished((await rt.submit(spec(prompt))).id, WAIT)
+    assert done.status is JobStatus.SUCCEEDED, done.error_message
+    assert done.final_message == f"echo: {prompt}"
