@@ -213,6 +213,9 @@ class JobSupervisor:
         wall = float(record.args.get("timeout_seconds") or self.config.wall_timeout_seconds)
         idle = self.config.idle_timeout_seconds
         started = time.monotonic()
+        if record.started_at is not None:
+            # An adopted run (after a restart) keeps the wall clock it started with.
+            started -= max(0.0, time.time() - record.started_at)
         exited = asyncio.ensure_future(execution.wait())
         stopping: asyncio.Future[None] | None = None
         while not exited.done():

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -357,3 +358,24 @@ async def test_a_prompt_larger_than_a_pipe_buffer_reaches_the_cli_whole(
     done = await rt.wait_finished((await rt.submit(spec(prompt))).id, WAIT)
     assert done.status is JobStatus.SUCCEEDED, done.error_message
     assert done.final_message == f"echo: {prompt}"
+
+
+async def test_an_adopted_run_keeps_the_wall_clock_it_started_with(
+    detached: RuntimeFactory,
+) -> None:
+    """The limit counts from the job's start, not from its adoption by a restarted runtime: a
+    run that used up its time under the first runtime is stopped on adoption, not a whole
+    limit later."""
+    limit = 4.0
+    first = await detached(wall_timeout_seconds=600)
+    job = await first.submit(spec("[fake:hang]"))
+    record = await first_progress(first, job.id)
+    assert record.started_at is not None
+    await asyncio.sleep(limit)  # the run uses up the second runtime's whole limit meanwhile
+    await first.close()
+    adopted_at = time.time()
+    second = await detached(wall_timeout_seconds=limit, kill_grace_seconds=0.5)
+    done = await second.wait_finished(job.id, WAIT)
+    assert done.status is JobStatus.TIMED_OUT
+    assert done.finished_at is not None
+    assert done.finished_at - adopted_at < limit - 1  # a fresh clock would wait the whole limit
