@@ -28,6 +28,7 @@ import os
 import re
 import shlex
 import shutil
+import stat
 import tempfile
 import uuid
 from pathlib import Path
@@ -510,13 +511,36 @@ def _install_root(executable: str) -> str:
 
 
 def write_private(path: Path, text: str) -> None:
-    """Write a file only its owner can read, whatever the umask (replacing a symlink)."""
+    """Write a file only its owner can read, whatever the umask (replacing a symlink).
+
+    A regular 0600 file that already holds exactly ``text`` is left alone: rewriting it with a
+    truncating open waits for the previous write to reach the disk (milliseconds on ext4, on
+    the event loop, for every job). Anything else (other content, mode or a symlink) is
+    replaced, so whatever a job left there is gone either way."""
     if path.is_symlink():
         path.unlink()
+    elif _holds_exactly(path, text):
+        return
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         os.fchmod(handle.fileno(), 0o600)
         handle.write(text)
+
+
+def _holds_exactly(path: Path, text: str) -> bool:
+    """A regular file of ours, mode 0600, whose content is ``text`` (read without following a
+    link; a file we cannot read counts as different)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode) or stat.S_IMODE(info.st_mode) != 0o600:
+            return False
+        if info.st_uid != os.getuid() or info.st_size != len(text.encode("utf-8")):
+            return False
+        return handle.read() == text.encode("utf-8")
 
 
 class ClaudeStreamParser:

@@ -360,3 +360,33 @@ def test_garbage_and_a_missing_result_fail_with_the_stderr_tail() -> None:
     verdict = parser.verdict(1, "error: option '--permission-mode <mode>' argument invalid\n")
     assert not verdict.succeeded
     assert verdict.message is not None and "argument invalid" in verdict.message
+
+
+# -- private files ---------------------------------------------------------------------------
+def test_private_files_are_rewritten_only_when_they_differ(tmp_path: Path) -> None:
+    """An unchanged 0600 file is left alone (no truncating rewrite per job); other content, a
+    wider mode or a symlink planted by a job is replaced by the gateway's content, 0600."""
+    from llmgw_jupyter.providers.claude import write_private
+
+    target = tmp_path / "settings.json"
+    write_private(target, '{"a": 1}')
+    assert target.read_text() == '{"a": 1}' and (target.stat().st_mode & 0o777) == 0o600
+    before = target.stat().st_mtime_ns, target.stat().st_ino
+    os.utime(target, ns=(1, 1))
+    write_private(target, '{"a": 1}')
+    assert target.stat().st_mtime_ns == 1 and target.stat().st_ino == before[1]  # untouched
+
+    target.write_text('{"hooks": "evil"}')
+    write_private(target, '{"a": 1}')
+    assert target.read_text() == '{"a": 1}'
+    target.chmod(0o644)
+    write_private(target, '{"a": 1}')
+    assert (target.stat().st_mode & 0o777) == 0o600
+
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_text('{"a": 1}')
+    elsewhere.chmod(0o600)
+    target.unlink()
+    target.symlink_to(elsewhere)
+    write_private(target, '{"a": 1}')
+    assert not target.is_symlink() and target.read_text() == '{"a": 1}'
