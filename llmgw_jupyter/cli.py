@@ -15,9 +15,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from llmgw_jupyter import policy_cli
 from llmgw_jupyter.errors import GatewayError
 from llmgw_jupyter.paths import resolve_data_dir
-from llmgw_jupyter import policy_cli
 
 
 def _policy_store(data_dir: str | None) -> Any:
