@@ -130,13 +130,15 @@ async def test_codex_options_reach_the_job_and_the_key_makes_it_idempotent(
         "%codex_async --model gpt-5.5 --sandbox workspace-write --cd {WORK} "
         f"--add-dir {extra} --timeout 120 --key k-1 --out first --quiet hello there"
     )
-    args = await value(kernel, "first.job['args']")
+    # The job's full view (the handle may hold a lighter one): every argument as recorded.
+    job = await value(kernel, "first.client.blocking(first.client.get_job(first.id))")
+    args = job["args"]
     assert args["model"] == "gpt-5.5"
     assert args["sandbox"] == "workspace-write"
     assert args["working_dir"] == str(tmp_path)
     assert args["add_dirs"] == [str(extra)]
     assert args["timeout_seconds"] == 120
-    assert args["idempotency_key"] == "k-1"
+    assert job["idempotency_key"] == "k-1"  # the job's own field, not an argument of the CLI
     assert args["prompt"] == "hello there"
     await kernel.execute("%codex_async --key k-1 --out again --quiet --cd {WORK} hello there")
     assert await value(kernel, "again.id == first.id")
