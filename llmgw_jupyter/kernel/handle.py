@@ -24,6 +24,7 @@ from llmgw_jupyter.kernel.presentation import (
     describe_state,
     format_usage,
     job_duration,
+    provider_label,
     state_badge_html,
 )
 from llmgw_jupyter.kernel.tasks import RETRY_DELAYS, keep
@@ -400,11 +401,12 @@ class JobHandle:
     def fork(self, prompt: str, **options: Any) -> JobHandle:
         """Run ``prompt`` against a fork of this job's session; the original stays unchanged.
 
-        ``options`` are codex_fork_session arguments (model, sandbox, working_dir, ...).
+        ``options`` are the fork tool's arguments of this job's provider (``codex_fork_session``:
+        model, sandbox, working_dir, ...; ``claude_fork_session``: model, permission_mode, ...).
         """
         session = self._session_for_fork()
         arguments = {**self._fork_defaults(), **options, "prompt": prompt, "session_id": session}
-        structured = self._client.blocking(self._client.call_tool("codex_fork_session", arguments))
+        structured = self._client.blocking(self._client.call_tool(self._fork_tool, arguments))
         return JobHandle.from_submit(self._client, structured)
 
     async def afork(self, prompt: str, **options: Any) -> JobHandle:
@@ -412,8 +414,13 @@ class JobHandle:
         if session is None:
             raise GatewayCallError("invalid_input", f"job {self.id} has no session yet")
         arguments = {**self._fork_defaults(), **options, "prompt": prompt, "session_id": session}
-        structured = await self._client.call_tool("codex_fork_session", arguments)
+        structured = await self._client.call_tool(self._fork_tool, arguments)
         return JobHandle.from_submit(self._client, structured)
+
+    @property
+    def _fork_tool(self) -> str:
+        """The fork tool of the provider that ran this job."""
+        return f"{self._job.get('provider') or 'codex'}_fork_session"
 
     def _fork_defaults(self) -> dict[str, Any]:
         """A fork works where its parent worked, unless told otherwise."""
@@ -582,7 +589,8 @@ class JobHandle:
         """Markdown that renders as literal text (the answer is untrusted): state and answer."""
         snap = self._snapshot(show_answer)
         lines = [
-            f"**Codex {snap.kind}** {escape_markdown(self.id)} · "
+            f"**{escape_markdown(provider_label(self._job.get('provider')))} {snap.kind}** "
+            f"{escape_markdown(self.id)} · "
             f"**{escape_markdown(snap.state.text)}** · {escape_markdown(snap.duration)}"
         ]
         if snap.preview:
@@ -600,7 +608,8 @@ class JobHandle:
         state = snap.state
         detail = f" {escape_text(state.detail)}" if state.detail else ""
         parts = [
-            f"<p><b>Codex {snap.kind}</b> <code>{escape_text(self.id)}</code> "
+            f"<p><b>{escape_text(provider_label(self._job.get('provider')))} {snap.kind}</b> "
+            f"<code>{escape_text(self.id)}</code> "
             f"{state_badge_html(state)}{detail} · {escape_text(snap.duration)}</p>"
         ]
         if snap.preview:
@@ -618,7 +627,8 @@ class JobHandle:
     def summary_line(self) -> str:
         job = self._job
         state = describe_state(job, self._approval).text
-        parts = [f"codex job {self.id}", state, f"{self.elapsed:.1f} s"]
+        provider = str(job.get("provider") or "codex")
+        parts = [f"{provider} job {self.id}", state, f"{self.elapsed:.1f} s"]
         if job.get("session_id"):
             parts.append(f"session {job['session_id']}")
         text = " · ".join(parts)

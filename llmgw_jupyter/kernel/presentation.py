@@ -246,3 +246,13 @@ def format_usage(usage: Mapping[str, Any] | None) -> str:
     if usage.get("cost_usd") is not None:
         text += f" · ${usage['cost_usd']:.4f}"
     return text
+
+
+# Display names of the providers this version knows; another shows under its registered name.
+PROVIDER_LABELS = {"codex": "Codex", "claude": "Claude"}
+
+
+def provider_label(provider: object) -> str:
+    """``Codex``, ``Claude``, or the provider's registered name (``fake``)."""
+    name = str(provider or "codex")
+    return PROVIDER_LABELS.get(name, name)

@@ -26,6 +26,7 @@ from llmgw_jupyter.kernel.presentation import (
     callout_html,
     describe_state,
     format_usage,
+    provider_label,
     state_badge_html,
     timestamp,
 )
@@ -45,14 +46,6 @@ RAW_LOG_STYLE = (
     "background:var(--jp-layout-color2);padding:4px 8px"
 )
 TERMINAL_APPROVAL_OUTCOMES = frozenset({"denied", "approval_expired", "grant_revoked"})
-# Display names of the providers this version knows; another shows under its registered name.
-PROVIDER_LABELS = {"codex": "Codex", "claude": "Claude"}
-
-
-def provider_label(provider: object) -> str:
-    """``Codex``, ``Claude``, or the provider's registered name (``fake``)."""
-    name = str(provider or "codex")
-    return PROVIDER_LABELS.get(name, name)
 
 
 def _classes(*names: str) -> dict[str, Any]:

@@ -49,3 +49,36 @@ def test_status_sets_are_the_records_sets_as_strings() -> None:
     assert {s.value for s in JobStatus if s.is_terminal} == TERMINAL_STATUSES
     assert {s.value for s in JobStatus if not s.is_terminal} == ACTIVE_STATUSES
     assert all(type(status) is str for status in TERMINAL_STATUSES | ACTIVE_STATUSES)
+
+
+class _RecordingClient:
+    """Answers every tool call with a submitted job and remembers which tool was called."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    async def call_tool(self, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append((tool, arguments))
+        return {"job": {**view("queued", "2026-01-01T00:00:05", 0), "id": "child"}}
+
+
+async def test_a_fork_goes_to_the_fork_tool_of_the_jobs_own_provider() -> None:
+    client = _RecordingClient()
+    parent = {**view("succeeded", "2026-01-01T00:00:02", 3), "provider": "claude"}
+    parent["session_id"] = "9f0c2a1e-0000-4000-8000-000000000001"
+    handle = JobHandle(cast(GatewayClient, client), parent)
+    child = await handle.afork("go on", model="claude-sonnet-4-5")
+    assert child.id == "child"
+    assert client.calls == [
+        (
+            "claude_fork_session",
+            {
+                "model": "claude-sonnet-4-5",
+                "prompt": "go on",
+                "session_id": "9f0c2a1e-0000-4000-8000-000000000001",
+            },
+        )
+    ]
+    assert "claude job j1" in handle.summary_line()
+    assert handle.snapshot_markdown(show_answer=False).startswith("**Claude ")
+    assert "<b>Claude " in handle.snapshot_html(show_answer=False)
