@@ -372,3 +372,37 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+async def test_a_grants_money_budget_refuses_its_next_claude_job_once_charged(
+    rt: Runtime, world: dict[str, Path]
+) -> None:
+    """The real CLI reports the run's cost; the gateway charges it to the grant's cost_usd
+    budget when the job ends, and the grant's next Claude job is refused, naming the budget,
+    what was used and when it frees up. Reading the job is still allowed."""
+    from llmgw_jupyter.gateway import Gateway
+    from llmgw_jupyter.tools import Caller
+
+    gateway = Gateway(rt)
+    await gateway.start()
+    try:
+        budget = {"counter": "spend", "window": "day", "max": 1e-9, "measure": "cost_usd"}
+        policy = {"version": "1", "default": "allow", "all_tools": {"limits": [budget]}}
+        _, token = gateway.create_grant("spender", policy)
+        caller = gateway.caller_for_token(token)
+        assert caller == Caller.grant("spender")
+        arguments = {"prompt": "cost me something", "working_dir": str(world["work"])}
+        first = await gateway.call("claude_request", {**arguments, "wait_seconds": 60}, caller)
+        assert not first.is_error, first.text
+        answer = first.structured
+        assert answer["done"] and answer["job"]["status"] == "succeeded"
+        cost = answer["usage"]["cost_usd"]
+        assert cost is not None and cost > 0
+        refused = await gateway.call("claude_request_async", arguments, caller)
+        assert refused.is_error and refused.error == "rate_limited"
+        assert "budget exhausted: spend: at most 1e-09 USD per day per caller" in refused.text
+        assert "retry_after_seconds" in refused.text
+        status = await gateway.call("llm_job_status", {"job_id": answer["job"]["id"]}, caller)
+        assert not status.is_error
+    finally:
+        await gateway.close()
