@@ -279,10 +279,6 @@ class JobHandle:
             if self.done and self._displays:
                 self._update_displays()
 
-    # The old name, still called by %llm_cancel in kernel/magics.py: remove once it calls
-    # merge_update (that file has another owner).
-    _apply = merge_update
-
     def _notify(self, fresh: list[dict[str, Any]]) -> None:
         for listener in list(self._listeners):
             try:

@@ -546,7 +546,7 @@ class LLMGatewayMagics(Magics):
             self._report(error)
             return
         for handle in self._known_handles(job_id):
-            handle._apply(job, [])
+            handle.merge_update(job)
         print(f"job {job_id}: {job['status']}")
 
     # -- %llm_result --------------------------------------------------------------------------
