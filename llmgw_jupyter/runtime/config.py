@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import InitVar, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from llmgw_jupyter.providers.base import Provider, ProviderSettings
 
@@ -41,6 +42,14 @@ class RuntimeConfig:
     # How jobs run: "local" (children of this process: they end with it) or "detached" (each
     # under its own supervisor process: they survive a server restart; runtime/detached.py).
     executor: str = "local"
+    # executor "ray" (runtime/ray_executor.py): the cluster's dashboard / Jobs API URL, the
+    # runtime environment every job gets (e.g. env_vars with credentials: never job arguments),
+    # a file holding Ray's auth token, and whether the cluster's workers isolate jobs (without
+    # it, jobs that need the isolation boundary, such as grants' jobs, are refused on Ray).
+    ray_address: str | None = None
+    ray_runtime_env: dict[str, Any] | None = None
+    ray_auth_token_path: str | None = None
+    ray_isolation_ok: bool = False
     # Transitional spellings of provider_settings["codex"] (path, home, options.config_keys):
     # accepted when building a config, never stored; callers move to provider_settings.
     codex_path: InitVar[str | None] = None

@@ -50,6 +50,7 @@ from llmgw_jupyter.runtime.isolation import Boundary, protected_paths
 from llmgw_jupyter.runtime.launch import JOB_ENV_NAMES
 from llmgw_jupyter.runtime.local import LocalExecutor
 from llmgw_jupyter.runtime.notifier import ChangeSubscription, JobNotifier
+from llmgw_jupyter.runtime.ray_executor import RayExecutor
 from llmgw_jupyter.runtime.scheduler import Scheduler
 from llmgw_jupyter.runtime.supervisor import JobSupervisor
 from llmgw_jupyter.store.db import Database
@@ -57,7 +58,7 @@ from llmgw_jupyter.store.jobs import IdempotencyConflict, JobStore
 
 __all__ = ["JOB_ENV_NAMES", "Runtime"]
 
-EXECUTORS = ("local", "detached")
+EXECUTORS = ("local", "detached", "ray")
 
 PREVIEW_CHARS = 120
 _STATUS_VALUES = tuple(status.value for status in JobStatus)
@@ -94,9 +95,7 @@ class Runtime:
         # A detached run outlives its runtime: whatever is configured now, it is followed again.
         self._detached = DetachedExecutor(self.boundary, self.config)
         self._detached_jobs: set[str] = set()  # detached runs followed by a local runtime
-        self.executor: Executor = executor or (
-            self._detached if self.config.executor == "detached" else LocalExecutor(self.boundary)
-        )
+        self.executor: Executor = executor or self._configured_executor()
         self._admission = Admission(self.config, self.boundary)
         self._reserve = DiskReserve(self.data_dir)
         self._scheduler: Scheduler | None = None
@@ -106,6 +105,13 @@ class Runtime:
         self._jobs: JobStore | None = None
         self._lock_handle: IO[str] | None = None
         self._closing = False
+
+    def _configured_executor(self) -> Executor:
+        if self.config.executor == "detached":
+            return self._detached
+        if self.config.executor == "ray":
+            return RayExecutor(self.config)  # Ray itself is imported on first use
+        return LocalExecutor(self.boundary)
 
     # -- lifecycle ------------------------------------------------------------------------
     @property
@@ -195,7 +201,9 @@ class Runtime:
         left_running = False
         for running in self._scheduler.all_running():
             if not cancel_running and (
-                self.executor is self._detached or running.job_id in self._detached_jobs
+                self.executor is self._detached
+                or isinstance(self.executor, RayExecutor)  # a Ray job outlives us too
+                or running.job_id in self._detached_jobs
             ):
                 left_running = True
                 if running.task is not None:
@@ -206,6 +214,8 @@ class Runtime:
                 tasks.append(running.task)
         if left_running:
             self._detached.detach_all()
+            if isinstance(self.executor, RayExecutor):
+                self.executor.detach_all()
         if tasks:
             await asyncio.wait(tasks, timeout=self.config.kill_grace_seconds + 10)
         await self._detached.close()

@@ -1,0 +1,259 @@
+"""The Ray executor against a real local Ray head (one per test session, loopback only, token auth).
+
+Skipped only when the ``ray`` extra is not installed. The head is owned by a subprocess calling
+``ray.init(address="local", ...)``: SIGTERM to it shuts down this head alone (``ray stop`` would
+stop every Ray process on the machine)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from runtime_helpers import WAIT, RuntimeFactory, spec
+
+from llmgw_jupyter.errors import ErrorCategory, GatewayError
+from llmgw_jupyter.providers.base import Mounts
+from llmgw_jupyter.records import JobRecord, JobStatus
+from llmgw_jupyter.runtime import Runtime
+from llmgw_jupyter.runtime.config import RuntimeConfig
+from llmgw_jupyter.runtime.executor import LaunchRequest
+from llmgw_jupyter.runtime.ray_executor import (
+    RayExecutor,
+    entrypoint_for,
+    env_script,
+    ray_unavailable_reason,
+)
+from llmgw_jupyter.testing.fake_provider import FakeProvider
+
+HEAD_START_SECONDS = 60.0
+HEAD_OWNER = """
+import signal, sys, ray
+port, temp_dir = int(sys.argv[1]), sys.argv[2]
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+ray.init(address="local", num_cpus=2, object_store_memory=100_000_000, include_dashboard=True,
+         dashboard_host="127.0.0.1", dashboard_port=port, _temp_dir=temp_dir, log_to_driver=False)
+signal.sigwait({signal.SIGTERM})
+ray.shutdown()
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class RayHead:
+    address: str
+    token_path: Path
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _answers(url: str) -> bool:
+    try:
+        urllib.request.urlopen(url, timeout=1).close()
+    except urllib.error.HTTPError:
+        return True  # 401 without the token: the head is up
+    except OSError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def ray_head() -> Iterator[RayHead]:
+    reason = ray_unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    temp_dir = Path(tempfile.mkdtemp(prefix="llmgw-ray-"))
+    token_path = temp_dir / "token"
+    token_path.write_text(secrets.token_hex(24))
+    token_path.chmod(0o600)
+    port = _free_port()
+    env = {
+        **os.environ,
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # else Ray leaves loopback
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_AUTH_MODE": "token",  # explicit: never anything on loopback running commands
+        "RAY_AUTH_TOKEN_PATH": str(token_path),
+    }
+    owner = subprocess.Popen(
+        [sys.executable, "-c", HEAD_OWNER, str(port), str(temp_dir / "t")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(temp_dir / "owner.log", "wb"),  # noqa: SIM115 - the owner holds it
+    )
+    address = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + HEAD_START_SECONDS
+        while not _answers(f"{address}/api/version"):
+            if owner.poll() is not None or time.monotonic() > deadline:
+                log = (temp_dir / "owner.log").read_text(errors="replace")[-2000:]
+                pytest.fail(f"the Ray head did not start: {log}")
+            time.sleep(0.25)
+        yield RayHead(address, token_path)
+    finally:
+        owner.send_signal(signal.SIGTERM)
+        try:
+            owner.wait(30)
+        except subprocess.TimeoutExpired:
+            owner.kill()
+            owner.wait()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def on_ray(runtime: RuntimeFactory, ray_head: RayHead) -> RuntimeFactory:
+    """Runtimes on one data dir running the fake CLI as Ray jobs on the session's head."""
+
+    async def make(**config: Any) -> Runtime:
+        config.setdefault("providers", {"fake": FakeProvider()})
+        config.setdefault("kill_grace_seconds", 1.0)
+        return await runtime(
+            executor="ray",
+            ray_address=ray_head.address,
+            ray_auth_token_path=str(ray_head.token_path),
+            **config,
+        )
+
+    return make
+
+
+def ray_status(rt: Runtime, job_id: str) -> str:
+    assert isinstance(rt.executor, RayExecutor)
+    return str(rt.executor._connect().get_job_status(job_id)).rsplit(".", 1)[-1]
+
+
+async def first_progress(rt: Runtime, job_id: str) -> JobRecord:
+    seq = 0
+    deadline = asyncio.get_running_loop().time() + WAIT
+    while asyncio.get_running_loop().time() < deadline:
+        events, record = await rt.wait_for_events(job_id, seq, WAIT)
+        if any(e.type in ("fake.progress", "fake.session") for e in events):
+            return record
+        assert not record.is_terminal, record.error_message
+        seq = events[-1].seq if events else seq
+    pytest.fail(f"job {job_id} printed nothing")
+
+
+def assert_complete(rt: Runtime, record: JobRecord, steps: int) -> None:
+    """Succeeded with its answer; events 1..N once each, every progress step exactly once."""
+    assert record.status is JobStatus.SUCCEEDED, record.error_message
+    assert record.final_message is not None and record.final_message.startswith("echo: ")
+    events = rt.events(record.id, 0, 1000)
+    assert (
+        [e.seq for e in events]
+        == list(range(1, len(events) + 1))
+        == list(range(1, record.last_seq + 1))
+    )
+    progress = [e.data.get("step") for e in events if e.type == "fake.progress"]
+    assert progress == list(range(1, steps + 1))
+    assert sum(e.type == "fake.answer" for e in events) == 1
+    assert record.exit_code == 0
+    stdout = rt.job_dir(record.id) / "stdout.jsonl"
+    assert record.stdout_bytes == stdout.stat().st_size
+    assert b"Running entrypoint" not in stdout.read_bytes()  # Ray's header is dropped
+
+
+# -- without a head ------------------------------------------------------------------------------
+def _request(tmp_path: Path, **changes: Any) -> LaunchRequest:
+    request = LaunchRequest(
+        job_id="job1",
+        job_dir=tmp_path,
+        argv=["/bin/echo", "a b", "$(touch pwned)", "'; rm -rf / #"],
+        cwd=str(tmp_path / "work dir"),
+        env={"PATH": "/usr/bin:/bin", "SECRET": "s3cr$t 'x'"},
+        stdin=b"prompt",
+        isolated=False,
+        mounts=Mounts(),
+    )
+    return dataclasses.replace(request, **changes)
+
+
+def test_the_entrypoint_quotes_every_argument_and_holds_no_environment(tmp_path: Path) -> None:
+    request = _request(tmp_path)
+    line = entrypoint_for(
+        request,
+        env_file=tmp_path / "env.sh",
+        prompt_file=tmp_path / "prompt",
+        stderr_file=tmp_path / "stderr.log",
+    )
+    assert "s3cr" not in line  # values live in the 0600 env file, not in what Ray shows
+    words = shlex.split(line)
+    assert words[words.index("cd") + 1] == str(tmp_path / "work dir")
+    start = words.index(str(tmp_path / "env.sh")) + 1
+    assert words[start : start + 4] == request.argv
+    script = env_script(request.env)
+    out = subprocess.run(
+        ["/bin/sh", "-c", f'{script} printf %s "$SECRET"'], capture_output=True, check=True
+    )
+    assert out.stdout == b"s3cr$t 'x'"
+
+
+def test_a_bad_variable_name_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(GatewayError, match="env"):
+        env_script({"A;B": "x"})
+
+
+async def test_an_isolated_job_is_refused_unless_the_owner_opted_in(tmp_path: Path) -> None:
+    executor = RayExecutor(RuntimeConfig(executor="ray", ray_address="http://127.0.0.1:9"))
+    with pytest.raises(GatewayError) as refused:
+        await executor.launch(_request(tmp_path, isolated=True))
+    assert refused.value.category is ErrorCategory.ISOLATION_ERROR
+    assert not (tmp_path / "ray.json").exists()  # nothing was submitted
+
+
+# -- on a real head ------------------------------------------------------------------------------
+async def test_a_job_round_trip_with_progress_events(on_ray: RuntimeFactory) -> None:
+    rt = await on_ray()
+    started = time.monotonic()
+    done = await rt.wait_finished((await rt.submit(spec("hi [fake:events=3]"))).id, WAIT)
+    assert_complete(rt, done, 3)
+    assert done.final_message == "echo: hi"
+    assert ray_status(rt, done.id) == "SUCCEEDED"
+    assert time.monotonic() - started < WAIT
+
+
+async def test_a_failing_cli_fails_the_job_with_its_exit_code(on_ray: RuntimeFactory) -> None:
+    rt = await on_ray()
+    done = await rt.wait_finished((await rt.submit(spec("[fake:fail=boom]"))).id, WAIT)
+    assert done.status is JobStatus.FAILED and done.exit_code == 1, done.error_message
+    assert ray_status(rt, done.id) == "FAILED"
+
+
+async def test_cancel_stops_the_ray_job(on_ray: RuntimeFactory) -> None:
+    rt = await on_ray()
+    job = await rt.submit(spec("[fake:hang]"))
+    await first_progress(rt, job.id)
+    cancelled = await rt.cancel(job.id, "enough")
+    done = await rt.wait_finished(job.id, WAIT)
+    assert done.status is JobStatus.CANCELLED and cancelled.cancel_reason == "enough"
+    assert ray_status(rt, job.id) == "STOPPED"
+
+
+async def test_a_restarted_runtime_follows_the_ray_job_to_its_end(on_ray: RuntimeFactory) -> None:
+    first = await on_ray()
+    job = await first.submit(spec("long answer [fake:events=25,step_delay=0.1]"))
+    await first_progress(first, job.id)
+    await first.close()
+    assert ray_status(first, job.id) in ("RUNNING", "SUCCEEDED")
+
+    second = await on_ray()
+    done = await second.wait_finished(job.id, WAIT)
+    assert_complete(second, done, 25)
+    assert done.final_message == "echo: long answer"
