@@ -115,12 +115,35 @@ class LLMGatewayApp(ExtensionApp):
         "kept) and are reported so after the restart.",
     ).tag(config=True)
     executor = Enum(
-        ["local", "detached"],
+        ["local", "detached", "ray"],
         "local",
         help="How jobs run. 'local': as children of this server (they end with it). 'detached': "
         "each under its own supervisor process: jobs survive a server stop, restart or culling "
         "and are followed again by the next server on the same data dir (unless "
-        "cancel_running_on_stop).",
+        "cancel_running_on_stop). 'ray': each as a Ray job on the cluster at ray_address "
+        "(pip install 'llmgw-jupyter[ray]'); they survive a server restart too.",
+    ).tag(config=True)
+    ray_address = Unicode(
+        None,
+        allow_none=True,
+        help="executor 'ray': the cluster's dashboard / Jobs API URL (http://host:8265).",
+    ).tag(config=True)
+    ray_runtime_env = Dict(
+        None,
+        allow_none=True,
+        help="executor 'ray': Ray runtime environment for every job (e.g. env_vars holding the "
+        "CLI's credentials; never put them in job arguments).",
+    ).tag(config=True)
+    ray_auth_token_path = Unicode(
+        None,
+        allow_none=True,
+        help="executor 'ray': a file holding the cluster's auth token (RAY_AUTH_MODE=token).",
+    ).tag(config=True)
+    ray_isolation_ok = Bool(
+        False,
+        help="executor 'ray': the cluster's workers isolate jobs, so jobs that need the "
+        "isolation boundary (grants' jobs, and the owner's with isolate_owner_jobs) may run "
+        "there. Without it they are refused on Ray, never run unisolated.",
     ).tag(config=True)
     kernel_env = Bool(
         True,
@@ -273,6 +296,10 @@ class LLMGatewayApp(ExtensionApp):
             grant_roots=list(self.grant_roots) or [self._server_root()],
             owner_reserved_queue=min(self.owner_reserved_queue, self.max_queued),
             executor=self.executor,
+            ray_address=self.ray_address,
+            ray_runtime_env=dict(self.ray_runtime_env) if self.ray_runtime_env else None,
+            ray_auth_token_path=self.ray_auth_token_path,
+            ray_isolation_ok=self.ray_isolation_ok,
         )
         config = ServiceConfig(
             runtime=runtime,
