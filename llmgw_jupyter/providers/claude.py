@@ -39,7 +39,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    StringConstraints,
     ValidationError,
     field_validator,
 )
@@ -49,6 +48,14 @@ from llmgw_jupyter.errors import (
     ExecutableNotFoundError,
     InvalidInputError,
     input_error_from_validation,
+)
+from llmgw_jupyter.providers.args import (
+    AddDirs,
+    IdempotencyKey,
+    OutputSchema,
+    Prompt,
+    TimeoutSeconds,
+    WorkingDir,
 )
 from llmgw_jupyter.providers.base import (
     Command,
@@ -78,12 +85,9 @@ __all__ = [
 
 CLAUDE_PATH_ENV = "LLMGW_CLAUDE_PATH"
 CLAUDE_NPM_PACKAGE = "@anthropic-ai/claude-code@2.1.328"
-MAX_PROMPT_CHARS = 100_000
 SUMMARY_CHARS = 300
 EVENT_STRING_CHARS = 4_000
 MAX_TOOL_PATTERNS = 32
-MAX_OUTPUT_SCHEMA_BYTES = 64 * 1024
-MAX_JSON_DEPTH = 32
 # The caller's Claude config dir inside the isolation boundary (outside the per-job /tmp).
 INSIDE_CONFIG_DIR = "/llmgw/claude-config"
 # Inside the boundary /tmp is a tmpfs of the job's own; outside it a short per-caller dir (the
@@ -139,7 +143,6 @@ _MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/\[\]-]{0,127}$")
 # ``Name`` or ``Name(content)``: the CLI splits a rule list on commas and spaces outside
 # parentheses, so neither a comma nor a parenthesis may appear inside; nothing may follow ``)``.
 _TOOL_PATTERN_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,127}(\([^(),\x00-\x1f\x7f]{1,256}\))?$")
-SafeText = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
 
 
 def _uuid(value: str) -> str:
@@ -158,19 +161,6 @@ def _uuid(value: str) -> str:
 ClaudeSessionId = Annotated[str, AfterValidator(_uuid)]
 
 
-def _no_nul(value: str, field: str) -> str:
-    if "\x00" in value:
-        raise ValueError(f"{field} must not contain NUL characters")
-    return value
-
-
-def _path_value(value: str) -> str:
-    _no_nul(value, "path")
-    if value.startswith("-"):
-        raise ValueError("a path must not start with '-'")
-    return value
-
-
 def _tool_patterns(value: list[str]) -> list[str]:
     for item in value:
         if not _TOOL_PATTERN_RE.match(item):
@@ -187,9 +177,7 @@ class ClaudeArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
 
-    prompt: str = Field(
-        min_length=1, max_length=MAX_PROMPT_CHARS, description="What Claude should do."
-    )
+    prompt: Prompt = Field(description="What Claude should do.")
     model: str | None = Field(default=None, description="Model name, e.g. claude-sonnet-4-5.")
     permission_mode: PermissionMode = Field(
         default="default",
@@ -209,31 +197,15 @@ class ClaudeArgs(BaseModel):
     max_turns: int | None = Field(
         default=None, ge=1, le=1000, description="Stop after this many agent turns."
     )
-    working_dir: str | None = Field(
-        default=None, max_length=4096, description="Directory Claude works in (must exist)."
+    working_dir: WorkingDir | None = Field(
+        default=None, description="Directory Claude works in (must exist)."
     )
-    add_dirs: list[SafeText] = Field(
-        default_factory=list, max_length=16, description="Extra directories Claude may use."
-    )
-    output_schema: dict[str, Any] | None = Field(
+    add_dirs: AddDirs = Field(default_factory=list, description="Extra directories Claude may use.")
+    output_schema: OutputSchema | None = Field(
         default=None, description="JSON Schema the final answer must follow (--json-schema)."
     )
-    timeout_seconds: float | None = Field(
-        default=None, gt=0, le=86_400, description="Wall-clock limit for the job."
-    )
-    idempotency_key: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=200,
-        description="Repeat a submission safely: the same key returns the existing job.",
-    )
-
-    @field_validator("prompt")
-    @classmethod
-    def _prompt(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("prompt must not be blank")
-        return _no_nul(value, "prompt")
+    timeout_seconds: TimeoutSeconds = None
+    idempotency_key: IdempotencyKey = None
 
     @field_validator("model")
     @classmethod
@@ -247,45 +219,9 @@ class ClaudeArgs(BaseModel):
     def _tools(cls, value: list[str]) -> list[str]:
         return _tool_patterns(value)
 
-    @field_validator("working_dir")
-    @classmethod
-    def _working_dir(cls, value: str | None) -> str | None:
-        return _path_value(value) if value is not None else None
-
-    @field_validator("add_dirs")
-    @classmethod
-    def _add_dirs(cls, value: list[str]) -> list[str]:
-        return [_path_value(item) for item in value]
-
-    @field_validator("output_schema")
-    @classmethod
-    def _output_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is None:
-            return None
-        if _depth(value) > MAX_JSON_DEPTH:
-            raise ValueError(f"must be nested at most {MAX_JSON_DEPTH} levels deep")
-        size = len(json.dumps(value, separators=(",", ":")))
-        if size > MAX_OUTPUT_SCHEMA_BYTES:
-            raise ValueError(
-                f"must be at most {MAX_OUTPUT_SCHEMA_BYTES} bytes as JSON (got {size})"
-            )
-        return value
-
 
 class ClaudeResumeArgs(ClaudeArgs):
     session_id: ClaudeSessionId = Field(description="Claude Code session id (a UUID).")
-
-
-def _depth(value: Any, level: int = 1) -> int:
-    """Nesting depth of a JSON value, stopping early once it is past the limit."""
-    if level > MAX_JSON_DEPTH:
-        return level
-    children: list[Any] = []
-    if isinstance(value, dict):
-        children = list(value.values())
-    elif isinstance(value, list):
-        children = value
-    return max([level, *(_depth(child, level + 1) for child in children)])
 
 
 _INSTALL_HINT = (

@@ -12,14 +12,13 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import tomli_w
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    StringConstraints,
     ValidationError,
     field_validator,
 )
@@ -29,6 +28,19 @@ from llmgw_jupyter.errors import (
     ExecutableNotFoundError,
     InvalidInputError,
     input_error_from_validation,
+)
+
+# MAX_PROMPT_CHARS is re-exported: tests and callers name it here.
+from llmgw_jupyter.providers.args import MAX_PROMPT_CHARS as MAX_PROMPT_CHARS
+from llmgw_jupyter.providers.args import (
+    AddDirs,
+    IdempotencyKey,
+    ModelSlug,
+    OutputSchema,
+    Prompt,
+    TimeoutSeconds,
+    WorkingDir,
+    no_nul,
 )
 from llmgw_jupyter.providers.base import (
     Command,
@@ -45,15 +57,11 @@ from llmgw_jupyter.records import Usage
 
 CODEX_PATH_ENV = "LLMGW_CODEX_PATH"
 CODEX_NPM_PACKAGE = "@openai/codex@0.169.0"
-MAX_PROMPT_CHARS = 100_000
 SUMMARY_CHARS = 300
 EVENT_STRING_CHARS = 4_000
 
 SandboxMode = Literal["read-only", "workspace-write", "danger-full-access"]
 ConfigScalar = str | int | float | bool
-SafeText = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
-
-_MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
 _CONFIG_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+){0,7}$")
 # Caller-supplied ``-c`` keys are an allow list: only keys that cannot change sandboxing,
 # networking, credentials, endpoints, file locations, instructions or tools. Codex adds keys in
@@ -77,8 +85,6 @@ GATEWAY_CONFIG = (
     '"*CREDENTIAL*", "JUPYTER*", "LLMGW*", "CODEX_HOME"]',
 )
 MAX_CONFIG_VALUE_CHARS = 1_000
-MAX_OUTPUT_SCHEMA_BYTES = 64 * 1024
-MAX_JSON_DEPTH = 32
 # The caller's Codex home inside the isolation boundary: a fixed path outside any temp dir
 # (Codex refuses to create its sandbox helpers under one).
 INSIDE_CODEX_HOME = "/llmgw/codex-home"
@@ -87,76 +93,28 @@ INSIDE_JOB_DIR = "/llmgw/job"
 CREDENTIAL_ENV = ("CODEX_API_KEY", "OPENAI_API_KEY", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID")
 
 
-def _no_nul(value: str, field: str) -> str:
-    if "\x00" in value:
-        raise ValueError(f"{field} must not contain NUL characters")
-    return value
-
-
-def _path_value(value: str) -> str:
-    _no_nul(value, "path")
-    if value.startswith("-"):
-        raise ValueError("a path must not start with '-'")
-    return value
-
-
 class CodexArgs(BaseModel):
     """Arguments of a Codex request: the one schema behind MCP, REST and the magics."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
 
-    prompt: str = Field(
-        min_length=1, max_length=MAX_PROMPT_CHARS, description="What Codex should do."
-    )
-    model: str | None = Field(default=None, description="Model slug, e.g. gpt-5.5.")
+    prompt: Prompt = Field(description="What Codex should do.")
+    model: ModelSlug | None = Field(default=None, description="Model slug, e.g. gpt-5.5.")
     sandbox: SandboxMode = Field(
         default="read-only", description="Sandbox for commands Codex runs."
     )
-    working_dir: str | None = Field(
-        default=None, max_length=4096, description="Directory Codex works in (must exist)."
+    working_dir: WorkingDir | None = Field(
+        default=None, description="Directory Codex works in (must exist)."
     )
-    add_dirs: list[SafeText] = Field(
-        default_factory=list, max_length=16, description="Extra writable directories."
-    )
+    add_dirs: AddDirs = Field(default_factory=list, description="Extra writable directories.")
     config_overrides: dict[str, ConfigScalar | list[ConfigScalar]] = Field(
         default_factory=dict, max_length=32, description="Codex -c key=value overrides."
     )
-    output_schema: dict[str, Any] | None = Field(
+    output_schema: OutputSchema | None = Field(
         default=None, description="JSON Schema the final answer must follow."
     )
-    timeout_seconds: float | None = Field(
-        default=None, gt=0, le=86_400, description="Wall-clock limit for the job."
-    )
-    idempotency_key: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=200,
-        description="Repeat a submission safely: the same key returns the existing job.",
-    )
-
-    @field_validator("prompt")
-    @classmethod
-    def _prompt(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("prompt must not be blank")
-        return _no_nul(value, "prompt")
-
-    @field_validator("model")
-    @classmethod
-    def _model(cls, value: str | None) -> str | None:
-        if value is not None and not _MODEL_RE.match(value):
-            raise ValueError("model must be a slug of letters, digits and . _ : / - (max 128)")
-        return value
-
-    @field_validator("working_dir")
-    @classmethod
-    def _working_dir(cls, value: str | None) -> str | None:
-        return _path_value(value) if value is not None else None
-
-    @field_validator("add_dirs")
-    @classmethod
-    def _add_dirs(cls, value: list[str]) -> list[str]:
-        return [_path_value(item) for item in value]
+    timeout_seconds: TimeoutSeconds = None
+    idempotency_key: IdempotencyKey = None
 
     @field_validator("config_overrides")
     @classmethod
@@ -171,39 +129,13 @@ class CodexArgs(BaseModel):
                 raise ValueError(f"config value of {key!r} must have at most 32 items")
             for scalar in scalars:
                 if isinstance(scalar, str):
-                    _no_nul(scalar, "config value")
+                    no_nul(scalar, "config value")
                     if len(scalar) > MAX_CONFIG_VALUE_CHARS:
                         raise ValueError(
                             f"config value of {key!r} must be at most "
                             f"{MAX_CONFIG_VALUE_CHARS} characters"
                         )
         return value
-
-    @field_validator("output_schema")
-    @classmethod
-    def _output_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is None:
-            return None
-        if _depth(value) > MAX_JSON_DEPTH:
-            raise ValueError(f"must be nested at most {MAX_JSON_DEPTH} levels deep")
-        size = len(json.dumps(value, separators=(",", ":")))
-        if size > MAX_OUTPUT_SCHEMA_BYTES:
-            raise ValueError(
-                f"must be at most {MAX_OUTPUT_SCHEMA_BYTES} bytes as JSON (got {size})"
-            )
-        return value
-
-
-def _depth(value: Any, level: int = 1) -> int:
-    """Nesting depth of a JSON value, stopping early once it is past the limit."""
-    if level > MAX_JSON_DEPTH:
-        return level
-    children: list[Any] = []
-    if isinstance(value, dict):
-        children = list(value.values())
-    elif isinstance(value, list):
-        children = value
-    return max([level, *(_depth(child, level + 1) for child in children)])
 
 
 def check_config_keys(overrides: dict[str, Any], allowed: frozenset[str]) -> None:

@@ -24,7 +24,6 @@ tests of surfaces that name Codex (REST ``POST jobs``, the magics) but are not a
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,12 @@ from llmgw_jupyter.errors import (
     ExecutableNotFoundError,
     InvalidInputError,
     input_error_from_validation,
+)
+from llmgw_jupyter.providers.args import (
+    MAX_PROMPT_CHARS,
+    IdempotencyKey,
+    ModelSlug,
+    TimeoutSeconds,
 )
 from llmgw_jupyter.providers.base import (
     Command,
@@ -53,7 +58,6 @@ from llmgw_jupyter.records import Usage
 from llmgw_jupyter.testing import fake_cli
 
 INSIDE_HOME = "/llmgw/fake-home"
-_MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
 
 
 class FakeArgs(BaseModel):
@@ -63,35 +67,21 @@ class FakeArgs(BaseModel):
 
     prompt: str = Field(
         min_length=1,
-        max_length=100_000,
+        max_length=MAX_PROMPT_CHARS,
         description="What to answer; [fake:...] knobs choose delays, failures, events, usage.",
     )
-    model: str | None = Field(default=None, description="Model name the fake reports.")
+    model: ModelSlug | None = Field(default=None, description="Model name the fake reports.")
     working_dir: str | None = Field(
         default=None, max_length=4096, description="Directory the fake runs in (must exist)."
     )
-    timeout_seconds: float | None = Field(
-        default=None, gt=0, le=86_400, description="Wall-clock limit for the job."
-    )
-    idempotency_key: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=200,
-        description="Repeat a submission safely: the same key returns the existing job.",
-    )
+    timeout_seconds: TimeoutSeconds = None
+    idempotency_key: IdempotencyKey = None
 
     @field_validator("prompt")
     @classmethod
     def _prompt(cls, value: str) -> str:
         if not value.strip() or "\x00" in value:
             raise ValueError("prompt must not be blank or contain NUL characters")
-        return value
-
-    @field_validator("model")
-    @classmethod
-    def _model(cls, value: str | None) -> str | None:
-        if value is not None and not _MODEL_RE.match(value):
-            raise ValueError("model must be a slug of letters, digits and . _ : / - (max 128)")
         return value
 
 
