@@ -24,17 +24,16 @@ import json
 import logging
 import os
 import re
-import select
 import signal
 import socket
 import sys
 import threading
 import time
 from collections.abc import Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
 from typing import Any
+
+from llmgw_jupyter.testing.mock_server import MockHandler, MockHTTPServer, MockServer
 
 __all__ = [
     "SHELL_TOOL",
@@ -373,47 +372,8 @@ def _blocks_text(blocks: list[dict[str, Any]]) -> str:
 # -- the HTTP server ---------------------------------------------------------------------------
 
 
-class _Server(ThreadingHTTPServer):
-    """ThreadingHTTPServer that remembers open connections so stop() can cut them."""
-
-    daemon_threads = True
-    block_on_close = False
-
-    def __init__(self, owner: MockAnthropicServer, host: str, port: int) -> None:
-        self.owner = owner
-        self._conns: set[socket.socket] = set()
-        self._conns_lock = threading.Lock()
-        super().__init__((host, port), _Handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._conns_lock:
-            self._conns.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._conns_lock:
-            self._conns.discard(request)
-        super().shutdown_request(request)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if self.owner.stopping:
-            return  # connections cut by stop() fail in their handlers: expected
-        log.exception("mock server: error while handling a request from %s", client_address)
-
-    def cut_connections(self) -> None:
-        with self._conns_lock:
-            conns = list(self._conns)
-        for conn in conns:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("mock %s: " + format, self.address_string(), *args)
+class _Handler(MockHandler):
+    server: MockHTTPServer[MockAnthropicServer]
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -439,32 +399,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(payload)
-
-    def _chunk(self, data: bytes) -> None:
-        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-        self.wfile.flush()
-
-    def _pause(self, seconds: float) -> bool:
-        """Wait ``seconds``; False when the server stops or the client hangs up first."""
-        owner = self.server.owner
-        deadline = time.monotonic() + seconds
-        while not owner.stopping:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return True
-            try:
-                ready, _, _ = select.select([self.connection, owner.wake_fd], [], [], remaining)
-            except (OSError, ValueError):
-                return False  # the wake socket or the connection was closed by stop()
-            if self.connection in ready:
-                try:
-                    if not self.connection.recv(1, socket.MSG_PEEK):
-                        return False  # client closed its side
-                except OSError:
-                    return False
-                # Unexpected bytes from the client: fall back to waiting on the stop flag.
-                return owner.wait_stopping(remaining)
-        return False
 
     # -- routes -----------------------------------------------------------------------------
 
@@ -610,8 +544,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._chunk(_sse({"type": "content_block_stop", "index": index}))
 
 
-class MockAnthropicServer:
+class MockAnthropicServer(MockServer[AnthropicBehaviour, AnthropicRequest]):
     """The mock server: ``start()``/``stop()`` or ``with``; ``base_url`` is ANTHROPIC_BASE_URL."""
+
+    handler_class = _Handler
+    thread_name = "mock-anthropic"
 
     def __init__(
         self,
@@ -619,92 +556,17 @@ class MockAnthropicServer:
         port: int = 0,
         behaviour: AnthropicBehaviour | None = None,
     ) -> None:
-        self._host = host
-        self._port = port
-        self.behaviour: AnthropicBehaviour = behaviour or AnthropicBehaviour()
-        """Applies to every request (after any queued one-shot behaviours)."""
-        self._queued: list[AnthropicBehaviour] = []
-        self._requests: list[AnthropicRequest] = []
-        self._cond = threading.Condition()
-        self._counter = 0
-        self._stopping = threading.Event()
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._httpd: _Server | None = None
-        self._thread: threading.Thread | None = None
-
-    # -- lifecycle --------------------------------------------------------------------------
-
-    def start(self) -> MockAnthropicServer:
-        """Bind (port 0 = a free port) and serve from a daemon thread."""
-        if self._httpd is not None:
-            raise RuntimeError("mock server already started")
-        if self._stopping.is_set():
-            raise RuntimeError("a stopped mock server cannot be restarted")
-        self._httpd = _Server(self, self._host, self._port)
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="mock-anthropic",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving; wakes sleeping handlers and cuts open connections, never hangs."""
-        if self._stopping.is_set():
-            return
-        self._stopping.set()
-        with contextlib.suppress(OSError):
-            self._wake_w.send(b"x")
-        httpd, self._httpd = self._httpd, None
-        if httpd is not None:
-            httpd.shutdown()
-            httpd.cut_connections()
-            httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._wake_r.close()
-        self._wake_w.close()
-
-    def __enter__(self) -> MockAnthropicServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._httpd is None:
-            raise RuntimeError("mock server not started")
-        return int(self._httpd.server_address[1])
+        super().__init__(host, port, behaviour)
 
     @property
     def base_url(self) -> str:
         """``http://127.0.0.1:PORT``: the ``ANTHROPIC_BASE_URL`` for Claude Code (no ``/v1``)."""
         return f"http://{self._host}:{self.port}"
 
-    # -- behaviour --------------------------------------------------------------------------
+    def new_behaviour(self, **fields: Any) -> AnthropicBehaviour:
+        return AnthropicBehaviour(**fields)
 
-    def set_behaviour(self, **fields: Any) -> AnthropicBehaviour:
-        """Replace the standing behaviour: ``set_behaviour(delay=5)``; no arguments resets it."""
-        self.behaviour = AnthropicBehaviour(**fields)
-        return self.behaviour
-
-    def queue_behaviour(self, **fields: Any) -> None:
-        """Use this behaviour for the next message request only (queued in order)."""
-        with self._cond:
-            self._queued.append(AnthropicBehaviour(**fields))
-
-    def behaviour_for(self, prompt: str) -> AnthropicBehaviour:
-        """The behaviour for one request: queued or standing one, then prompt directives."""
-        with self._cond:
-            base = self._queued.pop(0) if self._queued else self.behaviour
+    def prompt_overrides(self, prompt: str) -> dict[str, Any]:
         overrides = parse_directives(prompt)
         command = shell_command(prompt)
         if command is not None:
@@ -712,63 +574,12 @@ class MockAnthropicServer:
         structured = structured_json(prompt)
         if structured is not None:
             overrides["structured"] = structured
-        return dataclasses.replace(base, **overrides) if overrides else base
-
-    # -- request log ------------------------------------------------------------------------
-
-    @property
-    def requests(self) -> list[AnthropicRequest]:
-        """A snapshot of every request received so far (probes included), oldest first."""
-        with self._cond:
-            return list(self._requests)
+        return overrides
 
     @property
     def message_requests(self) -> list[AnthropicRequest]:
         """Only the ``POST /v1/messages`` requests (one per model turn)."""
         return [r for r in self.requests if r.method == "POST" and r.route == "/v1/messages"]
-
-    def record(self, request: AnthropicRequest) -> None:
-        with self._cond:
-            self._requests.append(request)
-            self._cond.notify_all()
-
-    def wait_for_requests(self, n: int, timeout: float = 10.0) -> list[AnthropicRequest]:
-        """Block until at least ``n`` requests were received; TimeoutError otherwise."""
-        with self._cond:
-            if not self._cond.wait_for(lambda: len(self._requests) >= n, timeout=timeout):
-                raise TimeoutError(
-                    f"mock server got {len(self._requests)} request(s), expected {n} "
-                    f"within {timeout} s"
-                )
-            return list(self._requests)
-
-    def clear(self) -> None:
-        """Forget logged requests and reset the behaviour to the default (echo, no delay)."""
-        with self._cond:
-            self._requests.clear()
-            self._queued.clear()
-            self.behaviour = AnthropicBehaviour()
-
-    def next_id(self, prefix: str) -> str:
-        """A fresh id such as ``msg_mock_000001`` (one counter for every kind)."""
-        with self._cond:
-            self._counter += 1
-            return f"{prefix}_mock_{self._counter:06d}"
-
-    # -- internals for the handler ----------------------------------------------------------
-
-    @property
-    def stopping(self) -> bool:
-        return self._stopping.is_set()
-
-    @property
-    def wake_fd(self) -> socket.socket:
-        """Readable once stop() was called; handlers select on it while sleeping."""
-        return self._wake_r
-
-    def wait_stopping(self, timeout: float) -> bool:
-        """Sleep up to ``timeout``; True when the time passed without a stop."""
-        return not self._stopping.wait(timeout)
 
 
 def claude_cli_env(

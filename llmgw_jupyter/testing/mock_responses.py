@@ -20,15 +20,14 @@ import dataclasses
 import json
 import logging
 import re
-import select
 import signal
 import socket
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
+
+from llmgw_jupyter.testing.mock_server import MockHandler, MockHTTPServer, MockServer
 
 __all__ = [
     "DirectiveError",
@@ -223,47 +222,8 @@ def _error_body(status: int, message: str) -> bytes:
     return json.dumps({"error": error}).encode()
 
 
-class _Server(ThreadingHTTPServer):
-    """ThreadingHTTPServer that remembers open connections so stop() can cut them."""
-
-    daemon_threads = True
-    block_on_close = False
-
-    def __init__(self, owner: MockResponsesServer, host: str, port: int) -> None:
-        self.owner = owner
-        self._conns: set[socket.socket] = set()
-        self._conns_lock = threading.Lock()
-        super().__init__((host, port), _Handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._conns_lock:
-            self._conns.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._conns_lock:
-            self._conns.discard(request)
-        super().shutdown_request(request)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if self.owner.stopping:
-            return  # connections cut by stop() fail in their handlers: expected
-        log.exception("mock server: error while handling a request from %s", client_address)
-
-    def cut_connections(self) -> None:
-        with self._conns_lock:
-            conns = list(self._conns)
-        for conn in conns:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("mock %s: " + format, self.address_string(), *args)
+class _Handler(MockHandler):
+    server: MockHTTPServer[MockResponsesServer]
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -277,31 +237,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
-
-    def _chunk(self, data: bytes) -> None:
-        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-
-    def _pause(self, seconds: float) -> bool:
-        """Wait ``seconds``; False when the server stops or the client hangs up first."""
-        owner = self.server.owner
-        deadline = time.monotonic() + seconds
-        while not owner.stopping:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return True
-            try:
-                ready, _, _ = select.select([self.connection, owner.wake_fd], [], [], remaining)
-            except (OSError, ValueError):
-                return False  # the wake socket or the connection was closed by stop()
-            if self.connection in ready:
-                try:
-                    if not self.connection.recv(1, socket.MSG_PEEK):
-                        return False  # client closed its side
-                except OSError:
-                    return False
-                # Unexpected bytes from the client: fall back to waiting on the stop flag.
-                return owner.wait_stopping(remaining)
-        return False
 
     # -- routes -----------------------------------------------------------------------------
 
@@ -414,7 +349,6 @@ class _Handler(BaseHTTPRequestHandler):
         self._chunk(_sse({"type": "response.completed", "response": completed}))
         self.wfile.write(b"0\r\n\r\n")
 
-
     def _call_shell(self, response_id: str, command: str, size: int) -> None:
         """Answer with one ``exec_command`` function call; Codex runs it and asks again."""
         item = {
@@ -437,8 +371,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"0\r\n\r\n")
 
 
-class MockResponsesServer:
+class MockResponsesServer(MockServer[MockBehaviour, RecordedRequest]):
     """The mock server: ``start()``/``stop()`` or ``with``; ``base_url`` ends in ``/v1``."""
+
+    handler_class = _Handler
+    thread_name = "mock-responses"
 
     def __init__(
         self,
@@ -446,147 +383,25 @@ class MockResponsesServer:
         port: int = 0,
         behaviour: MockBehaviour | None = None,
     ) -> None:
-        self._host = host
-        self._port = port
-        self.behaviour: MockBehaviour = behaviour or MockBehaviour()
-        """Applies to every request (after any queued one-shot behaviours)."""
-        self._queued: list[MockBehaviour] = []
-        self._requests: list[RecordedRequest] = []
-        self._cond = threading.Condition()
-        self._counter = 0
-        self._stopping = threading.Event()
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._httpd: _Server | None = None
-        self._thread: threading.Thread | None = None
-
-    # -- lifecycle --------------------------------------------------------------------------
-
-    def start(self) -> MockResponsesServer:
-        """Bind (port 0 = a free port) and serve from a daemon thread."""
-        if self._httpd is not None:
-            raise RuntimeError("mock server already started")
-        if self._stopping.is_set():
-            raise RuntimeError("a stopped mock server cannot be restarted")
-        self._httpd = _Server(self, self._host, self._port)
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="mock-responses",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving; wakes sleeping handlers and cuts open connections, never hangs."""
-        if self._stopping.is_set():
-            return
-        self._stopping.set()
-        with contextlib.suppress(OSError):
-            self._wake_w.send(b"x")
-        httpd, self._httpd = self._httpd, None
-        if httpd is not None:
-            httpd.shutdown()
-            httpd.cut_connections()
-            httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._wake_r.close()
-        self._wake_w.close()
-
-    def __enter__(self) -> MockResponsesServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._httpd is None:
-            raise RuntimeError("mock server not started")
-        return int(self._httpd.server_address[1])
+        super().__init__(host, port, behaviour)
 
     @property
     def base_url(self) -> str:
         """``http://127.0.0.1:PORT/v1``: the provider base_url for Codex."""
         return f"http://{self._host}:{self.port}/v1"
 
-    # -- behaviour --------------------------------------------------------------------------
+    def new_behaviour(self, **fields: Any) -> MockBehaviour:
+        return MockBehaviour(**fields)
 
-    def set_behaviour(self, **fields: Any) -> MockBehaviour:
-        """Replace the standing behaviour: ``set_behaviour(delay=5)``; no arguments resets it."""
-        self.behaviour = MockBehaviour(**fields)
-        return self.behaviour
-
-    def queue_behaviour(self, **fields: Any) -> None:
-        """Use this behaviour for the next request only (queued in order), e.g. one failure."""
-        with self._cond:
-            self._queued.append(MockBehaviour(**fields))
-
-    def behaviour_for(self, prompt: str) -> MockBehaviour:
-        """The behaviour for one request: queued or standing one, then prompt directives."""
-        with self._cond:
-            base = self._queued.pop(0) if self._queued else self.behaviour
+    def prompt_overrides(self, prompt: str) -> dict[str, Any]:
         overrides = parse_directives(prompt)
         command = shell_command(prompt)
         if command is not None:
             overrides["shell"] = command
-        return dataclasses.replace(base, **overrides) if overrides else base
-
-    # -- request log ------------------------------------------------------------------------
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        """A snapshot of the requests received so far, oldest first."""
-        with self._cond:
-            return list(self._requests)
-
-    def record(self, request: RecordedRequest) -> None:
-        with self._cond:
-            self._requests.append(request)
-            self._cond.notify_all()
-
-    def wait_for_requests(self, n: int, timeout: float = 10.0) -> list[RecordedRequest]:
-        """Block until at least ``n`` requests were received; TimeoutError otherwise."""
-        with self._cond:
-            if not self._cond.wait_for(lambda: len(self._requests) >= n, timeout=timeout):
-                raise TimeoutError(
-                    f"mock server got {len(self._requests)} request(s), expected {n} "
-                    f"within {timeout} s"
-                )
-            return list(self._requests)
-
-    def clear(self) -> None:
-        """Forget logged requests and reset the behaviour to the default (echo, no delay)."""
-        with self._cond:
-            self._requests.clear()
-            self._queued.clear()
-            self.behaviour = MockBehaviour()
+        return overrides
 
     def next_response_id(self) -> str:
-        with self._cond:
-            self._counter += 1
-            return f"resp_mock_{self._counter:06d}"
-
-    # -- internals for the handler ----------------------------------------------------------
-
-    @property
-    def stopping(self) -> bool:
-        return self._stopping.is_set()
-
-    @property
-    def wake_fd(self) -> socket.socket:
-        """Readable once stop() was called; handlers select on it while sleeping."""
-        return self._wake_r
-
-    def wait_stopping(self, timeout: float) -> bool:
-        """Sleep up to ``timeout``; True when the time passed without a stop."""
-        return not self._stopping.wait(timeout)
+        return self.next_id("resp")
 
 
 def main(argv: list[str] | None = None) -> int:
