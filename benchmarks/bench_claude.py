@@ -25,17 +25,14 @@ import asyncio
 import dataclasses
 import json
 import shlex
-import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import psutil
+import bench_common
+from bench_common import FixedArgvProvider, concurrent
 
-from llmgw_jupyter.errors import InvalidInputError
 from llmgw_jupyter.providers.base import Command, LaunchContext
 from llmgw_jupyter.providers.claude import ClaudeProvider, ClaudeStreamParser
 from llmgw_jupyter.runtime import JobSpec, JobStatus, Runtime, RuntimeConfig
@@ -72,47 +69,19 @@ class FakeClaudeProvider(ClaudeProvider):
         return dataclasses.replace(command, argv=list(FAKE_ARGV))
 
 
-class BareClaudeProvider:
-    """A Provider (llmgw_jupyter.providers.base) running the fake with Claude's parser and
-    nothing else: the runtime's own cost for a Claude stream."""
-
-    name = "bare"
-
-    def check_ready(self) -> None:
-        return None
-
-    def validate(self, kind: str, args: dict[str, Any]) -> dict[str, Any]:
-        if not isinstance(args.get("prompt"), str):
-            raise InvalidInputError("prompt", "a string is required")
-        return dict(args)
-
-    def build_command(
-        self, kind: str, args: dict[str, Any], job_dir: Path, context: LaunchContext
-    ) -> Command:
-        return Command(argv=list(FAKE_ARGV), stdin=args["prompt"].encode(), cwd=None)
-
-    def protected_paths(self) -> list[str]:
-        return []
-
-    def new_parser(self) -> ClaudeStreamParser:
-        return ClaudeStreamParser()
+TIMING_ROWS = (
+    ("raw subprocess.run", "raw"),
+    ("gateway job", "gateway"),
+    ("gateway overhead", "overhead"),
+)
 
 
 def spec(prompt: str = "benchmark prompt", provider: str = "claude") -> JobSpec:
     return JobSpec(provider, "claude_request_async", "exec", {"prompt": prompt})
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 def raw_spawn(prompt: bytes) -> float:
-    begun = time.perf_counter()
-    done = subprocess.run(FAKE_ARGV, input=prompt, capture_output=True, check=True)
-    elapsed = time.perf_counter() - begun
-    assert done.stdout.count(b"\n") == len(LINES)
-    return elapsed
+    return bench_common.raw_spawn(FAKE_ARGV, prompt, len(LINES))
 
 
 async def gateway_job(rt: Runtime, provider: str = "claude") -> float:
@@ -127,50 +96,17 @@ async def gateway_job(rt: Runtime, provider: str = "claude") -> float:
 
 
 async def overhead(rt: Runtime, rounds: int) -> dict[str, float]:
-    """Alternate raw spawns and gateway jobs so both see the same machine noise."""
-    for _ in range(20):  # warm up: imports, SQLite pages, the child watcher
-        raw_spawn(b"warm up")
-        await gateway_job(rt)
-        await gateway_job(rt, "bare")
-    raw: list[float] = []
-    gateway: list[float] = []
-    bare: list[float] = []
-    raw_cpu = gateway_cpu = 0.0
-    for _ in range(rounds):
-        cpu = time.thread_time()
-        raw.append(raw_spawn(b"benchmark prompt"))
-        raw_cpu += time.thread_time() - cpu
-        cpu = time.thread_time()
-        gateway.append(await gateway_job(rt))
-        gateway_cpu += time.thread_time() - cpu
-        bare.append(await gateway_job(rt, "bare"))
-    return {
-        "bare_median": statistics.median(bare),
-        "bare_p95": pct(bare, 0.95),
-        "raw_cpu": raw_cpu / rounds,
-        "gateway_cpu": gateway_cpu / rounds,
-        "raw_median": statistics.median(raw),
-        "raw_p95": pct(raw, 0.95),
-        "gateway_median": statistics.median(gateway),
-        "gateway_p95": pct(gateway, 0.95),
-        "overhead_median": statistics.median(gateway) - statistics.median(raw),
-        "overhead_p95": pct(gateway, 0.95) - pct(raw, 0.95),
-    }
+    """Alternate raw spawns, gateway jobs and bare jobs so all see the same machine noise."""
 
+    async def raw() -> float:
+        return raw_spawn(b"benchmark prompt")
 
-async def concurrent(rt: Runtime, count: int) -> dict[str, float]:
-    begun = time.perf_counter()
-    jobs = await asyncio.gather(*(rt.submit(spec(prompt=f"job {i}")) for i in range(count)))
-    done = await asyncio.gather(*(rt.wait_finished(job.id, 120) for job in jobs))
-    elapsed = time.perf_counter() - begun
-    succeeded = sum(1 for d in done if d.status is JobStatus.SUCCEEDED)
-    return {
-        "submitted": count,
-        "succeeded": succeeded,
-        "distinct": len({d.id for d in done}),
-        "seconds": elapsed,
-        "jobs_per_second": count / elapsed,
-    }
+    figures = await bench_common.alternate(
+        {"raw": raw, "gateway": lambda: gateway_job(rt), "bare": lambda: gateway_job(rt, "bare")},
+        rounds,
+    )
+    bench_common.add_difference(figures, "gateway", "raw", "overhead")
+    return figures
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -180,21 +116,19 @@ async def main(args: argparse.Namespace) -> None:
             isolation=args.isolation,
             max_running=args.max_running,
             max_queued=max(args.jobs, 64),
-            providers={"claude": FakeClaudeProvider(), "bare": BareClaudeProvider()},
+            providers={
+                "claude": FakeClaudeProvider(),
+                "bare": FixedArgvProvider("bare", FAKE_ARGV, ClaudeStreamParser),
+            },
         )
         rt = Runtime(config)
         await rt.start()
         try:
-            load = ", ".join(f"{x:.1f}" for x in psutil.getloadavg())
-            print(f"python {sys.version.split()[0]}, {psutil.cpu_count()} cpus, load {load},"
-                  f" isolation {args.isolation}")  # fmt: skip
+            print(bench_common.machine_line(f"isolation {args.isolation}"))
             o = await overhead(rt, args.rounds)
             ms = {key: value * 1e3 for key, value in o.items()}
             print(f"\nper Claude job, {args.rounds} sequential jobs (submit -> result in hand):")
-            for label, key in (("raw subprocess.run", "raw"), ("gateway job", "gateway"),
-                               ("gateway overhead", "overhead")):  # fmt: skip
-                print(f"  {label:20} median {ms[key + '_median']:6.2f} ms"
-                      f"   p95 {ms[key + '_p95']:6.2f} ms")  # fmt: skip
+            bench_common.print_timings(ms, TIMING_ROWS)
             print(f"  bare provider job    median {ms['bare_median']:6.2f} ms"
                   f"   p95 {ms['bare_p95']:6.2f} ms   (Claude's parser, no ClaudeProvider work)"
                   f"\n  of which ClaudeProvider per run (median): "
@@ -205,7 +139,7 @@ async def main(args: argparse.Namespace) -> None:
             print(f"  target: median overhead < {TARGET_OVERHEAD_MS:g} ms (as for Codex):"
                   f" {'met' if met else 'MISSED'}")  # fmt: skip
 
-            c = await concurrent(rt, args.jobs)
+            c = await concurrent(rt, [spec(prompt=f"job {i}") for i in range(args.jobs)])
             all_ok = c["succeeded"] == c["submitted"] == c["distinct"]
             fast = c["jobs_per_second"] >= TARGET_JOBS_PER_SECOND
             print(f"\n{args.jobs} concurrent Claude jobs (max_running={args.max_running}):")

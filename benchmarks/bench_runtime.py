@@ -17,19 +17,14 @@ import asyncio
 import gc
 import json
 import shlex
-import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import replace
-from pathlib import Path
-from typing import Any
 
+import bench_common
 import psutil
+from bench_common import FixedArgvProvider
 
-from llmgw_jupyter.errors import InvalidInputError
-from llmgw_jupyter.providers.base import Command
 from llmgw_jupyter.providers.codex import CodexStreamParser
 from llmgw_jupyter.runtime import JobSpec, JobStatus, Runtime, RuntimeConfig
 
@@ -67,33 +62,6 @@ def big_argv(total_bytes: int) -> list[str]:
     return printf_argv([json.dumps(line) for line in CODEX_LINES], prefix=flood)
 
 
-class BenchProvider:
-    """A Provider (llmgw_jupyter.providers.base) running a fixed argv; Codex's parser reads it."""
-
-    def __init__(self, name: str, argv: list[str]) -> None:
-        self.name = name
-        self.argv = argv
-
-    def check_ready(self) -> None:
-        return None
-
-    def validate(self, kind: str, args: dict[str, Any]) -> dict[str, Any]:
-        if not isinstance(args.get("prompt"), str):
-            raise InvalidInputError("prompt", "a string is required")
-        return dict(args)
-
-    def build_command(
-        self, kind: str, args: dict[str, Any], job_dir: Path, context: Any = None
-    ) -> Command:
-        return Command(argv=self.argv, stdin=args["prompt"].encode(), cwd=None)
-
-    def protected_paths(self) -> list[str]:
-        return []
-
-    def new_parser(self) -> CodexStreamParser:
-        return CodexStreamParser()
-
-
 def spec(provider: str = "instant", prompt: str = "benchmark prompt") -> JobSpec:
     return JobSpec(provider, "codex_request_async", "exec", {"prompt": prompt})
 
@@ -103,17 +71,8 @@ def rss() -> int:
     return int(psutil.Process().memory_info().rss)
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 def raw_spawn(prompt: bytes) -> float:
-    begun = time.perf_counter()
-    done = subprocess.run(INSTANT_ARGV, input=prompt, capture_output=True, check=True)
-    elapsed = time.perf_counter() - begun
-    assert done.stdout.count(b"\n") == len(CODEX_LINES)
-    return elapsed
+    return bench_common.raw_spawn(INSTANT_ARGV, prompt, len(CODEX_LINES))
 
 
 async def gateway_job(rt: Runtime) -> float:
@@ -128,56 +87,22 @@ async def gateway_job(rt: Runtime) -> float:
 
 async def overhead(rt: Runtime, rounds: int) -> dict[str, float]:
     """Alternate raw spawns and gateway jobs so both see the same machine noise."""
-    for _ in range(20):  # warm up: imports, SQLite pages, the child watcher
-        raw_spawn(b"warm up")
-        await gateway_job(rt)
-    raw: list[float] = []
-    gateway: list[float] = []
-    raw_cpu = gateway_cpu = 0.0
-    for _ in range(rounds):
-        cpu = time.thread_time()
-        raw.append(raw_spawn(b"benchmark prompt"))
-        raw_cpu += time.thread_time() - cpu
-        cpu = time.thread_time()
-        gateway.append(await gateway_job(rt))
-        gateway_cpu += time.thread_time() - cpu
-    return {
-        "raw_cpu": raw_cpu / rounds,
-        "gateway_cpu": gateway_cpu / rounds,
-        "raw_median": statistics.median(raw),
-        "raw_p95": pct(raw, 0.95),
-        "gateway_median": statistics.median(gateway),
-        "gateway_p95": pct(gateway, 0.95),
-        "overhead_median": statistics.median(gateway) - statistics.median(raw),
-        "overhead_p95": pct(gateway, 0.95) - pct(raw, 0.95),
-    }
+
+    async def raw() -> float:
+        return raw_spawn(b"benchmark prompt")
+
+    figures = await bench_common.alternate({"raw": raw, "gateway": lambda: gateway_job(rt)}, rounds)
+    bench_common.add_difference(figures, "gateway", "raw", "overhead")
+    return figures
 
 
 async def executor_overhead(local: Runtime, other: Runtime, rounds: int) -> dict[str, float]:
     """Alternate jobs on the local executor and on another one (same machine noise for both)."""
-    for _ in range(20):
-        await gateway_job(local)
-        await gateway_job(other)
-    local_times: list[float] = []
-    other_times: list[float] = []
-    local_cpu = other_cpu = 0.0
-    for _ in range(rounds):
-        cpu = time.thread_time()
-        local_times.append(await gateway_job(local))
-        local_cpu += time.thread_time() - cpu
-        cpu = time.thread_time()
-        other_times.append(await gateway_job(other))
-        other_cpu += time.thread_time() - cpu
-    return {
-        "local_median": statistics.median(local_times),
-        "local_p95": pct(local_times, 0.95),
-        "other_median": statistics.median(other_times),
-        "other_p95": pct(other_times, 0.95),
-        "added_median": statistics.median(other_times) - statistics.median(local_times),
-        "added_p95": pct(other_times, 0.95) - pct(local_times, 0.95),
-        "local_cpu": local_cpu / rounds,
-        "other_cpu": other_cpu / rounds,
-    }
+    figures = await bench_common.alternate(
+        {"local": lambda: gateway_job(local), "other": lambda: gateway_job(other)}, rounds
+    )
+    bench_common.add_difference(figures, "other", "local", "added")
+    return figures
 
 
 async def compare_executors(config: RuntimeConfig, rt: Runtime, rounds: int) -> None:
@@ -192,32 +117,20 @@ async def compare_executors(config: RuntimeConfig, rt: Runtime, rounds: int) -> 
     ms = {key: value * 1e3 for key, value in e.items()}
     name = config.executor
     print(f"\nper job, {rounds} sequential jobs alternating executors (submit -> result):")
-    for label, key in (("local executor", "local"), (f"{name} executor", "other"),
-                       (f"{name} adds", "added")):  # fmt: skip
-        print(f"  {label:20} median {ms[key + '_median']:6.2f} ms"
-              f"   p95 {ms[key + '_p95']:6.2f} ms")  # fmt: skip
+    bench_common.print_timings(
+        ms, (("local executor", "local"), (f"{name} executor", "other"), (f"{name} adds", "added"))
+    )
     print(f"  event-loop CPU/job   local {ms['local_cpu']:5.2f} ms,"
           f" {name} {ms['other_cpu']:.2f} ms")  # fmt: skip
     print(f"  target: {name} adds no more than 1 ms per job")
 
 
 async def concurrent(rt: Runtime, count: int) -> dict[str, float]:
+    """``bench_common.concurrent`` plus the gateway's RSS growth over the burst."""
     before = rss()
-    begun = time.perf_counter()
-    jobs = await asyncio.gather(*(rt.submit(spec(prompt=f"job {i}")) for i in range(count)))
-    done = await asyncio.gather(*(rt.wait_finished(job.id, 120) for job in jobs))
-    elapsed = time.perf_counter() - begun
-    after = rss()
-    succeeded = sum(1 for d in done if d.status is JobStatus.SUCCEEDED)
-    distinct = len({d.id for d in done})
-    return {
-        "submitted": count,
-        "succeeded": succeeded,
-        "distinct": distinct,
-        "seconds": elapsed,
-        "jobs_per_second": count / elapsed,
-        "rss_growth_mib": (after - before) / MiB,
-    }
+    figures = await bench_common.concurrent(rt, [spec(prompt=f"job {i}") for i in range(count)])
+    figures["rss_growth_mib"] = (rss() - before) / MiB
+    return figures
 
 
 async def big_job(rt: Runtime, total_bytes: int) -> dict[str, float]:
@@ -255,23 +168,25 @@ async def main(args: argparse.Namespace) -> None:
             max_queued=max(args.jobs, 64),
             output_cap_bytes=big_bytes + 10 * MiB,
             providers={
-                "instant": BenchProvider("instant", INSTANT_ARGV),
-                "big": BenchProvider("big", big_argv(big_bytes)),
+                "instant": FixedArgvProvider("instant", INSTANT_ARGV, CodexStreamParser),
+                "big": FixedArgvProvider("big", big_argv(big_bytes), CodexStreamParser),
             },
         )
         rt = Runtime(config)
         await rt.start()
         try:
-            load = ", ".join(f"{x:.1f}" for x in psutil.getloadavg())
-            print(f"python {sys.version.split()[0]}, {psutil.cpu_count()} cpus, load {load},"
-                  f" executor {args.executor}")  # fmt: skip
+            print(bench_common.machine_line(f"executor {args.executor}"))
             o = await overhead(rt, args.rounds)
             ms = {key: value * 1e3 for key, value in o.items()}
             print(f"\nper job, {args.rounds} sequential jobs (submit -> result in hand):")
-            for label, key in (("raw subprocess.run", "raw"), ("gateway job", "gateway"),
-                               ("gateway overhead", "overhead")):  # fmt: skip
-                print(f"  {label:20} median {ms[key + '_median']:6.2f} ms"
-                      f"   p95 {ms[key + '_p95']:6.2f} ms")  # fmt: skip
+            bench_common.print_timings(
+                ms,
+                (
+                    ("raw subprocess.run", "raw"),
+                    ("gateway job", "gateway"),
+                    ("gateway overhead", "overhead"),
+                ),
+            )
             print(f"  event-loop CPU/job   gateway {ms['gateway_cpu']:5.2f} ms,"
                   f" raw {ms['raw_cpu']:.2f} ms")  # fmt: skip
             print("  target: median overhead < 3 ms")
