@@ -17,23 +17,30 @@ Failures carry ``x-should-retry: false`` so the CLI gives up at once instead of 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import json
 import logging
 import os
 import re
-import signal
 import socket
 import sys
-import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from llmgw_jupyter.testing.mock_server import MockHandler, MockHTTPServer, MockServer
+from llmgw_jupyter.testing.mock_server import (
+    DirectiveError,
+    MockHandler,
+    MockHTTPServer,
+    MockServer,
+    parse_directive_fields,
+    serve_main,
+    server_arguments,
+    shell_command,
+    sse,
+)
 
 __all__ = [
     "SHELL_TOOL",
@@ -51,8 +58,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_DIRECTIVE_RE = re.compile(r"\[mock:([^\]]*)\]")
-_SHELL_RE = re.compile(r"\[mock-shell\](.*?)\[/mock-shell\]", re.DOTALL)
 _JSON_RE = re.compile(r"\[mock-json\](.*?)\[/mock-json\]", re.DOTALL)
 _REMINDER_RE = re.compile(r"<system-reminder>.*?</system-reminder>", re.DOTALL)
 SHELL_TOOL = "Bash"  # Claude Code 2.1.328's shell tool
@@ -61,10 +66,6 @@ MAX_BODY_BYTES = 64 * 1024 * 1024
 """Larger request bodies are refused with 413 (the real API's limit is lower still)."""
 _DELTA_CHARS = 24
 """Text is streamed in ``text_delta`` pieces of at most this many characters."""
-
-
-class DirectiveError(ValueError):
-    """A ``[mock:...]`` directive that cannot be understood (answered with HTTP 400)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,29 +121,7 @@ def parse_directives(text: str) -> dict[str, Any]:
     A bare key (``[mock:drop]``) means true. Unknown keys or bad values raise DirectiveError so
     a typo fails loudly instead of being ignored.
     """
-    fields: dict[str, Any] = {}
-    for match in _DIRECTIVE_RE.finditer(text):
-        for part in match.group(1).split(","):
-            part = part.strip()
-            if not part:
-                continue
-            key, sep, raw = part.partition("=")
-            key, raw = key.strip(), raw.strip()
-            kind = _DIRECTIVE_FIELDS.get(key)
-            if kind is None:
-                raise DirectiveError(f"unknown mock directive {key!r}")
-            try:
-                if kind is bool:
-                    value: Any = (not sep) or raw.lower() in ("1", "true", "yes", "on")
-                else:
-                    value = kind(raw)
-            except ValueError as exc:
-                raise DirectiveError(f"bad value for mock directive {key!r}: {raw!r}") from exc
-            fields[key] = value
-    if fields.get("steps", 1) < 1:
-        raise DirectiveError("mock directive 'steps' must be >= 1")
-    if not 400 <= fields.get("fail", 400) <= 599:
-        raise DirectiveError("mock directive 'fail' must be an HTTP error status (400-599)")
+    fields = parse_directive_fields(text, _DIRECTIVE_FIELDS)
     for name in _TOKEN_FIELDS:
         if fields.get(name, 0) < 0:
             raise DirectiveError(f"mock directive {name!r} must be >= 0")
@@ -150,12 +129,6 @@ def parse_directives(text: str) -> dict[str, Any]:
         if fields.get(name, 0.0) < 0:
             raise DirectiveError(f"mock directive {name!r} must be >= 0")
     return fields
-
-
-def shell_command(prompt: str) -> str | None:
-    """The command of a ``[mock-shell]...[/mock-shell]`` block in a prompt, if any."""
-    match = _SHELL_RE.search(prompt)
-    return match.group(1) if match else None
 
 
 def structured_json(prompt: str) -> str | None:
@@ -286,10 +259,6 @@ class AnthropicRequest:
 
 
 # -- building answers --------------------------------------------------------------------------
-
-
-def _sse(event: dict[str, Any]) -> bytes:
-    return f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
 
 
 def _usage(behaviour: AnthropicBehaviour, body_size: int, answer: str) -> dict[str, int]:
@@ -506,7 +475,7 @@ class _Handler(MockHandler):
         self.end_headers()
         start_usage = dict(usage, output_tokens=1)
         start = self._message(record, message_id, [], None, start_usage)
-        self._chunk(_sse({"type": "message_start", "message": start}))
+        self._chunk(sse({"type": "message_start", "message": start}))
         if behaviour.drop:
             # Half an event, then a hard close: the client sees a broken chunked stream.
             self._chunk(b'event: content_block_start\ndata: {"type":')
@@ -514,15 +483,15 @@ class _Handler(MockHandler):
             with contextlib.suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)
             return
-        self._chunk(_sse({"type": "ping"}))
+        self._chunk(sse({"type": "ping"}))
         for index, block in enumerate(blocks):
             if index and behaviour.step_delay > 0 and not self._pause(behaviour.step_delay):
                 self.close_connection = True
                 return
             self._stream_block(index, block)
         delta = {"stop_reason": _stop_reason(blocks), "stop_sequence": None}
-        self._chunk(_sse({"type": "message_delta", "delta": delta, "usage": {**usage}}))
-        self._chunk(_sse({"type": "message_stop"}))
+        self._chunk(sse({"type": "message_delta", "delta": delta, "usage": {**usage}}))
+        self._chunk(sse({"type": "message_stop"}))
         self.wfile.write(b"0\r\n\r\n")
 
     def _stream_block(self, index: int, block: dict[str, Any]) -> None:
@@ -537,11 +506,11 @@ class _Handler(MockHandler):
             pieces = [text[i : i + _DELTA_CHARS] for i in range(0, len(text), _DELTA_CHARS)]
             deltas = [{"type": "text_delta", "text": p} for p in pieces or [""]]
         self._chunk(
-            _sse({"type": "content_block_start", "index": index, "content_block": start_block})
+            sse({"type": "content_block_start", "index": index, "content_block": start_block})
         )
         for delta in deltas:
-            self._chunk(_sse({"type": "content_block_delta", "index": index, "delta": delta}))
-        self._chunk(_sse({"type": "content_block_stop", "index": index}))
+            self._chunk(sse({"type": "content_block_delta", "index": index, "delta": delta}))
+        self._chunk(sse({"type": "content_block_stop", "index": index}))
 
 
 class MockAnthropicServer(MockServer[AnthropicBehaviour, AnthropicRequest]):
@@ -618,25 +587,8 @@ def claude_cli_env(
 
 def main(argv: list[str] | None = None) -> int:
     """Serve until SIGINT/SIGTERM; the first stdout line is the base URL."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
-    args = parser.parse_args(argv)
-
-    def _exit(signum: int, frame: Any) -> None:
-        raise SystemExit(0)
-
-    signal.signal(signal.SIGTERM, _exit)
-    signal.signal(signal.SIGINT, _exit)
-    server = MockAnthropicServer(host=args.host, port=args.port).start()
-    try:
-        print(server.base_url, flush=True)
-        threading.Event().wait()
-    except (SystemExit, KeyboardInterrupt):
-        pass
-    finally:
-        server.stop()
-    return 0
+    args = server_arguments(argv, __doc__.splitlines()[0] if __doc__ else None)
+    return serve_main(MockAnthropicServer(host=args.host, port=args.port))
 
 
 if __name__ == "__main__":

@@ -14,20 +14,26 @@ exactly what a job's commands can reach.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import json
 import logging
-import re
-import signal
 import socket
 import sys
-import threading
 import time
 from typing import Any
 
-from llmgw_jupyter.testing.mock_server import MockHandler, MockHTTPServer, MockServer
+from llmgw_jupyter.testing.mock_server import (
+    DirectiveError,
+    MockHandler,
+    MockHTTPServer,
+    MockServer,
+    parse_directive_fields,
+    serve_main,
+    server_arguments,
+    shell_command,
+    sse,
+)
 
 __all__ = [
     "DirectiveError",
@@ -39,13 +45,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_DIRECTIVE_RE = re.compile(r"\[mock:([^\]]*)\]")
-_SHELL_RE = re.compile(r"\[mock-shell\](.*?)\[/mock-shell\]", re.DOTALL)
 SHELL_TOOL = "exec_command"  # Codex 0.169.0's shell tool for ``codex exec``
-
-
-class DirectiveError(ValueError):
-    """A ``[mock:...]`` directive that cannot be understood (answered with HTTP 400)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,30 +83,7 @@ def parse_directives(text: str) -> dict[str, Any]:
     A bare key (``[mock:drop]``) means true. Unknown keys or bad values raise DirectiveError so
     a typo fails loudly instead of being ignored.
     """
-    fields: dict[str, Any] = {}
-    for match in _DIRECTIVE_RE.finditer(text):
-        for part in match.group(1).split(","):
-            part = part.strip()
-            if not part:
-                continue
-            key, sep, raw = part.partition("=")
-            key, raw = key.strip(), raw.strip()
-            kind = _DIRECTIVE_FIELDS.get(key)
-            if kind is None:
-                raise DirectiveError(f"unknown mock directive {key!r}")
-            try:
-                if kind is bool:
-                    value: Any = (not sep) or raw.lower() in ("1", "true", "yes", "on")
-                else:
-                    value = kind(raw)
-            except ValueError as exc:
-                raise DirectiveError(f"bad value for mock directive {key!r}: {raw!r}") from exc
-            fields[key] = value
-    if fields.get("steps", 1) < 1:
-        raise DirectiveError("mock directive 'steps' must be >= 1")
-    if not 400 <= fields.get("fail", 400) <= 599:
-        raise DirectiveError("mock directive 'fail' must be an HTTP error status (400-599)")
-    return fields
+    return parse_directive_fields(text, _DIRECTIVE_FIELDS)
 
 
 def _message_text(item: dict[str, Any]) -> str:
@@ -151,12 +128,6 @@ class RecordedRequest:
         ]
 
 
-def shell_command(prompt: str) -> str | None:
-    """The command of a ``[mock-shell]...[/mock-shell]`` block in a prompt, if any."""
-    match = _SHELL_RE.search(prompt)
-    return match.group(1) if match else None
-
-
 def _tool_outputs_after_last_user(body: Any) -> list[str]:
     """Outputs of tool calls that follow the last user message (this turn's results)."""
     items = body.get("input") if isinstance(body, dict) else None
@@ -188,10 +159,6 @@ def _last_user_text(body: Any) -> str | None:
         if isinstance(item, dict) and item.get("role") == "user":
             return _message_text(item)
     return None
-
-
-def _sse(event: dict[str, Any]) -> bytes:
-    return f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
 
 
 def _usage(body_size: int, answer: str) -> dict[str, Any]:
@@ -309,7 +276,7 @@ class _Handler(MockHandler):
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         created = {"id": response_id, "object": "response", "status": "in_progress"}
-        self._chunk(_sse({"type": "response.created", "response": created}))
+        self._chunk(sse({"type": "response.created", "response": created}))
         if behaviour.drop:
             # Half an event, then a hard close: the client sees a broken chunked stream.
             self._chunk(b'event: response.output_item.done\ndata: {"type":')
@@ -338,7 +305,7 @@ class _Handler(MockHandler):
             }
             output.append(item)
             event = {"type": "response.output_item.done", "output_index": index, "item": item}
-            self._chunk(_sse(event))
+            self._chunk(sse(event))
         completed = {
             "id": response_id,
             "object": "response",
@@ -346,7 +313,7 @@ class _Handler(MockHandler):
             "output": output,
             "usage": _usage(size, "".join(texts)),
         }
-        self._chunk(_sse({"type": "response.completed", "response": completed}))
+        self._chunk(sse({"type": "response.completed", "response": completed}))
         self.wfile.write(b"0\r\n\r\n")
 
     def _call_shell(self, response_id: str, command: str, size: int) -> None:
@@ -359,7 +326,7 @@ class _Handler(MockHandler):
             "arguments": json.dumps({"cmd": command}),
             "status": "completed",
         }
-        self._chunk(_sse({"type": "response.output_item.done", "output_index": 0, "item": item}))
+        self._chunk(sse({"type": "response.output_item.done", "output_index": 0, "item": item}))
         completed = {
             "id": response_id,
             "object": "response",
@@ -367,7 +334,7 @@ class _Handler(MockHandler):
             "output": [item],
             "usage": _usage(size, command),
         }
-        self._chunk(_sse({"type": "response.completed", "response": completed}))
+        self._chunk(sse({"type": "response.completed", "response": completed}))
         self.wfile.write(b"0\r\n\r\n")
 
 
@@ -406,25 +373,8 @@ class MockResponsesServer(MockServer[MockBehaviour, RecordedRequest]):
 
 def main(argv: list[str] | None = None) -> int:
     """Serve until SIGINT/SIGTERM; the first stdout line is the base URL."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
-    args = parser.parse_args(argv)
-
-    def _exit(signum: int, frame: Any) -> None:
-        raise SystemExit(0)
-
-    signal.signal(signal.SIGTERM, _exit)
-    signal.signal(signal.SIGINT, _exit)
-    server = MockResponsesServer(host=args.host, port=args.port).start()
-    try:
-        print(server.base_url, flush=True)
-        threading.Event().wait()
-    except (SystemExit, KeyboardInterrupt):
-        pass
-    finally:
-        server.stop()
-    return 0
+    args = server_arguments(argv, __doc__.splitlines()[0] if __doc__ else None)
+    return serve_main(MockResponsesServer(host=args.host, port=args.port))
 
 
 if __name__ == "__main__":

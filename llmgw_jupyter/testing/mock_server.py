@@ -1,6 +1,7 @@
 """What the mock model APIs (Anthropic Messages, OpenAI Responses) share: a threaded loopback HTTP
 server that stops without hanging, a request log tests can wait on, standing and one-shot
-behaviours, and a handler pause that a stop or a client hang-up interrupts.
+behaviours, a handler pause that a stop or a client hang-up interrupts, the ``[mock:...]`` and
+``[mock-shell]`` prompt directives, and the command line that serves a mock.
 
 Each mock adds its routes, its wire format and its behaviour dataclass; nothing here knows either
 API.
@@ -8,13 +9,18 @@ API.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
+import json
 import logging
+import re
 import select
+import signal
 import socket
 import threading
 import time
+from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
@@ -22,9 +28,71 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
-__all__ = ["MockHTTPServer", "MockHandler", "MockServer"]
+__all__ = [
+    "DirectiveError",
+    "MockHTTPServer",
+    "MockHandler",
+    "MockServer",
+    "parse_directive_fields",
+    "serve_main",
+    "server_arguments",
+    "shell_command",
+    "sse",
+]
 
 log = logging.getLogger(__name__)
+
+_DIRECTIVE_RE = re.compile(r"\[mock:([^\]]*)\]")
+_SHELL_RE = re.compile(r"\[mock-shell\](.*?)\[/mock-shell\]", re.DOTALL)
+
+
+class DirectiveError(ValueError):
+    """A ``[mock:...]`` directive that cannot be understood (answered with HTTP 400)."""
+
+
+def parse_directive_fields(text: str, kinds: Mapping[str, type]) -> dict[str, Any]:
+    """Parse every ``[mock:key=value,...]`` directive in ``text`` into behaviour fields of
+    the types in ``kinds``, with the bounds both mocks share (``steps`` >= 1, ``fail`` 4xx/5xx).
+
+    A bare key (``[mock:drop]``) means true. Unknown keys or bad values raise DirectiveError so
+    a typo fails loudly instead of being ignored.
+    """
+    fields: dict[str, Any] = {}
+    for match in _DIRECTIVE_RE.finditer(text):
+        for part in match.group(1).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            key, sep, raw = part.partition("=")
+            key, raw = key.strip(), raw.strip()
+            kind = kinds.get(key)
+            if kind is None:
+                raise DirectiveError(f"unknown mock directive {key!r}")
+            try:
+                if kind is bool:
+                    value: Any = (not sep) or raw.lower() in ("1", "true", "yes", "on")
+                else:
+                    value = kind(raw)
+            except ValueError as exc:
+                raise DirectiveError(f"bad value for mock directive {key!r}: {raw!r}") from exc
+            fields[key] = value
+    if fields.get("steps", 1) < 1:
+        raise DirectiveError("mock directive 'steps' must be >= 1")
+    if not 400 <= fields.get("fail", 400) <= 599:
+        raise DirectiveError("mock directive 'fail' must be an HTTP error status (400-599)")
+    return fields
+
+
+def shell_command(prompt: str) -> str | None:
+    """The command of a ``[mock-shell]...[/mock-shell]`` block in a prompt, if any."""
+    match = _SHELL_RE.search(prompt)
+    return match.group(1) if match else None
+
+
+def sse(event: dict[str, Any]) -> bytes:
+    """One server-sent event named after the event's ``type``."""
+    return f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
+
 
 BehaviourT = TypeVar("BehaviourT", bound="DataclassInstance")  # a frozen dataclass
 RequestT = TypeVar("RequestT")
@@ -189,6 +257,11 @@ class MockServer(Generic[BehaviourT, RequestT]):
             raise RuntimeError("mock server not started")
         return int(self._httpd.server_address[1])
 
+    @property
+    def base_url(self) -> str:
+        """What a CLI is pointed at (the API's base URL)."""
+        raise NotImplementedError
+
     # -- behaviour --------------------------------------------------------------------------
 
     def set_behaviour(self, **fields: Any) -> BehaviourT:
@@ -259,3 +332,30 @@ class MockServer(Generic[BehaviourT, RequestT]):
     def wait_stopping(self, timeout: float) -> bool:
         """Sleep up to ``timeout``; True when the time passed without a stop."""
         return not self._stopping.wait(timeout)
+
+
+def serve_main(server: MockServer[Any, Any]) -> int:
+    """Serve until SIGINT/SIGTERM; the first stdout line is the base URL."""
+
+    def _exit(signum: int, frame: Any) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, _exit)
+    signal.signal(signal.SIGINT, _exit)
+    server.start()
+    try:
+        print(server.base_url, flush=True)
+        threading.Event().wait()
+    except (SystemExit, KeyboardInterrupt):
+        pass
+    finally:
+        server.stop()
+    return 0
+
+
+def server_arguments(argv: list[str] | None, description: str | None) -> argparse.Namespace:
+    """``--host`` and ``--port`` of a mock's command line."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    return parser.parse_args(argv)
