@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Annotated, Any
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
 
-from pydantic import AfterValidator, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints, ValidationError
+
+from llmgw_jupyter.errors import InvalidInputError, input_error_from_validation
 
 __all__ = [
     "MAX_JSON_DEPTH",
@@ -28,6 +32,8 @@ __all__ = [
     "WorkingDir",
     "json_depth",
     "no_nul",
+    "parse_args",
+    "resolve_paths",
 ]
 
 MAX_PROMPT_CHARS = 100_000
@@ -112,3 +118,28 @@ IdempotencyKey = Annotated[
         description="Repeat a submission safely: the same key returns the existing job.",
     ),
 ]
+
+
+ArgsModel = TypeVar("ArgsModel", bound=BaseModel)
+
+
+def parse_args(model: type[ArgsModel], args: Mapping[str, Any]) -> ArgsModel:
+    """``args`` checked against ``model``: one error naming every bad field and its rule."""
+    try:
+        return model.model_validate(args)
+    except ValidationError as error:
+        raise input_error_from_validation(error) from None
+
+
+def resolve_paths(values: dict[str, Any]) -> dict[str, Any]:
+    """``working_dir`` (which must be a directory) and any ``add_dirs`` made absolute, so a job
+    means the same directories whatever directory it starts in."""
+    working_dir = values.get("working_dir")
+    if working_dir is not None:
+        resolved = Path(working_dir).expanduser()
+        if not resolved.is_dir():
+            raise InvalidInputError("working_dir", f"{working_dir} is not a directory")
+        values["working_dir"] = str(resolved.resolve())
+    if "add_dirs" in values:
+        values["add_dirs"] = [str(Path(d).expanduser().resolve()) for d in values["add_dirs"]]
+    return values

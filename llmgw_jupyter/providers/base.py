@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,7 +12,7 @@ from typing import Annotated, Any, Protocol
 
 from pydantic import AfterValidator, BaseModel
 
-from llmgw_jupyter.errors import ErrorCategory
+from llmgw_jupyter.errors import ErrorCategory, ExecutableNotFoundError
 from llmgw_jupyter.records import Usage
 
 __all__ = [
@@ -25,6 +27,10 @@ __all__ = [
     "SessionId",
     "StreamParser",
     "ToolSpec",
+    "clip_event",
+    "clip_text",
+    "find_cli",
+    "install_root",
 ]
 
 _SESSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -177,3 +183,70 @@ class ProviderClass(Protocol):
     def from_settings(self, settings: ProviderSettings) -> Provider:
         """Raise ProviderConfigError naming the setting when the settings are wrong."""
         ...
+
+
+# -- helpers every CLI module uses -------------------------------------------------------------
+
+EVENT_STRING_CHARS = 4_000  # longest string kept in a stored event
+
+
+def find_cli(
+    explicit: str | None,
+    *,
+    env_var: str,
+    command: str,
+    label: str,
+    setting: str,
+    install_hint: str,
+    install_noun: str = "it",
+) -> str:
+    """Configuration, then ``$<env_var>``, then ``PATH``; a clear error otherwise.
+
+    ``label`` names the CLI ("Codex CLI"), ``setting`` the configuration that points at it and
+    ``install_hint`` how to install it: the errors say what to fix.
+    """
+    for candidate, origin in ((explicit, "configuration"), (os.environ.get(env_var), env_var)):
+        if candidate:
+            resolved = shutil.which(candidate) or (
+                candidate if os.access(candidate, os.X_OK) else None
+            )
+            if resolved is None:
+                raise ExecutableNotFoundError(
+                    f"{label} not found at {candidate!r} (from {origin}): no such executable "
+                    f"file; fix that setting, or install {install_noun} with {install_hint}"
+                )
+            return resolved
+    found = shutil.which(command)
+    if found:
+        return found
+    raise ExecutableNotFoundError(
+        f"{label} not found: set {setting} or the {env_var} environment variable, or install "
+        f"it with {install_hint}"
+    )
+
+
+def install_root(executable: str) -> str:
+    """What must be visible to run an npm-installed CLI: its ``node_modules`` (launcher, native
+    binary in a platform package, bundled helpers), or the directory of a standalone binary."""
+    real = Path(os.path.realpath(executable))
+    for parent in real.parents:
+        if parent.name == "node_modules":
+            return str(parent)
+    return str(real.parent)
+
+
+def clip_text(text: str, limit: int) -> str:
+    """One line of at most ``limit`` characters (an event's summary)."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def clip_event(value: Any, limit: int = EVENT_STRING_CHARS) -> Any:
+    """Keep stored events small; the raw line stays whole in the job's stdout file."""
+    if isinstance(value, str):
+        return value if len(value) <= limit else value[:limit] + f"… [{len(value) - limit} more]"
+    if isinstance(value, dict):
+        return {k: clip_event(v, limit) for k, v in value.items()}
+    if isinstance(value, list):
+        return [clip_event(v, limit) for v in value[:200]]
+    return value

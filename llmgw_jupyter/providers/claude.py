@@ -27,7 +27,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import stat
 import tempfile
 import uuid
@@ -45,8 +44,6 @@ from pydantic import (
 
 from llmgw_jupyter.errors import (
     ErrorCategory,
-    ExecutableNotFoundError,
-    InvalidInputError,
     input_error_from_validation,
 )
 from llmgw_jupyter.providers.args import (
@@ -56,6 +53,8 @@ from llmgw_jupyter.providers.args import (
     Prompt,
     TimeoutSeconds,
     WorkingDir,
+    parse_args,
+    resolve_paths,
 )
 from llmgw_jupyter.providers.base import (
     Command,
@@ -66,6 +65,10 @@ from llmgw_jupyter.providers.base import (
     ProviderSettings,
     ToolSpec,
     Verdict,
+    clip_event,
+    clip_text,
+    find_cli,
+    install_root,
 )
 from llmgw_jupyter.records import Usage
 
@@ -86,7 +89,6 @@ __all__ = [
 CLAUDE_PATH_ENV = "LLMGW_CLAUDE_PATH"
 CLAUDE_NPM_PACKAGE = "@anthropic-ai/claude-code@2.1.328"
 SUMMARY_CHARS = 300
-EVENT_STRING_CHARS = 4_000
 MAX_TOOL_PATTERNS = 32
 # The caller's Claude config dir inside the isolation boundary (outside the per-job /tmp).
 INSIDE_CONFIG_DIR = "/llmgw/claude-config"
@@ -232,26 +234,13 @@ _INSTALL_HINT = (
 
 def find_claude(explicit: str | None = None) -> str:
     """Configuration, then ``$LLMGW_CLAUDE_PATH``, then ``PATH``; a clear error otherwise."""
-    for candidate, origin in (
-        (explicit, "configuration"),
-        (os.environ.get(CLAUDE_PATH_ENV), CLAUDE_PATH_ENV),
-    ):
-        if candidate:
-            resolved = shutil.which(candidate) or (
-                candidate if os.access(candidate, os.X_OK) else None
-            )
-            if resolved is None:
-                raise ExecutableNotFoundError(
-                    f"Claude Code CLI not found at {candidate!r} (from {origin}): no such "
-                    f"executable file; fix that setting, or install it with {_INSTALL_HINT}"
-                )
-            return resolved
-    found = shutil.which("claude")
-    if found:
-        return found
-    raise ExecutableNotFoundError(
-        "Claude Code CLI not found: set the claude provider's 'path' or the LLMGW_CLAUDE_PATH "
-        f"environment variable, or install it with {_INSTALL_HINT}"
+    return find_cli(
+        explicit,
+        env_var=CLAUDE_PATH_ENV,
+        command="claude",
+        label="Claude Code CLI",
+        setting="the claude provider's 'path'",
+        install_hint=_INSTALL_HINT,
     )
 
 
@@ -316,19 +305,8 @@ class ClaudeProvider:
         self.executable()
 
     def validate(self, kind: str, args: dict[str, Any]) -> dict[str, Any]:
-        model = ClaudeArgs if kind == "exec" else ClaudeResumeArgs
-        try:
-            parsed = model.model_validate(args)
-        except ValidationError as error:
-            raise input_error_from_validation(error) from None
-        values = parsed.model_dump(exclude_none=True, exclude_defaults=False)
-        if parsed.working_dir is not None:
-            resolved = Path(parsed.working_dir).expanduser()
-            if not resolved.is_dir():
-                raise InvalidInputError("working_dir", f"{parsed.working_dir} is not a directory")
-            values["working_dir"] = str(resolved.resolve())
-        values["add_dirs"] = [str(Path(d).expanduser().resolve()) for d in parsed.add_dirs]
-        return values
+        parsed = parse_args(ClaudeArgs if kind == "exec" else ClaudeResumeArgs, args)
+        return resolve_paths(parsed.model_dump(exclude_none=True, exclude_defaults=False))
 
     def protected_paths(self) -> list[str]:
         """The owner's own Claude state (``~/.claude``, ``~/.claude.json``, or the server's
@@ -377,7 +355,7 @@ class ClaudeProvider:
             "--strict-mcp-config",
             "--",
         ]
-        mounts = Mounts(writable=list(add_dirs), read_only=[_install_root(executable)])
+        mounts = Mounts(writable=list(add_dirs), read_only=[install_root(executable)])
         config_dir = self._config_dir_for(context)
         inside_config = INSIDE_CONFIG_DIR if context.isolated else str(config_dir)
         has_key = _write_key(config_dir / KEY_FILE, os.environ.get(KEY_ENV))
@@ -434,16 +412,6 @@ def _short_tmpdir(state_dir: Path) -> Path:
     """A private temp dir per caller with a short path: the CLI makes a Unix socket in it."""
     digest = hashlib.sha256(str(state_dir).encode()).hexdigest()[:16]
     return _private_dir(Path(tempfile.gettempdir()) / f"llmgw-claude-{os.getuid()}-{digest}")
-
-
-def _install_root(executable: str) -> str:
-    """What must be visible to run Claude: its npm ``node_modules`` (the native binary lives in
-    a platform package beside the launcher), or the directory of a standalone binary."""
-    real = Path(os.path.realpath(executable))
-    for parent in real.parents:
-        if parent.name == "node_modules":
-            return str(parent)
-    return str(real.parent)
 
 
 def write_private(path: Path, text: str) -> None:
@@ -515,7 +483,9 @@ class ClaudeStreamParser:
         name = f"{kind}.{subtype}" if isinstance(subtype, str) and subtype else kind
         summary = self._apply(kind, event)
         return [
-            ParsedEvent(type=name, summary=_clip_text(summary, SUMMARY_CHARS), data=_clip(event))
+            ParsedEvent(
+                type=name, summary=clip_text(summary, SUMMARY_CHARS), data=clip_event(event)
+            )
         ]
 
     def _apply(self, kind: str, event: dict[str, Any]) -> str:
@@ -693,19 +663,3 @@ _AUTH_RE = re.compile(
 
 def _looks_like_auth(message: str) -> bool:
     return bool(_AUTH_RE.search(message))
-
-
-def _clip_text(text: str, limit: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _clip(value: Any, limit: int = EVENT_STRING_CHARS) -> Any:
-    """Keep stored events small; the raw line stays whole in the job's stdout file."""
-    if isinstance(value, str):
-        return value if len(value) <= limit else value[:limit] + f"… [{len(value) - limit} more]"
-    if isinstance(value, dict):
-        return {k: _clip(v, limit) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_clip(v, limit) for v in value[:200]]
-    return value

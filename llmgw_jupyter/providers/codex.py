@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,15 +18,12 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
 )
 
 from llmgw_jupyter.errors import (
     ErrorCategory,
-    ExecutableNotFoundError,
     InvalidInputError,
-    input_error_from_validation,
 )
 
 # MAX_PROMPT_CHARS is re-exported: tests and callers name it here.
@@ -41,6 +37,8 @@ from llmgw_jupyter.providers.args import (
     TimeoutSeconds,
     WorkingDir,
     no_nul,
+    parse_args,
+    resolve_paths,
 )
 from llmgw_jupyter.providers.base import (
     Command,
@@ -52,13 +50,16 @@ from llmgw_jupyter.providers.base import (
     SessionId,
     ToolSpec,
     Verdict,
+    clip_event,
+    clip_text,
+    find_cli,
+    install_root,
 )
 from llmgw_jupyter.records import Usage
 
 CODEX_PATH_ENV = "LLMGW_CODEX_PATH"
 CODEX_NPM_PACKAGE = "@openai/codex@0.169.0"
 SUMMARY_CHARS = 300
-EVENT_STRING_CHARS = 4_000
 
 SandboxMode = Literal["read-only", "workspace-write", "danger-full-access"]
 ConfigScalar = str | int | float | bool
@@ -164,26 +165,14 @@ _INSTALL_HINT = (
 
 def find_codex(explicit: str | None = None) -> str:
     """Configuration, then ``$LLMGW_CODEX_PATH``, then ``PATH``; a clear error otherwise."""
-    for candidate, origin in (
-        (explicit, "configuration"),
-        (os.environ.get(CODEX_PATH_ENV), CODEX_PATH_ENV),
-    ):
-        if candidate:
-            resolved = shutil.which(candidate) or (
-                candidate if os.access(candidate, os.X_OK) else None
-            )
-            if resolved is None:
-                raise ExecutableNotFoundError(
-                    f"Codex CLI not found at {candidate!r} (from {origin}): no such executable "
-                    f"file; fix that setting, or install Codex with {_INSTALL_HINT}"
-                )
-            return resolved
-    found = shutil.which("codex")
-    if found:
-        return found
-    raise ExecutableNotFoundError(
-        "Codex CLI not found: set c.LLMGatewayApp.codex_path or the LLMGW_CODEX_PATH environment "
-        f"variable, or install it with {_INSTALL_HINT}"
+    return find_cli(
+        explicit,
+        env_var=CODEX_PATH_ENV,
+        command="codex",
+        label="Codex CLI",
+        setting="c.LLMGatewayApp.codex_path",
+        install_hint=_INSTALL_HINT,
+        install_noun="Codex",
     )
 
 
@@ -250,20 +239,9 @@ class CodexProvider:
         self.executable()
 
     def validate(self, kind: str, args: dict[str, Any]) -> dict[str, Any]:
-        model = CodexArgs if kind == "exec" else CodexResumeArgs
-        try:
-            parsed = model.model_validate(args)
-        except ValidationError as error:
-            raise input_error_from_validation(error) from None
+        parsed = parse_args(CodexArgs if kind == "exec" else CodexResumeArgs, args)
         check_config_keys(parsed.config_overrides, self.allowed_config_keys)
-        values = parsed.model_dump(exclude_none=True, exclude_defaults=False)
-        if parsed.working_dir is not None:
-            resolved = Path(parsed.working_dir).expanduser()
-            if not resolved.is_dir():
-                raise InvalidInputError("working_dir", f"{parsed.working_dir} is not a directory")
-            values["working_dir"] = str(resolved.resolve())
-        values["add_dirs"] = [str(Path(d).expanduser().resolve()) for d in parsed.add_dirs]
-        return values
+        return resolve_paths(parsed.model_dump(exclude_none=True, exclude_defaults=False))
 
     def protected_paths(self) -> list[str]:
         return [str(self.base_home())]
@@ -302,7 +280,7 @@ class CodexProvider:
             argv += ["-c", f"sandbox_workspace_write.writable_roots={_toml_value(add_dirs)}"]
         for setting in GATEWAY_CONFIG:
             argv += ["-c", setting]
-        mounts = Mounts(writable=list(add_dirs), read_only=[_install_root(executable)])
+        mounts = Mounts(writable=list(add_dirs), read_only=[install_root(executable)])
         env = dict(self.env)
         if args.get("output_schema") is not None:
             schema_file = job_dir / "output_schema.json"
@@ -398,16 +376,6 @@ def read_codex_config(home: Path) -> dict[str, Any]:
     return config if isinstance(config, dict) else {}
 
 
-def _install_root(executable: str) -> str:
-    """What must be visible to run Codex: its npm ``node_modules`` (launcher, native binary,
-    bundled helpers), or the directory of a standalone binary."""
-    real = Path(os.path.realpath(executable))
-    for parent in real.parents:
-        if parent.name == "node_modules":
-            return str(parent)
-    return str(real.parent)
-
-
 def _api_key_of(auth_file: Path) -> str | None:
     try:
         data = json.loads(auth_file.read_text(encoding="utf-8"))
@@ -449,7 +417,9 @@ class CodexStreamParser:
         kind: str = event["type"]
         summary = self._apply(kind, event)
         return [
-            ParsedEvent(type=kind, summary=_clip_text(summary, SUMMARY_CHARS), data=_clip(event))
+            ParsedEvent(
+                type=kind, summary=clip_text(summary, SUMMARY_CHARS), data=clip_event(event)
+            )
         ]
 
     def _apply(self, kind: str, event: dict[str, Any]) -> str:
@@ -546,22 +516,6 @@ def _item_summary(kind: str, item: dict[str, Any]) -> str:
     if item_type == "error":
         return f"error: {item.get('message') or ''}"
     return f"{item_type} {verb}"
-
-
-def _clip_text(text: str, limit: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _clip(value: Any, limit: int = EVENT_STRING_CHARS) -> Any:
-    """Keep stored events small; the raw line stays whole in the job's stdout file."""
-    if isinstance(value, str):
-        return value if len(value) <= limit else value[:limit] + f"… [{len(value) - limit} more]"
-    if isinstance(value, dict):
-        return {k: _clip(v, limit) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_clip(v, limit) for v in value[:200]]
-    return value
 
 
 def codex_has_credentials(env: dict[str, str] | None = None) -> bool:

@@ -28,19 +28,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from llmgw_jupyter.errors import (
     ErrorCategory,
     ExecutableNotFoundError,
-    InvalidInputError,
-    input_error_from_validation,
 )
 from llmgw_jupyter.providers.args import (
     MAX_PROMPT_CHARS,
     IdempotencyKey,
     ModelSlug,
     TimeoutSeconds,
+    parse_args,
+    resolve_paths,
 )
 from llmgw_jupyter.providers.base import (
     Command,
@@ -134,18 +134,8 @@ class FakeProvider:
             raise ExecutableNotFoundError(f"fake CLI not found at {self.script!r}")
 
     def validate(self, kind: str, args: dict[str, Any]) -> dict[str, Any]:
-        model = FakeArgs if kind == "exec" else FakeResumeArgs
-        try:
-            parsed = model.model_validate(args)
-        except ValidationError as error:
-            raise input_error_from_validation(error) from None
-        values = parsed.model_dump(exclude_none=True)
-        if parsed.working_dir is not None:
-            directory = Path(parsed.working_dir).expanduser()
-            if not directory.is_dir():
-                raise InvalidInputError("working_dir", f"{parsed.working_dir} is not a directory")
-            values["working_dir"] = str(directory.resolve())
-        return values
+        parsed = parse_args(FakeArgs if kind == "exec" else FakeResumeArgs, args)
+        return resolve_paths(parsed.model_dump(exclude_none=True))
 
     def protected_paths(self) -> list[str]:
         return [self.home] if self.home else []
