@@ -10,12 +10,14 @@ filesystem, as the notebook directory is on a JupyterHub next to a KubeRay clust
 
 Progress comes from ``tail_job_logs`` (not the driver log file on the head's disk: it is the
 one way that also works when the head is another machine; it lags 1-3 s, which an agent job of
-minutes does not notice). Ray prefixes the log with its own lines, up to and including
-``Running entrypoint for job <id>: <entrypoint>``; everything before the end of that line is
-dropped. The stream always starts at byte 0, so a run followed again after a restart skips what
-the job's stdout file already holds. ``wait`` comes from the job status and
-``driver_exit_code``; ``stop`` is ``stop_job`` (Ray signals the whole tree). The submission id is
-our job id, and ``ray.json`` in the job dir says the run is on Ray (``reattach``).
+minutes does not notice). Ray's own lines are dropped: everything before a start line the
+entrypoint prints (with a per-job nonce), and Ray's ``Running entrypoint for job <id>: ...``
+line, which Ray appends from another file handle after starting the entrypoint, so that it can
+land after the CLI's first output. The stream always starts at byte 0, so a run followed again
+after a restart skips what the job's stdout file already holds; only whole lines reach that
+file. ``wait`` comes from the job status and ``driver_exit_code``; ``stop`` is ``stop_job`` (Ray
+signals the whole tree). The submission id is our job id, and ``ray.json`` in the job dir says
+the run is on Ray (``reattach``).
 
 Ray is an optional extra (``pip install llmgw-jupyter[ray]``): it is imported on first use.
 Isolation is the worker's business here, not ours: an isolated request (a grant's job, or the
@@ -30,6 +32,7 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import shlex
 import signal
 from collections.abc import AsyncIterator, Mapping
@@ -52,6 +55,9 @@ FILE_POLL_SECONDS = 0.1
 LOG_DRAIN_SECONDS = 30.0  # after the end: Ray's log tail lags a few seconds behind
 MAX_HEADER_BYTES = 256 * 1024  # Ray's lines before the CLI's output, bounded
 TAIL_RETRIES = 5
+MAX_PARTIAL_BYTES = 1024 * 1024  # a line longer than this is handed on unfinished
+START_MARK = "llmgw-ray-start"
+_NONCE = re.compile(r"^[0-9a-f]{8,64}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _DETACHED = object()
 
@@ -65,15 +71,29 @@ def ray_unavailable_reason() -> str | None:
     return None
 
 
+def start_line(nonce: str) -> str:
+    """The line the entrypoint prints before the CLI starts (never literally in the entrypoint,
+    which Ray echoes into the same log)."""
+    return f"{START_MARK}-{nonce}\n"
+
+
 def entrypoint_for(
-    request: LaunchRequest, *, env_file: Path, prompt_file: Path | None, stderr_file: Path
+    request: LaunchRequest,
+    *,
+    nonce: str,
+    env_file: Path,
+    prompt_file: Path | None,
+    stderr_file: Path,
 ) -> str:
     """The shell line Ray runs: every part quoted, nothing of the job's environment in it."""
     cwd = request.cwd or str(request.job_dir)
     stdin = shlex.quote(str(prompt_file)) if prompt_file is not None else "/dev/null"
     run = " ".join(shlex.quote(part) for part in request.argv)
+    if not _NONCE.match(nonce):
+        raise ValueError("nonce must be hex")
     return (
-        f"exec 2>>{shlex.quote(str(stderr_file))} && cd {shlex.quote(cwd)} && "
+        f"exec 2>>{shlex.quote(str(stderr_file))} && printf '%s-%s\\n' {START_MARK} {nonce} && "
+        f"cd {shlex.quote(cwd)} && "
         f'exec /usr/bin/env -i /bin/sh -c \'. "$1" && shift && exec "$@"\' sh '
         f"{shlex.quote(str(env_file))} {run} <{stdin}"
     )
@@ -111,6 +131,9 @@ class _LogStream:
         self._queue: asyncio.Queue[object] = asyncio.Queue()
         self._pending = b""
         self._task: asyncio.Task[None] | None = None
+        self._taken = 0  # body bytes after ``skip`` seen so far (queued, or in ``_partial``)
+        self._partial = b""  # only whole lines are queued
+        self._finishing = False
 
     def start(self) -> None:
         if self._task is None:
@@ -135,42 +158,89 @@ class _LogStream:
 
     async def _follow(self) -> None:
         """Tail Ray's log (again from byte 0 after a dropped connection), body bytes only."""
-        delivered = 0
         try:
             for attempt in range(TAIL_RETRIES):
                 try:
-                    async for body in self._body(self.execution.tail()):
-                        start = max(0, self.skip + delivered - body[0])
-                        data = body[1][start:]
-                        if data:
-                            delivered += len(data)
-                            self._queue.put_nowait(data)
+                    async for offset, chunk in self._body(self.execution.tail()):
+                        self._take(offset, chunk)
                     return
                 except (RuntimeError, OSError):
                     if attempt == TAIL_RETRIES - 1 or await self.execution.is_terminal():
                         return
                     await asyncio.sleep(1.0)
         finally:
-            self._queue.put_nowait(None)
+            if not self._finishing:
+                self._end()
+
+    def _take(self, offset: int, chunk: bytes) -> None:
+        """Queue the whole lines of what was not taken yet (a restart never resumes mid-line)."""
+        data = chunk[max(0, self.skip + self._taken - offset) :]
+        self._taken += len(data)
+        self._partial += data
+        cut = self._partial.rfind(b"\n") + 1
+        if len(self._partial) > MAX_PARTIAL_BYTES:
+            cut = len(self._partial)
+        if cut:
+            self._queue.put_nowait(self._partial[:cut])
+            self._partial = self._partial[cut:]
+
+    def _end(self) -> None:
+        if self._partial:  # the run ended without a last newline
+            self._queue.put_nowait(self._partial)
+            self._partial = b""
+        self._queue.put_nowait(None)
+
+    async def finish(self) -> None:
+        """The job ended: the rest of its log in one call (Ray closes a tail seconds later)."""
+        if self._finishing or self.drained.is_set():
+            return
+        self._finishing = True
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        try:
+            text = await self.execution.executor.call("get_job_logs", self.execution.submission_id)
+
+            async def whole() -> AsyncIterator[str]:
+                yield str(text)
+
+            async for offset, chunk in self._body(whole()):
+                self._take(offset, chunk)
+        except Exception:  # Ray unreachable: what the tail delivered is all there is
+            pass
+        finally:
+            self._end()
 
     async def _body(self, chunks: AsyncIterator[str]) -> AsyncIterator[tuple[int, bytes]]:
-        """(offset in the body, bytes) for each chunk after Ray's header."""
-        marker = self.execution.header_end.encode()
-        head = b""
-        offset: int | None = None
+        """(offset in the body, bytes) for each chunk of the CLI's output: everything up to our
+        start line is Ray's, and Ray's ``Running entrypoint ...`` line, which Ray appends from
+        another file handle and so can land after the CLI's first output, is cut out once."""
+        start = self.execution.start_line.encode()
+        header = self.execution.header_line.encode()
+        buffer = b""
+        started = header_cut = False
+        offset = 0
         async for text in chunks:
-            data = text.encode("utf-8", "surrogateescape")
-            if offset is None:
-                head += data
-                found = head.find(marker)
+            buffer += text.encode("utf-8", "surrogateescape")
+            if not started:
+                found = buffer.find(start)
                 if found < 0:
-                    if len(head) > MAX_HEADER_BYTES + len(marker):
-                        raise RuntimeError("Ray's log never started the entrypoint")
+                    if len(buffer) > MAX_HEADER_BYTES + len(header):
+                        raise RuntimeError("Ray's log never started the CLI")
                     continue
-                data, offset = head[found + len(marker) :], 0
+                started, header_cut = True, header in buffer[:found]
+                buffer = buffer[found + len(start) :]
+            if not header_cut and (found := buffer.find(header)) >= 0:
+                buffer, header_cut = buffer[:found] + buffer[found + len(header) :], True
+            # Until Ray's line came, hold back what could be its beginning.
+            keep = 0 if header_cut else min(len(buffer), len(header) - 1)
+            data, buffer = buffer[: len(buffer) - keep], buffer[len(buffer) - keep :]
             if data:
                 yield offset, data
                 offset += len(data)
+        if started and buffer:
+            yield offset, buffer
 
     def detach(self) -> None:
         if self._task is not None:
@@ -218,6 +288,7 @@ class RayExecution:
         job_dir: Path,
         submission_id: str,
         entrypoint: str,
+        nonce: str,
         argv: list[str],
         offsets: Mapping[str, int] | None = None,
     ) -> None:
@@ -226,7 +297,8 @@ class RayExecution:
         self.submission_id = submission_id
         self.argv = argv
         self.ref = ExecutionRef(None, None, submission_id)
-        self.header_end = f"Running entrypoint for job {submission_id}: {entrypoint}\n"
+        self.header_line = f"Running entrypoint for job {submission_id}: {entrypoint}\n"
+        self.start_line = start_line(nonce)
         self.ended = asyncio.Event()
         self.status: str | None = None
         self.detached = False
@@ -246,7 +318,10 @@ class RayExecution:
         return self.executor.tail(self.submission_id)
 
     async def is_terminal(self) -> bool:
-        return await self._poll_once() in TERMINAL
+        try:
+            return await self._poll_once() in TERMINAL
+        except Exception:  # Ray unreachable: not known to have ended
+            return False
 
     async def _poll_once(self) -> str:
         status = str(await self.executor.call("get_job_status", self.submission_id))
@@ -274,6 +349,7 @@ class RayExecution:
             self._poller = asyncio.ensure_future(self._poll())
         await asyncio.shield(self._poller)
         with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stdout.finish(), LOG_DRAIN_SECONDS)
             await asyncio.wait_for(self._stdout.drained.wait(), LOG_DRAIN_SECONDS)
         info = None
         with contextlib.suppress(Exception):
@@ -364,13 +440,16 @@ class RayExecutor:
         stderr_file = job_dir / STREAM_FILES["stderr"]
         write_private(stderr_file, b"")
         write_private(job_dir / STREAM_FILES["stdout"], b"")
+        nonce = secrets.token_hex(8)
         entrypoint = entrypoint_for(
-            request, env_file=env_file, prompt_file=prompt_file, stderr_file=stderr_file
+            request,
+            nonce=nonce,
+            env_file=env_file,
+            prompt_file=prompt_file,
+            stderr_file=stderr_file,
         )
-        write_private(
-            job_dir / RAY_FILE,
-            json.dumps({"submission_id": request.job_id, "entrypoint": entrypoint}).encode(),
-        )
+        ray_info = {"submission_id": request.job_id, "entrypoint": entrypoint, "nonce": nonce}
+        write_private(job_dir / RAY_FILE, json.dumps(ray_info).encode())
         runtime_env = dict(self.config.ray_runtime_env or {})
         try:
             await self.call(
@@ -390,6 +469,7 @@ class RayExecutor:
             job_dir=job_dir,
             submission_id=request.job_id,
             entrypoint=entrypoint,
+            nonce=nonce,
             argv=["ray-job", request.job_id, *request.argv],
         )
         self._live.add(execution)
@@ -421,6 +501,7 @@ class RayExecutor:
             job_dir=job_dir,
             submission_id=info["submission_id"],
             entrypoint=str(info.get("entrypoint", "")),
+            nonce=str(info.get("nonce", "")),
             argv=[],
             offsets=offsets,
         )

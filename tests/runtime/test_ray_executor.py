@@ -20,7 +20,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from llmgw_jupyter.runtime import Runtime
 from llmgw_jupyter.runtime.config import RuntimeConfig
 from llmgw_jupyter.runtime.executor import LaunchRequest
 from llmgw_jupyter.runtime.ray_executor import (
+    RayExecution,
     RayExecutor,
     entrypoint_for,
     env_script,
@@ -189,6 +190,7 @@ def test_the_entrypoint_quotes_every_argument_and_holds_no_environment(tmp_path:
     request = _request(tmp_path)
     line = entrypoint_for(
         request,
+        nonce="0123abcd",
         env_file=tmp_path / "env.sh",
         prompt_file=tmp_path / "prompt",
         stderr_file=tmp_path / "stderr.log",
@@ -203,6 +205,38 @@ def test_the_entrypoint_quotes_every_argument_and_holds_no_environment(tmp_path:
         ["/bin/sh", "-c", f'{script} printf %s "$SECRET"'], capture_output=True, check=True
     )
     assert out.stdout == b"s3cr$t 'x'"
+
+
+async def test_rays_lines_are_dropped_wherever_ray_wrote_them(tmp_path: Path) -> None:
+    """Ray appends its "Running entrypoint" line after starting the entrypoint: it can land
+    before the start line, after the CLI's first output, or inside a line the CLI is writing."""
+    executor = RayExecutor(RuntimeConfig(executor="ray", ray_address="http://127.0.0.1:9"))
+    execution = RayExecution(
+        executor,
+        job_dir=tmp_path,
+        submission_id="j1",
+        entrypoint="the entrypoint",
+        nonce="0123abcd",
+        argv=[],
+    )
+    header = "Running entrypoint for job j1: the entrypoint\n"
+    setup = "2026-12-02 INFO job_manager.py -- Runtime env is setting up.\n"
+    start = "llmgw-ray-start-0123abcd\n"
+    body = '{"a": 1}\n{"b": 2}\nno newline at the end'
+    for log in (
+        setup + header + start + body,
+        setup + start + '{"a": 1}\n' + header + '{"b": 2}\nno newline at the end',
+        setup + start + '{"a"' + header + ': 1}\n{"b": 2}\nno newline at the end',
+    ):
+        for size in (1, 7, len(log)):
+            chunks = [log[i : i + size] for i in range(0, len(log), size)]
+
+            async def tail(chunks: list[str] = chunks) -> AsyncIterator[str]:
+                for chunk in chunks:
+                    yield chunk
+
+            got = [data async for _, data in execution._stdout._body(tail())]
+            assert b"".join(got).decode() == body, (log, size)
 
 
 def test_a_bad_variable_name_is_refused(tmp_path: Path) -> None:
