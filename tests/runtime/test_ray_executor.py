@@ -1,8 +1,10 @@
 """The Ray executor against a real local Ray head (one per test session, loopback only, token auth).
 
-Skipped only when the ``ray`` extra is not installed. The head is owned by a subprocess calling
-``ray.init(address="local", ...)``: SIGTERM to it shuts down this head alone (``ray stop`` would
-stop every Ray process on the machine)."""
+Skipped only when the ``ray`` extra is not installed. The head is ``ray start --head --block``
+with every port chosen here (``ray.init(address="local")`` cannot set the dashboard agent's
+ports, and a second head on the machine, e.g. another test run, then leaves this one with "No
+available agent"); SIGTERM to that command shuts down this head alone (``ray stop`` would stop
+every Ray process on the machine)."""
 
 from __future__ import annotations
 
@@ -43,15 +45,16 @@ from llmgw_jupyter.runtime.ray_executor import (
 from llmgw_jupyter.testing.fake_provider import FakeProvider
 
 HEAD_START_SECONDS = 60.0
-HEAD_OWNER = """
-import signal, sys, ray
-port, temp_dir = int(sys.argv[1]), sys.argv[2]
-signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-ray.init(address="local", num_cpus=2, object_store_memory=100_000_000, include_dashboard=True,
-         dashboard_host="127.0.0.1", dashboard_port=port, _temp_dir=temp_dir, log_to_driver=False)
-signal.sigwait({signal.SIGTERM})
-ray.shutdown()
-"""
+PORT_OPTIONS = (
+    "--port",
+    "--dashboard-port",
+    "--ray-client-server-port",
+    "--dashboard-agent-listen-port",
+    "--runtime-env-agent-port",
+    "--metrics-export-port",
+    "--node-manager-port",
+    "--object-manager-port",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,10 +63,46 @@ class RayHead:
     token_path: Path
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _head_command(temp_dir: Path) -> tuple[list[str], int]:
+    """``ray start --head --block`` on loopback, bounded for 2 cores; and its dashboard port."""
+    ray = Path(sys.executable).parent / "ray"
+    ports = _free_ports(len(PORT_OPTIONS))
+    command = [str(ray if ray.exists() else shutil.which("ray") or "ray"), "start", "--head"]
+    command += ["--block", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1"]
+    command += [f"{option}={port}" for option, port in zip(PORT_OPTIONS, ports, strict=True)]
+    command += ["--num-cpus=2", "--num-gpus=0", "--object-store-memory=100000000"]
+    command += [f"--temp-dir={temp_dir}", "--disable-usage-stats", "--include-log-monitor=false"]
+    return command, ports[1]
+
+
+def _wait_for_agent(head: RayHead, deadline: float) -> None:
+    """The dashboard answers before its agent takes jobs: one trivial job proves both."""
+    from ray.job_submission import JobSubmissionClient
+
+    token = head.token_path.read_text()
+    client = JobSubmissionClient(head.address, headers={"Authorization": f"Bearer {token}"})
+    while True:
+        try:
+            job = client.submit_job(entrypoint="true", entrypoint_num_cpus=0)
+            break
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    while str(client.get_job_status(job)).rsplit(".", 1)[-1] not in ("SUCCEEDED", "FAILED"):
+        assert time.monotonic() < deadline, "the Ray head did not run a first job"
+        time.sleep(0.2)
 
 
 def _answers(url: str) -> bool:
@@ -85,7 +124,7 @@ def ray_head() -> Iterator[RayHead]:
     token_path = temp_dir / "token"
     token_path.write_text(secrets.token_hex(24))
     token_path.chmod(0o600)
-    port = _free_port()
+    command, port = _head_command(temp_dir / "t")
     env = {
         **os.environ,
         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # else Ray leaves loopback
@@ -94,7 +133,7 @@ def ray_head() -> Iterator[RayHead]:
         "RAY_AUTH_TOKEN_PATH": str(token_path),
     }
     owner = subprocess.Popen(
-        [sys.executable, "-c", HEAD_OWNER, str(port), str(temp_dir / "t")],
+        command,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=open(temp_dir / "owner.log", "wb"),  # noqa: SIM115 - the owner holds it
@@ -107,11 +146,13 @@ def ray_head() -> Iterator[RayHead]:
                 log = (temp_dir / "owner.log").read_text(errors="replace")[-2000:]
                 pytest.fail(f"the Ray head did not start: {log}")
             time.sleep(0.25)
-        yield RayHead(address, token_path)
+        head = RayHead(address, token_path)
+        _wait_for_agent(head, deadline)
+        yield head
     finally:
-        owner.send_signal(signal.SIGTERM)
+        owner.send_signal(signal.SIGTERM)  # it drains and stops the processes it started
         try:
-            owner.wait(30)
+            owner.wait(45)
         except subprocess.TimeoutExpired:
             owner.kill()
             owner.wait()
