@@ -31,7 +31,7 @@ from runtime_helpers import WAIT, RuntimeFactory, spec
 
 from llmgw_jupyter.errors import ErrorCategory, GatewayError
 from llmgw_jupyter.providers.base import Mounts
-from llmgw_jupyter.records import JobRecord, JobStatus
+from llmgw_jupyter.records import JobRecord, JobSpec, JobStatus
 from llmgw_jupyter.runtime import Runtime
 from llmgw_jupyter.runtime.config import RuntimeConfig
 from llmgw_jupyter.runtime.executor import LaunchRequest
@@ -43,6 +43,7 @@ from llmgw_jupyter.runtime.ray_executor import (
     ray_unavailable_reason,
 )
 from llmgw_jupyter.testing.fake_provider import FakeProvider
+from llmgw_jupyter.testing.mock_responses import MockResponsesServer
 
 HEAD_START_SECONDS = 60.0
 PORT_OPTIONS = (
@@ -332,3 +333,36 @@ async def test_a_restarted_runtime_follows_the_ray_job_to_its_end(on_ray: Runtim
     done = await second.wait_finished(job.id, WAIT)
     assert_complete(second, done, 25)
     assert done.final_message == "echo: long answer"
+
+
+async def test_a_codex_job_round_trip_against_the_mock_model(
+    runtime: RuntimeFactory,
+    ray_head: RayHead,
+    codex_path: str,
+    codex_home: Path,
+    mock_model: MockResponsesServer,
+    tmp_path: Path,
+) -> None:
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    rt = await runtime(
+        executor="ray",
+        ray_address=ray_head.address,
+        ray_auth_token_path=str(ray_head.token_path),
+        codex_path=codex_path,
+        codex_home=str(codex_home),
+    )
+    job = await rt.submit(
+        JobSpec(
+            "codex",
+            "codex_request_async",
+            "exec",
+            {"prompt": "say hello over ray", "working_dir": str(workdir)},
+        )
+    )
+    done = await rt.wait_finished(job.id, 2 * WAIT)
+    assert done.status is JobStatus.SUCCEEDED, done.error_message
+    assert done.final_message == "echo: say hello over ray"
+    assert done.session_id is not None and done.exit_code == 0
+    assert mock_model.requests[-1].last_user_text == "say hello over ray"
+    assert ray_status(rt, job.id) == "SUCCEEDED"
