@@ -50,7 +50,7 @@ from llmgw_jupyter.runtime.isolation import Boundary, protected_paths
 from llmgw_jupyter.runtime.launch import JOB_ENV_NAMES
 from llmgw_jupyter.runtime.local import LocalExecutor
 from llmgw_jupyter.runtime.notifier import ChangeSubscription, JobNotifier
-from llmgw_jupyter.runtime.ray_executor import RayExecutor
+from llmgw_jupyter.runtime.ray_executor import RayExecution, RayExecutor
 from llmgw_jupyter.runtime.scheduler import Scheduler
 from llmgw_jupyter.runtime.supervisor import JobSupervisor
 from llmgw_jupyter.store.db import Database
@@ -172,7 +172,7 @@ class Runtime:
                 functools.partial(
                     recovery.resume_detached, supervisor, record=found.record, execution=execution
                 )
-                if isinstance(execution, DetachedExecution)
+                if isinstance(execution, (DetachedExecution, RayExecution))
                 else functools.partial(supervisor.resume, record=found.record, execution=execution)
             )
             scheduler.adopt(found.record.id, found.record.provider, follow)

@@ -35,7 +35,7 @@ import re
 import secrets
 import shlex
 import signal
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -125,8 +125,10 @@ class _LogStream:
 
     def __init__(self, execution: RayExecution, skip: int) -> None:
         self.execution = execution
-        self.skip = skip  # body bytes already in the job's stdout file (a run followed again)
+        self.skip = skip  # body bytes the runtime already consumed (a run followed again)
         self.path = execution.job_dir / STREAM_FILES["stdout"]
+        self._file_size = skip  # body bytes already in the file: delivered again, not rewritten
+        self._delivered = skip  # body offset of the next byte ``read`` returns
         self.drained = asyncio.Event()
         self._queue: asyncio.Queue[object] = asyncio.Queue()
         self._pending = b""
@@ -152,8 +154,12 @@ class _LogStream:
             self._pending = item
         size = n if n > 0 else len(self._pending)
         chunk, self._pending = self._pending[:size], self._pending[size:]
-        with open(self.path, "ab") as handle:  # persisted before the runtime counts it
-            handle.write(chunk)
+        new = chunk[max(0, self._file_size - self._delivered) :]
+        self._delivered += len(chunk)
+        if new:
+            with open(self.path, "ab") as handle:  # persisted before the runtime counts it
+                handle.write(new)
+            self._file_size += len(new)
         return chunk
 
     async def _follow(self) -> None:
@@ -304,15 +310,23 @@ class RayExecution:
         self.detached = False
         offsets = offsets or {}
         self._stdout = _LogStream(self, offsets.get("stdout", 0))
-        self._streams: dict[str, ByteStream] = {
-            "stdout": self._stdout,
-            "stderr": _StderrFile(self, offsets.get("stderr", 0)),
-        }
+        self._stderr = _StderrFile(self, offsets.get("stderr", 0))
+        self._streams: dict[str, ByteStream] = {"stdout": self._stdout, "stderr": self._stderr}
+        # Set by recovery like a detached run's; Ray has no exit record of ours to report.
+        self.on_exit: Callable[[dict[str, Any]], None] | None = None
         self._poller: asyncio.Task[None] | None = None
 
     @property
     def streams(self) -> Mapping[str, ByteStream]:
         return self._streams
+
+    def resume_from(self, offsets: Mapping[str, int]) -> None:
+        """Where each stream continues (before it is first read): after what the runtime
+        consumed; stdout bytes already in the file are delivered again, not written again."""
+        if "stdout" in offsets:
+            self._stdout.skip = self._stdout._delivered = offsets["stdout"]
+        if "stderr" in offsets:
+            self._stderr.offset = offsets["stderr"]
 
     def tail(self) -> AsyncIterator[str]:
         return self.executor.tail(self.submission_id)

@@ -25,6 +25,7 @@ from llmgw_jupyter.runtime.detached import DetachedExecution, stop_unrecorded_ru
 from llmgw_jupyter.runtime.executor import Execution, ExecutionRef, Executor
 from llmgw_jupyter.runtime.notifier import JobNotifier
 from llmgw_jupyter.runtime.outcome import StopReason
+from llmgw_jupyter.runtime.ray_executor import RayExecution
 from llmgw_jupyter.runtime.reader import MAX_LINE_BYTES, STDERR_TAIL_BYTES
 from llmgw_jupyter.runtime.running import RunningJob
 from llmgw_jupyter.runtime.supervisor import JobSupervisor
@@ -95,9 +96,10 @@ async def resume_detached(
     running: RunningJob,
     *,
     record: JobRecord,
-    execution: DetachedExecution,
+    execution: DetachedExecution | RayExecution,
 ) -> None:
-    """Supervise a detached run again: a fresh parser first reads the stdout lines whose events
+    """Supervise a detached run (or a Ray job: its output is in the job's files too) again:
+    a fresh parser first reads the stdout lines whose events
     are stored (without storing them again), so the final message, session and usage come out
     right; the run's stdout is then followed from the end of those lines, so no event is lost
     (the supervisor kept writing while no runtime was up) or repeated (seq continues)."""

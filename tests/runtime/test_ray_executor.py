@@ -335,6 +335,24 @@ async def test_a_restarted_runtime_follows_the_ray_job_to_its_end(on_ray: Runtim
     assert done.final_message == "echo: long answer"
 
 
+async def test_a_ray_job_that_ended_while_no_runtime_was_up_is_settled_on_start(
+    on_ray: RuntimeFactory,
+) -> None:
+    first = await on_ray()
+    job = await first.submit(spec("settle me [fake:events=4,step_delay=0.2]"))
+    await first_progress(first, job.id)
+    await first.close()
+    deadline = time.monotonic() + WAIT
+    while ray_status(first, job.id) != "SUCCEEDED":
+        assert time.monotonic() < deadline, "the Ray job did not end"
+        await asyncio.sleep(0.2)
+
+    second = await on_ray()
+    done = await second.wait_finished(job.id, WAIT)
+    assert_complete(second, done, 4)
+    assert done.final_message == "echo: settle me"
+
+
 async def test_a_codex_job_round_trip_against_the_mock_model(
     runtime: RuntimeFactory,
     ray_head: RayHead,
