@@ -156,11 +156,21 @@ class _LogStream:
         chunk, self._pending = self._pending[:size], self._pending[size:]
         new = chunk[max(0, self._file_size - self._delivered) :]
         self._delivered += len(chunk)
+        new = new[: max(0, self._room())]  # past the cap: counted by the runtime, never stored
         if new:
             with open(self.path, "ab") as handle:  # persisted before the runtime counts it
                 handle.write(new)
             self._file_size += len(new)
         return chunk
+
+    def _room(self) -> int:
+        """What the output cap leaves for stdout (the worker writes stderr straight to disk)."""
+        cap = self.execution.executor.config.output_cap_bytes
+        try:
+            stderr = (self.execution.job_dir / STREAM_FILES["stderr"]).stat().st_size
+        except FileNotFoundError:
+            stderr = 0
+        return cap - stderr - self._file_size
 
     async def _follow(self) -> None:
         """Tail Ray's log (again from byte 0 after a dropped connection), body bytes only."""

@@ -353,6 +353,17 @@ async def test_a_ray_job_that_ended_while_no_runtime_was_up_is_settled_on_start(
     assert done.final_message == "echo: settle me"
 
 
+async def test_the_output_cap_holds_on_disk(on_ray: RuntimeFactory) -> None:
+    rt = await on_ray(output_cap_bytes=1500)
+    done = await rt.wait_finished((await rt.submit(spec("[fake:events=200]"))).id, WAIT)
+    assert done.status is JobStatus.FAILED
+    assert done.error_category == ErrorCategory.OUTPUT_OVERFLOW.value
+    on_disk = sum(
+        (rt.job_dir(done.id) / name).stat().st_size for name in ("stdout.jsonl", "stderr.log")
+    )
+    assert on_disk == done.stdout_bytes + done.stderr_bytes == 1500
+
+
 async def test_a_codex_job_round_trip_against_the_mock_model(
     runtime: RuntimeFactory,
     ray_head: RayHead,
