@@ -519,14 +519,6 @@ class MockAnthropicServer(MockServer[AnthropicBehaviour, AnthropicRequest]):
     handler_class = _Handler
     thread_name = "mock-anthropic"
 
-    def __init__(
-        self,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        behaviour: AnthropicBehaviour | None = None,
-    ) -> None:
-        super().__init__(host, port, behaviour)
-
     @property
     def base_url(self) -> str:
         """``http://127.0.0.1:PORT``: the ``ANTHROPIC_BASE_URL`` for Claude Code (no ``/v1``)."""
@@ -535,11 +527,11 @@ class MockAnthropicServer(MockServer[AnthropicBehaviour, AnthropicRequest]):
     def new_behaviour(self, **fields: Any) -> AnthropicBehaviour:
         return AnthropicBehaviour(**fields)
 
+    def parse_directives(self, prompt: str) -> dict[str, Any]:
+        return parse_directives(prompt)
+
     def prompt_overrides(self, prompt: str) -> dict[str, Any]:
-        overrides = parse_directives(prompt)
-        command = shell_command(prompt)
-        if command is not None:
-            overrides["shell"] = command
+        overrides = super().prompt_overrides(prompt)
         structured = structured_json(prompt)
         if structured is not None:
             overrides["structured"] = structured

@@ -31,7 +31,6 @@ from llmgw_jupyter.testing.mock_server import (
     parse_directive_fields,
     serve_main,
     server_arguments,
-    shell_command,
     sse,
 )
 
@@ -344,14 +343,6 @@ class MockResponsesServer(MockServer[MockBehaviour, RecordedRequest]):
     handler_class = _Handler
     thread_name = "mock-responses"
 
-    def __init__(
-        self,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        behaviour: MockBehaviour | None = None,
-    ) -> None:
-        super().__init__(host, port, behaviour)
-
     @property
     def base_url(self) -> str:
         """``http://127.0.0.1:PORT/v1``: the provider base_url for Codex."""
@@ -360,12 +351,8 @@ class MockResponsesServer(MockServer[MockBehaviour, RecordedRequest]):
     def new_behaviour(self, **fields: Any) -> MockBehaviour:
         return MockBehaviour(**fields)
 
-    def prompt_overrides(self, prompt: str) -> dict[str, Any]:
-        overrides = parse_directives(prompt)
-        command = shell_command(prompt)
-        if command is not None:
-            overrides["shell"] = command
-        return overrides
+    def parse_directives(self, prompt: str) -> dict[str, Any]:
+        return parse_directives(prompt)
 
     def next_response_id(self) -> str:
         return self.next_id("resp")

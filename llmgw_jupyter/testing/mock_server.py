@@ -177,13 +177,16 @@ class MockServer(Generic[BehaviourT, RequestT]):
     """Lifecycle, behaviours and request log of a mock: ``start()``/``stop()`` or ``with``.
 
     A subclass names its handler and thread, builds its behaviour dataclass (``new_behaviour``)
-    and reads a prompt's directives (``prompt_overrides``).
+    and parses its ``[mock:...]`` directives (``parse_directives``); a ``[mock-shell]`` block
+    becomes the ``shell`` override for every mock.
     """
 
     handler_class: ClassVar[type[MockHandler]]
     thread_name: ClassVar[str]
 
-    def __init__(self, host: str, port: int, behaviour: BehaviourT | None) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, behaviour: BehaviourT | None = None
+    ) -> None:
         self._host = host
         self._port = port
         self.behaviour: BehaviourT = behaviour or self.new_behaviour()
@@ -201,9 +204,17 @@ class MockServer(Generic[BehaviourT, RequestT]):
         """The behaviour dataclass with these fields (none: the default, echo without delay)."""
         raise NotImplementedError
 
-    def prompt_overrides(self, prompt: str) -> dict[str, Any]:
-        """Behaviour fields a prompt's directives set; DirectiveError when one is wrong."""
+    def parse_directives(self, prompt: str) -> dict[str, Any]:
+        """This mock's ``[mock:...]`` directives as behaviour fields; DirectiveError if wrong."""
         raise NotImplementedError
+
+    def prompt_overrides(self, prompt: str) -> dict[str, Any]:
+        """Behaviour fields a prompt sets: its directives, and a ``[mock-shell]`` command."""
+        overrides = self.parse_directives(prompt)
+        command = shell_command(prompt)
+        if command is not None:
+            overrides["shell"] = command
+        return overrides
 
     # -- lifecycle --------------------------------------------------------------------------
 

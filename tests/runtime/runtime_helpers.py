@@ -15,7 +15,7 @@ import psutil
 import pytest
 from runtime_fakes import FakeProvider, open_gate, read_log, write_fake_cli
 
-from llmgw_jupyter.runtime import JobEvent, JobRecord, JobSpec, Runtime
+from llmgw_jupyter.runtime import JobEvent, JobRecord, JobSpec, JobStatus, Runtime
 
 WAIT = 30.0  # generous deadline for anything that should happen "soon" on a loaded machine
 
@@ -127,3 +127,21 @@ def assert_group_gone(pgid: int, pids: Sequence[int] = ()) -> None:
         lambda: not group_members(pgid) and not any(alive(p) for p in pids),
         what=f"process group {pgid} and {list(pids)} to be gone",
     )
+
+
+def assert_fake_answer_complete(rt: Runtime, record: JobRecord, steps: int) -> list[JobEvent]:
+    """A fake-provider job that outlived a runtime or ran elsewhere: succeeded with its answer,
+    events 1..N once each, every progress step exactly once, one answer; returns the events."""
+    assert record.status is JobStatus.SUCCEEDED, record.error_message
+    assert record.final_message is not None and record.final_message.startswith("echo: ")
+    events = rt.events(record.id, 0, 1000)
+    assert (
+        [e.seq for e in events]
+        == list(range(1, len(events) + 1))
+        == list(range(1, record.last_seq + 1))
+    )
+    progress = [e.data.get("step") for e in events if e.type == "fake.progress"]
+    assert progress == list(range(1, steps + 1))
+    assert sum(e.type == "fake.answer" for e in events) == 1
+    assert record.exit_code == 0
+    return events

@@ -19,7 +19,15 @@ from typing import Any
 
 import psutil
 import pytest
-from runtime_helpers import WAIT, RuntimeFactory, alive, assert_group_gone, spec, wait_until
+from runtime_helpers import (
+    WAIT,
+    RuntimeFactory,
+    alive,
+    assert_fake_answer_complete,
+    assert_group_gone,
+    spec,
+    wait_until,
+)
 
 from llmgw_jupyter.errors import ErrorCategory
 from llmgw_jupyter.providers.base import Command, LaunchContext
@@ -60,20 +68,10 @@ def supervisor_file(rt: Runtime, job_id: str) -> dict[str, Any]:
 
 
 def assert_complete(rt: Runtime, record: JobRecord, steps: int) -> None:
-    """Succeeded with its answer; events 1..N once each, every progress step exactly once."""
-    assert record.status is JobStatus.SUCCEEDED, record.error_message
-    assert record.final_message is not None and record.final_message.startswith("echo: ")
-    events = rt.events(record.id, 0, 1000)
-    assert (
-        [e.seq for e in events]
-        == list(range(1, len(events) + 1))
-        == list(range(1, record.last_seq + 1))
-    )
-    progress = [e.data.get("step") for e in events if e.type == "fake.progress"]
-    assert progress == list(range(1, steps + 1))
-    assert sum(e.type == "fake.answer" for e in events) == 1
+    """The whole answer, gap-free events, and the session it named."""
+    events = assert_fake_answer_complete(rt, record, steps)
     assert sum(e.type == "fake.session" for e in events) == 1
-    assert record.session_id is not None and record.exit_code == 0
+    assert record.session_id is not None
     assert record.usage.input_tokens and record.usage.output_tokens
     stdout = rt.job_dir(record.id) / "stdout.jsonl"
     assert record.stdout_bytes == stdout.stat().st_size

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from runtime_helpers import WAIT, RuntimeFactory, spec
+from runtime_helpers import WAIT, RuntimeFactory, assert_fake_answer_complete, spec
 
 from llmgw_jupyter.errors import ErrorCategory, GatewayError
 from llmgw_jupyter.providers.base import Mounts
@@ -195,19 +195,8 @@ async def first_progress(rt: Runtime, job_id: str) -> JobRecord:
 
 
 def assert_complete(rt: Runtime, record: JobRecord, steps: int) -> None:
-    """Succeeded with its answer; events 1..N once each, every progress step exactly once."""
-    assert record.status is JobStatus.SUCCEEDED, record.error_message
-    assert record.final_message is not None and record.final_message.startswith("echo: ")
-    events = rt.events(record.id, 0, 1000)
-    assert (
-        [e.seq for e in events]
-        == list(range(1, len(events) + 1))
-        == list(range(1, record.last_seq + 1))
-    )
-    progress = [e.data.get("step") for e in events if e.type == "fake.progress"]
-    assert progress == list(range(1, steps + 1))
-    assert sum(e.type == "fake.answer" for e in events) == 1
-    assert record.exit_code == 0
+    """The whole answer and gap-free events, with only the CLI's lines in its stdout file."""
+    assert_fake_answer_complete(rt, record, steps)
     stdout = rt.job_dir(record.id) / "stdout.jsonl"
     assert record.stdout_bytes == stdout.stat().st_size
     assert b"Running entrypoint" not in stdout.read_bytes()  # Ray's header is dropped
