@@ -211,6 +211,46 @@ async def test_an_in_flight_call_of_a_revoked_grant_gets_an_error_not_its_result
     assert decisions[0] == "grant_revoked"
 
 
+async def test_a_revoked_call_leaves_its_task_usable_and_a_caller_giving_up_wins(
+    serving: Harness,
+) -> None:
+    """The guarded call runs in the caller's own task: a revocation's cancellation is taken
+    back once handled (the task awaits on normally), and a caller that cancels the same call
+    as well still gets its cancellation."""
+    agent = serving.grant("agent", POLICY)
+
+    async def call_then_await() -> tuple[Any, int]:
+        result = await serving.call(
+            "codex_request", {"prompt": HANG, "wait_seconds": WAIT}, agent
+        )
+        await asyncio.sleep(0)  # a leftover cancellation would be raised here
+        task = asyncio.current_task()
+        assert task is not None
+        return result, task.cancelling()
+
+    call = asyncio.create_task(call_then_await())
+    job = await eventually(
+        lambda: next(iter(serving.runtime.list_jobs(caller=agent.key)[0]), None), "the job"
+    )
+    await running(serving, job.id)
+    serving.gateway.revoke_grant("agent")
+    result, cancelling = await asyncio.wait_for(call, WAIT)
+    assert result.error == "grant_revoked" and cancelling == 0
+
+    other = serving.grant("other", POLICY)
+    given_up = asyncio.create_task(
+        serving.call("codex_request", {"prompt": HANG, "wait_seconds": WAIT}, other)
+    )
+    job = await eventually(
+        lambda: next(iter(serving.runtime.list_jobs(caller=other.key)[0]), None), "the job"
+    )
+    await running(serving, job.id)
+    serving.gateway.revoke_grant("other")
+    given_up.cancel()  # in the same loop step as the revocation's own cancellation
+    with pytest.raises(asyncio.CancelledError):
+        await given_up
+
+
 async def test_a_call_returning_after_a_revocation_elsewhere_is_withheld(
     serving: Harness,
 ) -> None:
