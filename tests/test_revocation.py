@@ -220,9 +220,7 @@ async def test_a_revoked_call_leaves_its_task_usable_and_a_caller_giving_up_wins
     agent = serving.grant("agent", POLICY)
 
     async def call_then_await() -> tuple[Any, int]:
-        result = await serving.call(
-            "codex_request", {"prompt": HANG, "wait_seconds": WAIT}, agent
-        )
+        result = await serving.call("codex_request", {"prompt": HANG, "wait_seconds": WAIT}, agent)
         await asyncio.sleep(0)  # a leftover cancellation would be raised here
         task = asyncio.current_task()
         assert task is not None

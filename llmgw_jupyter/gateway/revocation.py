@@ -53,6 +53,13 @@ class _InFlight:
             self.task.cancel()
 
 
+def _uncancel(task: asyncio.Task[Any]) -> int:
+    """Take back a handled cancellation; the cancellations still requested (Python 3.11+
+    counts them per task; 3.10 does not, and has nothing to take back)."""
+    uncancel = getattr(task, "uncancel", None)
+    return int(uncancel()) if uncancel is not None else 0
+
+
 class Revocations:
     """Guards grants' in-flight calls and stops the work of revoked grants."""
 
@@ -129,7 +136,7 @@ class Revocations:
             if not slot.cancelled:
                 raise
             slot.cancelled = False
-            if task.uncancel() > 0:  # somebody else cancelled it too
+            if _uncancel(task) > 0:  # somebody else cancelled it too
                 raise
         finally:
             slot.done = True
@@ -137,7 +144,7 @@ class Revocations:
             if not watchers:
                 self._in_flight.pop(caller.name, None)
         if slot.cancelled:  # the work caught the revocation's cancellation and returned
-            task.uncancel()
+            _uncancel(task)
         if (
             result is not None
             and not slot.revoked
