@@ -7,9 +7,12 @@ models. The domain records' JSON views (``records.py``) are checked against them
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+from pydantic_core import PydanticSerializationError
 
 from llmgw_jupyter.errors import ErrorCategory
 from llmgw_jupyter.records import JobStatus
@@ -356,3 +359,24 @@ WIRE_MODELS: tuple[type[BaseModel], ...] = (
     OwnerPolicyView,
     PolicyState,
 )
+
+
+def output_json(output: BaseModel) -> str:
+    """A wire model as compact JSON, the one way answers are written.
+
+    pydantic-core, non-ASCII characters kept as they are (its ``ensure_ascii`` nearly doubles
+    the cost, and an agent reads ``é`` better than ``\\u00e9``); a lone surrogate (from
+    undecodable bytes) cannot be UTF-8, so then the standard library's ASCII escapes."""
+    try:
+        return output.model_dump_json()
+    except PydanticSerializationError:
+        return json.dumps(output.model_dump(mode="json"), separators=(",", ":"))
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """A tool's output with its JSON already made (``output_json``), e.g. a read answered
+    from a cache: the gateway sends the JSON as it is instead of encoding the model again."""
+
+    output: BaseModel
+    json: str

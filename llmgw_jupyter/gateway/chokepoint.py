@@ -46,6 +46,7 @@ from llmgw_jupyter.store.audit import AuditRecord
 from llmgw_jupyter.store.grants import GrantRecord
 from llmgw_jupyter.store.policy import PolicyStore
 from llmgw_jupyter.tools.context import Caller, ProgressCallback, ToolContext
+from llmgw_jupyter.tools.read_cache import ReadCache
 from llmgw_jupyter.tools.registry import ToolDefinition, ToolRegistry
 from llmgw_jupyter.tools.schemas import MAX_ARGUMENT_DEPTH, MAX_ARGUMENT_NODES, MAX_INT
 
@@ -70,6 +71,7 @@ class _Parts:
             clock=gateway.clock,
         )
         self.budgets = BudgetLedger(gateway.runtime, self.store)
+        self.reads = ReadCache(gateway.runtime.database.change_stamp)
         self.revocations = Revocations(
             self.store,
             self.policies,
@@ -241,7 +243,13 @@ class Gateway:
                 caller, tool_name, "deny", decision.rule, decision.reason, args, collapse=True
             )
             return ToolResult.denied(decision)
-        ctx = ToolContext(self.runtime, caller, progress, light_arg_keys=self.tools.light_arg_keys)
+        ctx = ToolContext(
+            self.runtime,
+            caller,
+            progress,
+            light_arg_keys=self.tools.light_arg_keys,
+            reads=parts.reads,
+        )
         if decision.budgets:
             budgets = decision.budgets
             ctx.job_submitted = lambda job_id: parts.budgets.attach(job_id, budgets)

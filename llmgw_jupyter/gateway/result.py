@@ -6,8 +6,8 @@ import json
 from typing import Any
 
 from pydantic import BaseModel
-from pydantic_core import PydanticSerializationError
 
+from llmgw_jupyter.contract import Encoded, output_json
 from llmgw_jupyter.policy import Decision
 
 
@@ -65,19 +65,10 @@ class ToolResult:
         return self._structured
 
     def _encode(self) -> str:
-        """The structured answer as compact JSON, once.
-
-        Non-ASCII characters stay as they are (pydantic-core's ``ensure_ascii`` nearly doubles
-        its cost, and an agent reads ``é`` better than ``\\u00e9``); the wire is UTF-8 JSON.
-        """
+        """The structured answer as compact JSON, once (``contract.output_json``)."""
         output = self._output
         if output is not None:
-            try:
-                return output.model_dump_json()
-            except PydanticSerializationError:
-                # A lone surrogate (from undecodable bytes) cannot be UTF-8: the standard
-                # library's ASCII output escapes it, as this result's text always did.
-                return json.dumps(output.model_dump(mode="json"), separators=(",", ":"))
+            return output_json(output)
         return json.dumps(self.structured, separators=(",", ":"))
 
     def __eq__(self, other: object) -> bool:
@@ -99,7 +90,9 @@ class ToolResult:
         )
 
     @classmethod
-    def success(cls, output: BaseModel) -> ToolResult:
+    def success(cls, output: BaseModel | Encoded) -> ToolResult:
+        if isinstance(output, Encoded):  # its JSON is made already
+            return cls(False, output.json, None, output=output.output)
         return cls(False, None, None, output=output)
 
     @classmethod

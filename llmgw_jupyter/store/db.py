@@ -102,6 +102,15 @@ class Database:
         with self._lock:
             return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
 
+    def change_stamp(self) -> tuple[int, int]:
+        """Changes whenever anything in the file may have: a row written through this
+        connection (SQLite's ``total_changes``, counted even if rolled back) or a commit by
+        any other connection (``PRAGMA data_version``). Caches of whole answers use it: the
+        same stamp means every row read since is still what it was."""
+        with self._lock:
+            data_version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+            return self._conn.total_changes, int(data_version)
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:  # the handlers get a runtime; the tool models never need one (magics)
     from llmgw_jupyter.runtime.manager import Runtime
+    from llmgw_jupyter.tools.read_cache import ReadCache
 
 ProgressCallback = Callable[[float, float | None, str | None], Awaitable[None]]
 # Grant names end up in caller keys, file names (<grant_policy_dir>/<name>.json) and per-caller
@@ -57,6 +58,8 @@ class ToolContext:
     job_submitted: Callable[[str], None] | None = field(default=None)
     # Each provider's small arguments, kept in light job views (see ToolRegistry.light_arg_keys).
     light_arg_keys: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    # Where read tools may keep their answers while the store is unchanged (the gateway's).
+    reads: ReadCache | None = None
 
     async def report(self, progress: float, total: float | None, message: str | None) -> None:
         if self.progress is not None:

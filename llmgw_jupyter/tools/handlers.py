@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from llmgw_jupyter.contract import (
     ApprovalView,
+    Encoded,
     EventView,
     JobCancelOutput,
     JobEventsOutput,
@@ -249,10 +250,25 @@ async def _follow(ctx: ToolContext, record: JobRecord, seconds: float) -> JobRec
     return record
 
 
-async def llm_job_status(ctx: ToolContext, args: JobStatusInput) -> JobEventsOutput:
-    record = visible_job(ctx, args.job_id)
-    events = ctx.runtime.events(record.id, args.after_seq, args.limit)
-    return _events_output(ctx, record, events, args.after_seq, full_args=args.include_args)
+async def llm_job_status(ctx: ToolContext, args: JobStatusInput) -> JobEventsOutput | Encoded:
+    """The job and its events after ``after_seq``; an unchanged store answers from the cache."""
+
+    def make() -> JobEventsOutput:
+        record = visible_job(ctx, args.job_id)
+        events = ctx.runtime.events(record.id, args.after_seq, args.limit)
+        return _events_output(ctx, record, events, args.after_seq, full_args=args.include_args)
+
+    if ctx.reads is None:
+        return make()
+    key = (
+        "llm_job_status",
+        ctx.caller.key,
+        args.job_id,
+        args.after_seq,
+        args.limit,
+        args.include_args,
+    )
+    return ctx.reads.answer(key, make)
 
 
 async def llm_job_watch(ctx: ToolContext, args: JobWatchInput) -> JobEventsOutput:

@@ -19,7 +19,7 @@ from llmgw_jupyter.providers.base import ToolSpec
 from llmgw_jupyter.tools import handlers, schemas
 from llmgw_jupyter.tools.context import ToolContext
 
-Handler = Callable[[ToolContext, Any], Awaitable[BaseModel]]
+Handler = Callable[[ToolContext, Any], Awaitable["BaseModel | contract.Encoded"]]
 
 
 @dataclass(frozen=True)
