@@ -51,11 +51,10 @@ case $IP in
   *) HOST=$IP ;;
 esac
 
-# First free port from 8888 (or $LLMGW_LAB_PORT): the same one on every run while it is free, and
-# the URLs printed below are the real ones. SO_REUSEADDR as the server's own bind: a port that
-# a server stopped a moment ago left in TIME_WAIT counts as free.
-if ! PORT=$(caller_value --ServerApp.port --port); then
-  PORT=$("$PY" - "${LLMGW_LAB_PORT:-8888}" <<'EOF'
+# The first port from $1 (100 tried) that binds on loopback. SO_REUSEADDR as the server's own
+# bind: a port that a server stopped a moment ago left in TIME_WAIT counts as free.
+first_free_port() {
+  "$PY" - "$1" <<'EOF'
 import socket, sys
 start = int(sys.argv[1])
 for port in range(start, start + 100):
@@ -70,9 +69,29 @@ for port in range(start, start + 100):
 else:
     sys.exit(f"no free port in {start}-{start + 99}")
 EOF
-  )
+}
+
+# First free port from 8888 (or $LLMGW_LAB_PORT): the same one on every run while it is free, and
+# the URLs printed below are the real ones.
+if ! PORT=$(caller_value --ServerApp.port --port); then
+  PORT=$(first_free_port "${LLMGW_LAB_PORT:-8888}")
   args+=(--ServerApp.port="$PORT")
 fi
+# The direct MCP listener (loopback only, outside Jupyter's HTTP stack: the same endpoint, tokens
+# and policy at about a third of the server CPU per call; README, "Direct MCP listener"), on the
+# first free port from 9888 (or $LLMGW_MCP_DIRECT_PORT) that is not the server's own.
+if ! DIRECT_PORT=$(caller_value --LLMGatewayApp.mcp_direct_port); then
+  DIRECT_PORT=$(first_free_port "${LLMGW_MCP_DIRECT_PORT:-9888}")
+  if [ "$DIRECT_PORT" = "$PORT" ]; then DIRECT_PORT=$(first_free_port $((PORT + 1))); fi
+  args+=(--LLMGatewayApp.mcp_direct_port="$DIRECT_PORT")
+fi
+DIRECT_HOST=$(caller_value --LLMGatewayApp.mcp_direct_host) || DIRECT_HOST=127.0.0.1
+case $DIRECT_HOST in *:*) DIRECT_HOST="[$DIRECT_HOST]" ;; esac
+case $DIRECT_PORT in
+  0) DIRECT_URL="on a free port: the server log says which" ;;
+  "" | *[!0-9]*) DIRECT_URL="off" ;;
+  *) DIRECT_URL="http://$DIRECT_HOST:$DIRECT_PORT/mcp" ;;
+esac
 caller_value --ServerApp.port_retries --port-retries >/dev/null || args+=(--ServerApp.port_retries=0)
 
 # The token is kept (mode 0600) so that a restart keeps open tabs working.
@@ -190,6 +209,8 @@ cat <<EOF
 
 llmgw: JupyterLab      $BASE/$LAB_PATH?token=$TOKEN
 llmgw: MCP endpoint    $BASE/llmgw/mcp
+llmgw: MCP direct      $DIRECT_URL
+       (the same endpoint for agents on this machine, outside Jupyter's HTTP stack: faster)
        connect an external agent with its own grant (policy: see README, "Connect an external agent"):
          echo '{"version": "1", "default": "allow"}' > agent-policy.json
          export GW_TOKEN=\$(.venv/bin/llmgw grant create my-agent --policy agent-policy.json | tail -n 1)

@@ -30,6 +30,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -38,6 +39,7 @@ from playwright.async_api import Browser, Locator, Page, expect
 
 from llmgw_jupyter.testing.codex_home import write_codex_home
 from llmgw_jupyter.testing.jupyter_process import LAB_SETTINGS
+from llmgw_jupyter.testing.mcp_agent import agent_session
 from llmgw_jupyter.testing.mock_anthropic import MockAnthropicServer
 from llmgw_jupyter.testing.mock_responses import MockResponsesServer
 
@@ -49,6 +51,9 @@ LAB_LOAD = 90_000  # ms
 RUN_ALL = 240_000  # ms: every quickstart cell, several Codex jobs against the echo model
 UI = 15_000  # ms
 URL_LINE = re.compile(r"^llmgw: JupyterLab\s+(?P<url>http://\S+)$", re.MULTILINE)
+DIRECT_LINE = re.compile(
+    r"^llmgw: MCP direct\s+(?P<url>http://127\.0\.0\.1:\d+/mcp)$", re.MULTILINE
+)
 # Credentials and settings of the machine running the suite that must not reach the script.
 WITHHELD_ENV = ("OPENAI_API_KEY", "CODEX_API_KEY", "CODEX_HOME", "VIRTUAL_ENV", "DISPLAY")
 WITHHELD_PREFIXES = ("LLMGW_", "JUPYTER_", "JUPYTERLAB_", "WAYLAND_", "ANTHROPIC_", "CLAUDE_")
@@ -381,6 +386,16 @@ async def test_the_quickstart_runs_from_a_fresh_copy_without_credentials(
     assert (checkout.root / "notebooks" / "quickstart.ipynb").read_bytes() == committed
 
 
+async def direct_job_list(url: str, token: str) -> list[dict[str, Any]]:
+    """``llm_job_list`` over MCP at ``url`` with the official client; the jobs it lists."""
+    async with agent_session(url, token) as session:
+        answer = await session.call_tool("llm_job_list", {})
+    assert not answer.isError, answer.content
+    assert answer.structuredContent is not None
+    jobs: list[dict[str, Any]] = answer.structuredContent["jobs"]
+    return jobs
+
+
 def test_a_restart_keeps_the_url_and_extra_options_override_the_scripts_own(
     checkout: Checkout, tmp_path: Path
 ) -> None:
@@ -430,6 +445,12 @@ def test_a_restart_keeps_the_url_and_extra_options_override_the_scripts_own(
                 claude.json()["structured"]["final_message"] == "echo: Which Anthropic API is this?"
             )
             assert [r.headers["x-api-key"] for r in anthropic.message_requests] == [anthropic_key]
+
+            # The direct MCP listener the banner names serves the same gateway, same token.
+            direct = DIRECT_LINE.search(after.log())
+            assert direct is not None, after.log()[-3000:]
+            listed = asyncio.run(direct_job_list(direct.group("url"), after.token))
+            assert {job["final_message"] for job in listed} >= {f"echo: {prompt}"}
         finally:
             survivors = stop_lab_script(after.process)
     assert survivors == [], "processes outlived lab.sh"
