@@ -390,9 +390,9 @@ async def direct_job_list(url: str, token: str) -> list[dict[str, Any]]:
     """``llm_job_list`` over MCP at ``url`` with the official client; the jobs it lists."""
     async with agent_session(url, token) as session:
         answer = await session.call_tool("llm_job_list", {})
-    assert not answer.isError, answer.content
-    assert answer.structuredContent is not None
-    jobs: list[dict[str, Any]] = answer.structuredContent["jobs"]
+    assert not answer.is_error, answer.content
+    assert answer.structured_content is not None
+    jobs: list[dict[str, Any]] = answer.structured_content["jobs"]
     return jobs
 
 
