@@ -6,8 +6,6 @@ runtime, so a run cannot be followed again after a restart: recovery stops it in
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import signal
 from collections.abc import Mapping
@@ -18,7 +16,6 @@ from llmgw_jupyter.runtime.isolation import Boundary
 from llmgw_jupyter.runtime.process import (
     CliProcess,
     is_same_process,
-    process_start_time,
     signal_group,
     spawn,
     terminate_group,
@@ -26,20 +23,18 @@ from llmgw_jupyter.runtime.process import (
 
 
 class LocalExecution:
-    """A running child process group; the prompt is written to its stdin as it starts."""
+    """A running child process group; the prompt was written to its stdin as it started."""
 
     persists_output = False
 
-    def __init__(self, process: CliProcess, argv: list[str], stdin: bytes | None) -> None:
-        assert process.stdout is not None and process.stderr is not None
+    def __init__(self, process: CliProcess) -> None:
         self.process = process
-        self.argv = argv
-        self.ref = ExecutionRef(process.pid, process_start_time(process.pid))
+        self.argv = process.argv
+        self.ref = ExecutionRef(process.pid, process.start_time)
         self.streams: Mapping[str, ByteStream] = {
             "stdout": process.stdout,
             "stderr": process.stderr,
         }
-        self._stdin = asyncio.ensure_future(_feed_stdin(process, stdin))
 
     async def wait(self) -> int | None:
         return await self.process.wait_exit()
@@ -49,8 +44,7 @@ class LocalExecution:
 
     def release(self) -> None:
         signal_group(self.process.pid, signal.SIGKILL)  # leftovers must not outlive the job
-        if not self._stdin.done():
-            self._stdin.cancel()
+        self.process.close_stdin()
 
 
 class LocalExecutor:
@@ -62,14 +56,14 @@ class LocalExecutor:
         self.boundary = boundary
 
     async def launch(self, request: LaunchRequest) -> LocalExecution:
-        argv = request.argv
-        if request.isolated:
+        def command() -> list[str]:
+            if not request.isolated:
+                return request.argv
             cwd = request.cwd or os.getcwd()
-            argv = self.boundary.wrap(request.argv, cwd=cwd, mounts=request.mounts)
-        process = await spawn(
-            argv, cwd=request.cwd, env=dict(request.env), stdin=request.stdin is not None
-        )
-        return LocalExecution(process, argv, request.stdin)
+            return self.boundary.wrap(request.argv, cwd=cwd, mounts=request.mounts)
+
+        process = await spawn(command, cwd=request.cwd, env=dict(request.env), stdin=request.stdin)
+        return LocalExecution(process)
 
     def stop_orphan(self, ref: ExecutionRef) -> bool:
         if not ref.pid or not is_same_process(ref.pid, ref.start_time):
@@ -79,15 +73,3 @@ class LocalExecutor:
 
     def reattach(self, ref: ExecutionRef, job_dir: Path) -> None:
         return None  # the run's pipes died with the runtime that started it
-
-
-async def _feed_stdin(process: asyncio.subprocess.Process, data: bytes | None) -> None:
-    """Write the prompt and close stdin: an open stdin makes ``codex exec`` wait forever."""
-    if process.stdin is None:
-        return
-    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-        if data:
-            process.stdin.write(data)
-            await process.stdin.drain()
-        process.stdin.close()
-        await process.stdin.wait_closed()

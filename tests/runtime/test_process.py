@@ -1,0 +1,137 @@
+"""Starting a job's CLI off the event loop: the prompt arrives whole, the exit is seen without a
+thread per child (and with one where the kernel has no pidfds), and a launch cancelled while
+its process is being started leaves nothing running."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from runtime_fakes import FakeProvider
+from runtime_helpers import (
+    Fakes,
+    RuntimeFactory,
+    alive,
+    assert_group_gone,
+    notes,
+    spec,
+    wait_started,
+    wait_until,
+)
+
+from llmgw_jupyter.runtime import JobStatus, process
+from llmgw_jupyter.runtime.process import StartedChild
+
+PIPE_BYTES = 64 * 1024  # Linux's default pipe capacity: the most a first write can take
+
+
+async def test_a_prompt_longer_than_the_pipe_reaches_the_cli_whole(
+    runtime: RuntimeFactory, fakes: Fakes
+) -> None:
+    prompt = "".join(chr(ord("a") + i % 26) for i in range(16 * PIPE_BYTES))
+    provider = fakes.provider(
+        """
+        import hashlib
+        start()
+        note(length=len(PROMPT), sha=hashlib.sha256(PROMPT.encode()).hexdigest())
+        answer("read")
+        complete()
+        """
+    )
+    rt = await runtime(providers={"fake": provider})
+    job = await rt.submit(spec(prompt))
+    done = await rt.wait_finished(job.id, 30)
+    assert done.status is JobStatus.SUCCEEDED, done.error_message
+    [seen] = notes(rt, job.id)
+    assert seen["length"] == len(prompt)
+    assert seen["sha"] == hashlib.sha256(prompt.encode()).hexdigest()
+
+
+async def test_a_cli_that_never_reads_a_long_prompt_still_finishes(runtime: RuntimeFactory) -> None:
+    provider = FakeProvider(name="deaf", argv=[sys.executable, "-I", "-S", "-c", "print(1)"])
+    rt = await runtime(providers={"deaf": provider})
+    job = await rt.submit(spec("x" * (4 * PIPE_BYTES), provider="deaf"))
+    done = await rt.wait_finished(job.id, 30)
+    assert done.is_terminal and done.exit_code == 0
+
+
+async def test_a_running_job_holds_no_thread_of_its_own(
+    runtime: RuntimeFactory, fakes: Fakes
+) -> None:
+    if getattr(os, "pidfd_open", None) is None:
+        pytest.skip("no pidfds on this platform: a thread per child waits instead")
+    provider = fakes.provider("start(); wait_for_gate(); answer('done'); complete()")
+    rt = await runtime(providers={"fake": provider}, max_running=4)
+    fakes.open_gate()
+    first = await rt.submit(spec())  # the launcher thread exists from here on
+    assert (await rt.wait_finished(first.id, 30)).status is JobStatus.SUCCEEDED
+    os.remove(fakes.env["FAKE_GATE"])
+    threads = threading.active_count()
+    jobs = [await rt.submit(spec(f"job {i}")) for i in range(3)]
+    for job in jobs:
+        await wait_started(rt, job.id)
+    assert threading.active_count() == threads
+    fakes.open_gate()
+    for job in jobs:
+        done = await rt.wait_finished(job.id, 30)
+        assert done.status is JobStatus.SUCCEEDED and done.exit_code == 0
+
+
+async def test_without_pidfds_exits_and_cancels_are_still_seen(
+    runtime: RuntimeFactory, fakes: Fakes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delattr(os, "pidfd_open", raising=False)
+    provider = fakes.provider(
+        """
+        start()
+        if PROMPT == "hang":
+            sleep_forever()
+        answer("done")
+        complete()
+        sys.exit(3)
+        """
+    )
+    rt = await runtime(providers={"fake": provider}, kill_grace_seconds=5)
+    ended = await rt.wait_finished((await rt.submit(spec("quick"))).id, 30)
+    assert ended.exit_code == 3 and ended.status is JobStatus.FAILED
+    hung = await rt.submit(spec("hang"))
+    started = await wait_started(rt, hung.id)
+    cancelled = await rt.cancel(hung.id, "test")
+    assert cancelled.status is JobStatus.CANCELLED
+    assert started.pid is not None
+    assert_group_gone(started.pid)
+
+
+async def test_a_launch_cancelled_while_its_process_starts_leaves_nothing_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[StartedChild] = []
+    real_start = process.start_child
+
+    def recording_start(*args: object, **kwargs: object) -> StartedChild:
+        child = real_start(*args, **kwargs)  # type: ignore[arg-type]
+        started.append(child)
+        return child
+
+    monkeypatch.setattr(process, "start_child", recording_start)
+    gate = threading.Event()
+    busy = asyncio.ensure_future(process.off_loop(gate.wait))  # the launcher is occupied
+    launch = asyncio.ensure_future(
+        process.spawn(["sleep", "60"], cwd=str(tmp_path), env={"PATH": os.defpath}, stdin=b"x")
+    )
+    await asyncio.sleep(0)  # the launch is waiting for the launcher thread
+    launch.cancel()
+    gate.set()
+    await busy
+    with pytest.raises(asyncio.CancelledError):
+        await launch
+    await process.off_loop(lambda: None)  # the cancelled start has completed in its thread
+    for _ in range(3):
+        await asyncio.sleep(0)  # its result reached the loop, which undid it
+    [child] = started
+    wait_until(lambda: not alive(child.popen.pid), what="the cancelled launch's process to die")
