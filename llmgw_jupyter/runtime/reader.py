@@ -6,6 +6,7 @@ so the CLI is never left blocked on a full pipe."""
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import time
 
@@ -15,7 +16,8 @@ from llmgw_jupyter.runtime.datadir import is_disk_full
 from llmgw_jupyter.runtime.executor import ByteStream
 from llmgw_jupyter.runtime.notifier import JobChange, JobNotifier
 from llmgw_jupyter.runtime.outcome import STORAGE_STOPS, StopReason
-from llmgw_jupyter.runtime.output import CappedOutput
+from llmgw_jupyter.runtime.output import CappedOutput, close_quietly
+from llmgw_jupyter.runtime.process import off_loop
 from llmgw_jupyter.runtime.running import RunningJob
 from llmgw_jupyter.store.jobs import JobStore
 
@@ -58,6 +60,9 @@ class OutputReader:
                 break
             running.last_output = time.monotonic()
             try:
+                if output.needs_file(stream):
+                    create = functools.partial(output.create_file, stream)
+                    output.adopt(stream, await off_loop(create, undo=close_quietly))
                 kept = output.write(stream, chunk)
             except OSError as error:
                 running.request_stop(_storage_stop(error), detail=str(error))

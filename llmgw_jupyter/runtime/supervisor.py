@@ -21,10 +21,11 @@ from llmgw_jupyter.runtime import output as job_output
 from llmgw_jupyter.runtime.admission import Admission
 from llmgw_jupyter.runtime.config import RuntimeConfig
 from llmgw_jupyter.runtime.datadir import DiskReserve, is_disk_full
-from llmgw_jupyter.runtime.executor import Execution, Executor
+from llmgw_jupyter.runtime.executor import Execution, Executor, LaunchRequest
 from llmgw_jupyter.runtime.launch import prepare_launch
 from llmgw_jupyter.runtime.notifier import JobNotifier
 from llmgw_jupyter.runtime.outcome import Limits, StopReason, final_status, status_summary
+from llmgw_jupyter.runtime.process import off_loop
 from llmgw_jupyter.runtime.reader import OutputReader
 from llmgw_jupyter.runtime.running import RunningJob
 from llmgw_jupyter.store.jobs import JobStore
@@ -97,16 +98,23 @@ class JobSupervisor:
         if record is None or record.status is not JobStatus.QUEUED:
             return
         isolated = self.admission.isolated(record.caller)
-        try:
-            self.admission.check_isolation(record.caller)
-            request = prepare_launch(
+        provider = self.providers[record.provider]
+        job_dir = self.job_dir(job_id)
+
+        def prepare() -> LaunchRequest:
+            return prepare_launch(
                 record,
-                self.providers[record.provider],
+                provider,
                 self.config,
                 data_dir=self.data_dir,
-                job_dir=self.job_dir(job_id),
+                job_dir=job_dir,
                 isolated=isolated,
             )
+
+        try:
+            self.admission.check_isolation(record.caller)
+            # The job's directory and the provider's command: file system work, off the loop.
+            request = await off_loop(prepare)
         except GatewayError as error:
             self._fail_unstarted(job_id, error.category, error.message)
             return

@@ -43,6 +43,29 @@ def test_the_cap_is_shared_by_both_streams_and_the_kept_part_is_returned(tmp_pat
     assert (tmp_path / "job" / "stderr.log").read_bytes() == b"abcd"
 
 
+def test_a_file_made_off_the_loop_is_private_and_takes_the_stream_from_then_on(
+    tmp_path: Path,
+) -> None:
+    out = output.CappedOutput(tmp_path / "job", cap_bytes=10)
+    assert out.needs_file("stdout") and out.needs_file("stderr")
+
+    out.adopt("stdout", out.create_file("stdout"))  # what the reader does in a worker thread
+    assert not out.needs_file("stdout") and out.needs_file("stderr")
+    assert out.write("stdout", b"0123456789xyz") == b"0123456789"
+    assert not out.needs_file("stderr")  # full: nothing more would be kept
+    out.close()
+
+    stdout = tmp_path / "job" / "stdout.jsonl"
+    assert stdout.read_bytes() == b"0123456789"
+    assert stdout.stat().st_mode & 0o777 == 0o600
+    assert not (tmp_path / "job" / "stderr.log").exists()
+
+
+def test_an_executor_that_persists_its_output_needs_no_file_of_the_runtime(tmp_path: Path) -> None:
+    out = output.CappedOutput(tmp_path / "job", cap_bytes=10, persisted=True)
+    assert not out.needs_file("stdout") and not out.needs_file("stderr")
+
+
 def test_output_an_executor_persisted_is_counted_against_the_cap_not_written_again(
     tmp_path: Path,
 ) -> None:
