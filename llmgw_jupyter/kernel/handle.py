@@ -27,7 +27,7 @@ from llmgw_jupyter.kernel.presentation import (
     provider_label,
     state_badge_html,
 )
-from llmgw_jupyter.kernel.tasks import RETRY_DELAYS, keep
+from llmgw_jupyter.kernel.tasks import RETRY_DELAYS, keep, update_display
 from llmgw_jupyter.records import ACTIVE_STATUSES as _ACTIVE
 from llmgw_jupyter.records import TERMINAL_STATUSES as _TERMINAL
 from llmgw_jupyter.render import escape_markdown, escape_text, markdown_to_html, text_to_html
@@ -559,10 +559,14 @@ class JobHandle:
         return bundle
 
     def _update_displays(self) -> None:
-        """The job ended: its outputs' snapshots say so (the widget view stays the same)."""
+        """The job ended: its outputs' snapshots say so (the widget view stays the same).
+
+        Sent again from the next cell when it went out from the follow task, so a notebook
+        executed headless (nbclient, papermill) is saved with the final snapshot.
+        """
         for shown, show_answer in self._displays:
             try:
-                shown.update(self.mimebundle(show_answer=show_answer), raw=True)
+                update_display(shown, self.mimebundle(show_answer=show_answer), raw=True)
             except Exception:  # a closed comm or a gone frontend must not stop the listeners
                 log.exception("updating the output of job %s failed", self.id)
         self._displays.clear()

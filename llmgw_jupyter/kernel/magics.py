@@ -42,7 +42,7 @@ from llmgw_jupyter.kernel.presentation import (
     local_time,
     timestamp,
 )
-from llmgw_jupyter.kernel.tasks import RETRY_DELAYS, spawn
+from llmgw_jupyter.kernel.tasks import RETRY_DELAYS, spawn, uninstall_resend, update_display
 from llmgw_jupyter.providers.registry import installed_providers, load_provider_class
 from llmgw_jupyter.render import escape_text
 from llmgw_jupyter.tools.schemas import ProviderInputs, provider_inputs
@@ -884,7 +884,7 @@ class JobTable:
             if fresh["status"] != job["status"]:
                 self.jobs[index] = job = fresh
                 self.taken_at = time.time()
-                shown.update(self)
+                update_display(shown, self)
 
     @staticmethod
     def _spawn(coro: Coroutine[Any, Any, None]) -> None:
@@ -944,8 +944,9 @@ def _provider_magic(
 
 
 def unload_ipython_extension(ipython: Any) -> None:
-    """Nothing to undo: jobs belong to the gateway, not to the kernel."""
-    return None
+    """Outputs stop being updated again from later cells; jobs belong to the gateway, not to
+    the kernel, so they go on."""
+    uninstall_resend(ipython)
 
 
 def _check_out_name(out: str | None) -> None:

@@ -304,8 +304,7 @@ async def test_nbconvert_shows_the_answer_without_the_kernel(
 
     The real Codex, not the fake CLI: here the job ends during the third cell's wait, which
     updates the snapshot. A job that ends between two cells (the fake CLI takes 0.1 s) is seen by
-    the follow task instead, and the saved snapshot stays "queued" (nbclient keeps no update
-    sent outside the cell it runs): a known gap of the snapshot, not of this test.
+    the follow task instead, whose update the next cell sends again (test_headless_snapshot).
     """
     from nbclient import NotebookClient
     from nbconvert import HTMLExporter, MarkdownExporter
