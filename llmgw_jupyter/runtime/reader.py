@@ -19,7 +19,7 @@ from llmgw_jupyter.runtime.outcome import STORAGE_STOPS, StopReason
 from llmgw_jupyter.runtime.output import CappedOutput, close_quietly
 from llmgw_jupyter.runtime.process import off_loop
 from llmgw_jupyter.runtime.running import RunningJob
-from llmgw_jupyter.store.jobs import JobStore
+from llmgw_jupyter.store.jobs import JobStore, SessionSighting
 
 READ_CHUNK = 64 * 1024
 MAX_LINE_BYTES = 1024 * 1024
@@ -105,25 +105,30 @@ class OutputReader:
         now = time.time()
         room = self.max_events - running.events_stored
         rows = [(now, e.type, e.summary, e.data) for e in parsed[: max(room, 0)]]
-        running.events_stored += len(rows)
+        session = None
         if parser.session_id and not running.session_recorded:
-            running.session_recorded = True
-            self._record_session(parser.session_id, now)
+            session = self._session(parser.session_id, now)
+        if not rows and session is None:
+            return
+        # Usage the CLI reported early goes in with the events: budgets charge it live.
+        usage = parser.usage if rows else None
+        if usage is not None and usage.to_dict() != running.usage_stored:
+            figures = usage.to_dict()
+        else:
+            usage, figures = None, None
+        # Events, usage and the session the run named: one transaction.
+        last_seq = self.store.append_events(record.id, rows, usage=usage, session=session)
+        running.events_stored += len(rows)
+        running.session_recorded = running.session_recorded or session is not None
+        if figures is not None:
+            running.usage_stored = figures
         if rows:
-            # Usage the CLI reported early goes in with the events: budgets charge it live.
-            usage = parser.usage
-            if usage is not None and usage.to_dict() != running.usage_stored:
-                running.usage_stored = usage.to_dict()
-            else:
-                usage = None
-            last_seq = self.store.append_events(record.id, rows, usage=usage)
             self.notifier.notify(JobChange(record.id, JobStatus.RUNNING.value, last_seq))
 
-    def _record_session(self, session_id: str, now: float) -> None:
+    def _session(self, session_id: str, now: float) -> SessionSighting:
         record = self.record
         parent = record.args.get("session_id") if record.kind == "fork" else None
-        self.store.update_job(record.id, session_id=session_id)
-        self.store.record_session(
+        return SessionSighting(
             session_id=session_id,
             provider=record.provider,
             caller=record.caller,

@@ -6,7 +6,7 @@ import json
 import sqlite3
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from llmgw_jupyter.errors import ErrorCategory
 from llmgw_jupyter.records import (
@@ -52,6 +52,18 @@ EventRow = tuple[float, str, str, dict[str, Any]]  # ts, type, summary, data
 UNSTARTED_STATUSES = (JobStatus.QUEUED, JobStatus.AWAITING_APPROVAL)
 
 
+class SessionSighting(NamedTuple):
+    """A run named its session: the job it belongs to and the sessions table learn of it."""
+
+    session_id: str
+    provider: str
+    caller: str
+    parent_session_id: str | None
+    working_dir: str | None
+    job_id: str
+    ts: float
+
+
 class IdempotencyConflict(Exception):
     """A job with this caller and idempotency key already exists."""
 
@@ -82,9 +94,11 @@ class JobStore:
                 ).fetchone()
                 if row is not None:
                     raise IdempotencyConflict(job_from_row(row))
-            conn.execute(f"INSERT INTO jobs ({columns}) VALUES ({marks})", values)
-            self._append_events(conn, values["id"], [first_event])
-            row = conn.execute("SELECT * FROM jobs WHERE id = ?", (values["id"],)).fetchone()
+            # The first event's sequence number goes in with the row: one statement, not three.
+            [row] = conn.execute(
+                f"INSERT INTO jobs ({columns}, last_seq) VALUES ({marks}, 1) RETURNING *", values
+            ).fetchall()
+            self._insert_events(conn, values["id"], 1, [first_event])
         return job_from_row(row)
 
     def find_by_idempotency_key(self, caller: str, key: str) -> JobRecord | None:
@@ -131,13 +145,17 @@ class JobStore:
             where += " AND status IN (" + ", ".join(f":_s{i}" for i in range(len(allowed))) + ")"
             params.update({f"_s{i}": value for i, value in enumerate(allowed)})
         data = {"status": status.value, **(detail or {})}
+        event = (ts, "job.status", summary or status.value, data)
         with self.db.transaction(immediate=True) as conn:
-            changed = conn.execute(f"UPDATE jobs SET {assignments} WHERE {where}", params).rowcount
-            if not changed:
+            # The move, the event's sequence number and the new row: one statement.
+            rows = conn.execute(
+                f"UPDATE jobs SET {assignments}, last_seq = last_seq + 1 WHERE {where} RETURNING *",
+                params,
+            ).fetchall()
+            if not rows:
                 return None
-            self._append_events(conn, job_id, [(ts, "job.status", summary or status.value, data)])
-            row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return job_from_row(row)
+            self._insert_events(conn, job_id, int(rows[0]["last_seq"]), [event])
+        return job_from_row(rows[0])
 
     def end_unstarted(
         self,
@@ -244,31 +262,47 @@ class JobStore:
 
     # -- events ---------------------------------------------------------------------------
     def append_events(
-        self, job_id: str, events: Sequence[EventRow], *, usage: Usage | None = None
+        self,
+        job_id: str,
+        events: Sequence[EventRow],
+        *,
+        usage: Usage | None = None,
+        session: SessionSighting | None = None,
     ) -> int:
-        """Store parsed events with the next sequence numbers; returns the new last seq.
+        """Store parsed events with the next sequence numbers; returns the new last seq (-1 when
+        there was nothing to store).
 
         ``usage`` (what the run reported so far) is stored in the same transaction, so budgets
-        can be charged while the job runs."""
-        if not events:
+        can be charged while the job runs; so is ``session``, the session the run named first
+        (the job's ``session_id`` and the sessions table, as ``record_session``)."""
+        if not events and session is None:
             return -1
+        assignments = ["last_seq = last_seq + ?"]
+        params: list[Any] = [len(events)]
+        if usage is not None:
+            figures = usage.to_dict()
+            assignments += [f"{name} = ?" for name in figures]
+            params += figures.values()
+        if session is not None:
+            assignments.append("session_id = ?")
+            params.append(session.session_id)
         with self.db.transaction(immediate=True) as conn:
-            if usage is not None:
-                figures = usage.to_dict()
-                conn.execute(
-                    f"UPDATE jobs SET {', '.join(f'{k} = ?' for k in figures)} WHERE id = ?",
-                    (*figures.values(), job_id),
-                )
-            return self._append_events(conn, job_id, events)
+            rows = conn.execute(
+                f"UPDATE jobs SET {', '.join(assignments)} WHERE id = ? RETURNING last_seq",
+                (*params, job_id),
+            ).fetchall()
+            if not rows:
+                raise ValueError(f"no job {job_id}")
+            last = int(rows[0][0])
+            if session is not None:
+                self._upsert_session(conn, session)
+            if events:
+                self._insert_events(conn, job_id, last - len(events) + 1, events)
+        return last
 
     @staticmethod
-    def _append_events(conn: Any, job_id: str, events: Sequence[EventRow]) -> int:
-        row = conn.execute(
-            "UPDATE jobs SET last_seq = last_seq + ? WHERE id = ? RETURNING last_seq",
-            (len(events), job_id),
-        ).fetchone()
-        last = int(row[0])
-        first = last - len(events) + 1
+    def _insert_events(conn: Any, job_id: str, first: int, events: Sequence[EventRow]) -> None:
+        """Insert ``events`` numbered from ``first`` (the job's last_seq is already moved)."""
         conn.executemany(
             "INSERT INTO job_events (job_id, seq, ts, type, summary, data_json)"
             " VALUES (?, ?, ?, ?, ?, ?)",
@@ -277,7 +311,6 @@ class JobStore:
                 for i, (ts, kind, summary, data) in enumerate(events)
             ],
         )
-        return last
 
     def events_after(self, job_id: str, after_seq: int, limit: int) -> list[JobEvent]:
         rows = self.db.query(
@@ -311,13 +344,30 @@ class JobStore:
         ts: float,
     ) -> None:
         """First sight of a session creates it; later jobs on it (resume) only touch it."""
-        self.db.execute(
+        sighting = SessionSighting(
+            session_id, provider, caller, parent_session_id, working_dir, job_id, ts
+        )
+        self._upsert_session(self.db, sighting)
+
+    @staticmethod
+    def _upsert_session(conn: Any, session: SessionSighting) -> None:
+        conn.execute(
             "INSERT INTO sessions (session_id, provider, caller, parent_session_id, working_dir,"
             " created_at, created_by_job, last_job_id, last_used_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (session_id) DO UPDATE SET last_job_id = excluded.last_job_id,"
             " last_used_at = excluded.last_used_at",
-            (session_id, provider, caller, parent_session_id, working_dir, ts, job_id, job_id, ts),
+            (
+                session.session_id,
+                session.provider,
+                session.caller,
+                session.parent_session_id,
+                session.working_dir,
+                session.ts,
+                session.job_id,
+                session.job_id,
+                session.ts,
+            ),
         )
 
     def get_session(self, session_id: str) -> SessionRecord | None:

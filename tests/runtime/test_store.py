@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 
 from llmgw_jupyter.errors import ErrorCategory
+from llmgw_jupyter.records import Usage
 from llmgw_jupyter.runtime import JobRecord, JobStatus
 from llmgw_jupyter.store.db import Database, SchemaTooNewError
-from llmgw_jupyter.store.jobs import IdempotencyConflict, JobStore
+from llmgw_jupyter.store.jobs import IdempotencyConflict, JobStore, SessionSighting
 from llmgw_jupyter.store.schema import MIGRATIONS
 
 
@@ -203,3 +204,45 @@ def test_sessions_keep_their_creator_and_list_their_forks(store: JobStore) -> No
     latest = store.latest_session(caller="owner", provider="codex", working_dir="/w")
     assert latest is not None and latest.session_id == "p"
     assert store.list_sessions(caller="grant:bot") == []
+
+
+def test_events_usage_and_the_session_a_run_named_are_stored_together(store: JobStore) -> None:
+    insert(store, "a")
+    sighting = SessionSighting("s1", "codex", "owner", None, "/w", "a", 5.0)
+
+    last = store.append_events(
+        "a", [(5.0, "thread.started", "", {}), (5.0, "turn.started", "", {})],
+        usage=Usage(10, 0, 2, 0), session=sighting,
+    )  # fmt: skip
+
+    job = stored(store, "a")
+    assert last == job.last_seq == 3
+    assert job.session_id == "s1" and job.usage.input_tokens == 10
+    session = store.get_session("s1")
+    assert session is not None and (session.created_by_job, session.working_dir) == ("a", "/w")
+
+
+def test_a_session_named_after_the_event_cap_is_still_stored(store: JobStore) -> None:
+    insert(store, "a")
+    sighting = SessionSighting("s2", "codex", "owner", None, None, "a", 5.0)
+
+    last = store.append_events("a", [], session=sighting)
+
+    assert last == stored(store, "a").last_seq == 1  # no event added
+    assert stored(store, "a").session_id == "s2" and store.get_session("s2") is not None
+    assert store.append_events("a", []) == -1
+
+
+def test_a_failed_append_stores_nothing_of_it(store: JobStore, db: Database) -> None:
+    insert(store, "a")
+    store.append_events("a", [(1.0, "turn.started", "", {})])
+    sighting = SessionSighting("s3", "codex", "owner", None, None, "a", 5.0)
+    db.execute(
+        "CREATE TRIGGER refuse BEFORE INSERT ON job_events BEGIN SELECT RAISE(ABORT, 'x'); END"
+    )
+
+    with pytest.raises(sqlite3.IntegrityError):
+        store.append_events("a", [(2.0, "item.completed", "", {})], session=sighting)
+
+    job = stored(store, "a")
+    assert job.last_seq == 2 and job.session_id is None and store.get_session("s3") is None
