@@ -92,6 +92,22 @@ def _inside(path: Path, parent: Path) -> bool:
     return child == top or child.startswith(top if top.endswith("/") else top + "/")
 
 
+_FOUND_BWRAP: dict[str | None, str] = {}  # PATH -> where bwrap was found on it
+
+
+def _which_bwrap() -> str | None:
+    """``shutil.which("bwrap")``, remembered once found (asked twice per isolated job: a PATH
+    walk each time cost the loop about 0.1 ms); a miss is asked again, so installing bubblewrap
+    later is noticed."""
+    path = os.environ.get("PATH")
+    found = _FOUND_BWRAP.get(path)
+    if found is None:
+        found = shutil.which("bwrap", path=path)
+        if found is not None:
+            _FOUND_BWRAP[path] = found
+    return found
+
+
 @functools.lru_cache(maxsize=8)
 def _probe(executable: str) -> str | None:
     """None when bubblewrap can build a namespace here, else why not (checked once)."""
@@ -119,7 +135,7 @@ class Boundary:
 
     @property
     def executable(self) -> str | None:
-        return self._explicit or os.environ.get(BWRAP_PATH_ENV) or shutil.which("bwrap")
+        return self._explicit or os.environ.get(BWRAP_PATH_ENV) or _which_bwrap()
 
     def unavailable_reason(self) -> str | None:
         """None when jobs can be isolated; otherwise a message that says how to fix it."""

@@ -18,6 +18,7 @@ from runtime_helpers import RuntimeFactory
 
 from llmgw_jupyter.errors import ErrorCategory, GatewayError
 from llmgw_jupyter.runtime import JobRecord, JobSpec, JobStatus, Runtime
+from llmgw_jupyter.runtime.isolation import BWRAP_PATH_ENV, Boundary
 from llmgw_jupyter.testing.fake_provider import FakeProvider
 
 CODEX_WAIT = 90
@@ -323,3 +324,32 @@ async def test_grants_work_only_under_the_owners_grant_roots(
         JobSpec("codex", "codex_request_async", "exec", {"prompt": "hi", "working_dir": "/tmp"})
     )
     assert owner.working_dir == "/tmp"  # the owner is not limited by grant_roots
+
+
+def test_bubblewrap_is_looked_up_on_path_until_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(BWRAP_PATH_ENV, raising=False)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    monkeypatch.setenv("PATH", str(bin_dir))
+    boundary = Boundary()
+    assert boundary.executable is None  # not installed (yet): asked again next time
+
+    bwrap = bin_dir / "bwrap"
+    bwrap.write_text("#!/bin/sh\n")
+    bwrap.chmod(0o755)
+    assert boundary.executable == str(bwrap)
+    bwrap.unlink()
+    assert boundary.executable == str(bwrap)  # found once: remembered for this PATH
+
+
+def test_inside_checks_compare_whole_path_components() -> None:
+    protected = [Path("/srv/data"), Path("/")]
+    boundary = Boundary(protected=protected[:1])
+    boundary.check_path("working_dir", "/srv/database")  # a sibling sharing a prefix: allowed
+    for inside in ("/srv/data", "/srv/data/jobs/x"):
+        with pytest.raises(GatewayError):
+            boundary.check_path("working_dir", inside)
+    with pytest.raises(GatewayError):
+        Boundary(protected=protected[1:]).check_path("working_dir", "/anything")
