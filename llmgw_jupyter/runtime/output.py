@@ -21,6 +21,18 @@ def job_dir(data_dir: Path, job_id: str) -> Path:
     return data_dir / "jobs" / job_id
 
 
+def create_empty(directory: Path, stream: str) -> None:
+    """Make ``stream``'s file, empty and private, ahead of its first byte (in a worker thread:
+    creating a file costs about 0.4 ms on ext4). Executors that write the files themselves
+    append to it (the Ray executor truncates it first)."""
+    path = directory / STREAM_FILES[stream]
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
 class CappedOutput:
     """Appends both streams of one job to files, stopping at a shared byte cap.
 
@@ -52,6 +64,17 @@ class CappedOutput:
     def needs_file(self, stream: str) -> bool:
         """True when the next bytes of ``stream`` would be kept in a file not yet open."""
         return not self.persisted and stream not in self._files and self.total < self.cap_bytes
+
+    def open_existing(self, stream: str) -> bool:
+        """Open ``stream``'s file if it exists (made ahead by ``create_empty``): cheap enough for
+        the loop, unlike creating it. False when it does not exist yet."""
+        try:
+            fd = os.open(self.directory / STREAM_FILES[stream], os.O_WRONLY | os.O_APPEND)
+        except FileNotFoundError:
+            return False
+        os.fchmod(fd, 0o600)
+        self.adopt(stream, os.fdopen(fd, "ab"))
+        return True
 
     def create_file(self, stream: str) -> BinaryIO:
         """Create (open) ``stream``'s file, blocking: the reader runs this off the loop and hands

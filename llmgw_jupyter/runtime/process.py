@@ -29,21 +29,31 @@ import psutil
 STREAM_LIMIT = 2**16
 T = TypeVar("T")
 
-_launcher: concurrent.futures.ThreadPoolExecutor | None = None
-_launcher_lock = threading.Lock()
+_pools: dict[str, concurrent.futures.ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
+def _pool(name: str) -> concurrent.futures.ThreadPoolExecutor:
+    with _pools_lock:
+        pool = _pools.get(name)
+        if pool is None:
+            pool = _pools[name] = concurrent.futures.ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix=f"llmgw-{name}"
+            )
+        return pool
 
 
 def launcher() -> concurrent.futures.ThreadPoolExecutor:
     """The thread jobs are prepared and started in: one, so launches keep the order and the
     one-at-a-time sequence they had on the loop (a provider's files are never written twice at
     once), without the loop waiting for a file system or a fork."""
-    global _launcher
-    with _launcher_lock:
-        if _launcher is None:
-            _launcher = concurrent.futures.ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix="llmgw-launch"
-            )
-        return _launcher
+    return _pool("launch")
+
+
+def file_maker() -> concurrent.futures.ThreadPoolExecutor:
+    """A thread for files made ahead of need (a job's output file while its CLI starts in the
+    launcher): beside the launcher, not queued behind it."""
+    return _pool("files")
 
 
 async def off_loop(call: Callable[[], T], *, undo: Callable[[T], None] | None = None) -> T:

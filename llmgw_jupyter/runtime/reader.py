@@ -49,6 +49,15 @@ class OutputReader:
         self.max_events = max_events
         self.stderr_tail = bytearray()
 
+    async def _make_file(self, stream: str) -> None:
+        """Open ``stream``'s file before its first write: on the loop when it was made ahead
+        (stdout, at launch), else created in the launcher thread."""
+        output = self.output
+        if output.open_existing(stream):
+            return
+        create = functools.partial(output.create_file, stream)
+        output.adopt(stream, await off_loop(create, undo=close_quietly))
+
     async def pump(self, reader: ByteStream, stream: str) -> None:
         running, output = self.running, self.output
         tail = self.stderr_tail if stream == "stderr" else None
@@ -61,8 +70,7 @@ class OutputReader:
             running.last_output = time.monotonic()
             try:
                 if output.needs_file(stream):
-                    create = functools.partial(output.create_file, stream)
-                    output.adopt(stream, await off_loop(create, undo=close_quietly))
+                    await self._make_file(stream)
                 kept = output.write(stream, chunk)
             except OSError as error:
                 running.request_stop(_storage_stop(error), detail=str(error))

@@ -25,7 +25,7 @@ from llmgw_jupyter.runtime.executor import Execution, Executor, LaunchRequest
 from llmgw_jupyter.runtime.launch import prepare_launch
 from llmgw_jupyter.runtime.notifier import JobNotifier
 from llmgw_jupyter.runtime.outcome import Limits, StopReason, final_status, status_summary
-from llmgw_jupyter.runtime.process import off_loop
+from llmgw_jupyter.runtime.process import file_maker, off_loop
 from llmgw_jupyter.runtime.reader import OutputReader
 from llmgw_jupyter.runtime.running import RunningJob
 from llmgw_jupyter.store.jobs import JobStore
@@ -102,7 +102,7 @@ class JobSupervisor:
         job_dir = self.job_dir(job_id)
 
         def prepare() -> LaunchRequest:
-            return prepare_launch(
+            request = prepare_launch(
                 record,
                 provider,
                 self.config,
@@ -110,6 +110,10 @@ class JobSupervisor:
                 job_dir=job_dir,
                 isolated=isolated,
             )
+            # Every CLI here speaks on stdout: its file is made while the CLI starts (stderr's,
+            # rarer, on its first byte).
+            file_maker().submit(job_output.create_empty, job_dir, "stdout")
+            return request
 
         try:
             self.admission.check_isolation(record.caller)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -59,6 +60,26 @@ def test_a_file_made_off_the_loop_is_private_and_takes_the_stream_from_then_on(
     assert stdout.read_bytes() == b"0123456789"
     assert stdout.stat().st_mode & 0o777 == 0o600
     assert not (tmp_path / "job" / "stderr.log").exists()
+
+
+def test_a_file_made_ahead_is_private_and_opened_without_creating_it(tmp_path: Path) -> None:
+    job = tmp_path / "job"
+    job.mkdir()
+    out = output.CappedOutput(job, cap_bytes=100)
+    assert not out.open_existing("stdout")  # not made yet: the reader creates it off the loop
+
+    old = os.umask(0)
+    try:
+        output.create_empty(job, "stdout")
+    finally:
+        os.umask(old)
+    assert (job / "stdout.jsonl").stat().st_mode & 0o777 == 0o600
+    assert out.open_existing("stdout") and not out.needs_file("stdout")
+    out.write("stdout", b"line\n")
+    output.create_empty(job, "stdout")  # made again (late): what was written stays
+    out.write("stdout", b"more\n")
+    out.close()
+    assert (job / "stdout.jsonl").read_bytes() == b"line\nmore\n"
 
 
 def test_an_executor_that_persists_its_output_needs_no_file_of_the_runtime(tmp_path: Path) -> None:
