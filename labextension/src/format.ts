@@ -32,7 +32,8 @@ export function pendingApprovals(summary: ISummaryLike | null): number {
 }
 
 /**
- * Status bar text, e.g. "Codex: 2 running · 1 queued · 1 needs approval".
+ * Status bar text about the jobs of every provider, e.g.
+ * "Agents: 2 running · 1 queued · 1 needs approval".
  */
 export function statusView(
   summary: ISummaryLike | null,
@@ -40,14 +41,14 @@ export function statusView(
 ): IStatusView {
   if (connection === 'unreachable') {
     return {
-      text: 'Codex: gateway unreachable',
+      text: 'Agents: gateway unreachable',
       state: 'unreachable',
       title: 'The llmgw gateway does not answer; retrying with backoff.'
     };
   }
   if (!summary) {
     return {
-      text: 'Codex',
+      text: 'Agents',
       state: 'connecting',
       title: 'Connecting to the llmgw gateway…'
     };
@@ -55,7 +56,7 @@ export function statusView(
   const policyError = policyErrorText(summary);
   if (policyError) {
     return {
-      text: 'Codex: owner policy broken',
+      text: 'Agents: owner policy broken',
       state: 'unreachable',
       title: policyError
     };
@@ -79,15 +80,15 @@ export function statusView(
     connection === 'streaming' ? 'live updates' : 'polling for updates';
   if (parts.length === 0) {
     return {
-      text: 'Codex: idle',
+      text: 'Agents: idle',
       state: 'idle',
-      title: `No Codex job is running or waiting (${how}). Click to open the jobs panel.`
+      title: `No agent job is running or waiting (${how}). Click to open the jobs panel.`
     };
   }
   return {
-    text: `Codex: ${parts.join(' · ')}`,
+    text: `Agents: ${parts.join(' · ')}`,
     state: 'active',
-    title: `Codex jobs (${how}). Click to open the jobs panel.`
+    title: `Agent jobs (${how}). Click to open the jobs panel.`
   };
 }
 
@@ -323,7 +324,11 @@ export function jobPrompt(job: IJobView): string {
   return job.prompt_preview ?? '';
 }
 
-/** What the status bar says about the model jobs use ('' when nothing to say). */
+/**
+ * What the status bar says about the model jobs use ('' when nothing to say).
+ * The summary's model is Codex's only (a Claude echo model is not reported), so
+ * the notice names Codex.
+ */
 export function modelView(summary: ISummaryLike | null): {
   text: string;
   title: string;

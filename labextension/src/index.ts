@@ -118,7 +118,7 @@ const NO_ARGS = { args: { type: 'object', properties: {} } };
 const plugin: JupyterFrontEndPlugin<void> = {
   id: PLUGIN_ID,
   description:
-    'Codex jobs of the llmgw gateway: status bar, jobs panel, approvals.',
+    'Agent jobs of the llmgw gateway: status bar, jobs panel, approvals.',
   autoStart: true,
   optional: [
     IStatusBar,
@@ -155,7 +155,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
 
     const panel = new GatewayPanel({ model, commands, rendermime });
     panel.title.icon = gatewayIcon;
-    panel.title.caption = 'Codex jobs';
+    panel.title.caption = 'Agent jobs';
     shell.add(panel, 'left', { rank: 850 });
     if (restorer) {
       restorer.add(panel, 'llmgw-panel');
@@ -183,13 +183,13 @@ const plugin: JupyterFrontEndPlugin<void> = {
       }
       for (const approval of approvals) {
         const toast = Notification.warning(
-          `Codex: ${callerLabel(approval.caller)} asks to run ${approval.tool}; approval needed.`,
+          `Agents: ${callerLabel(approval.caller)} asks to run ${approval.tool}; approval needed.`,
           {
             autoClose: false,
             actions: [
               {
                 label: 'Review',
-                caption: 'Open the Codex jobs panel',
+                caption: 'Open the agent jobs panel',
                 callback: openPanel
               }
             ]
@@ -230,7 +230,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
         candidates.set(jobLabel(job), job.id);
       }
       if (candidates.size === 0) {
-        Notification.info('No matching Codex job.', { autoClose: 4000 });
+        Notification.info('No matching agent job.', { autoClose: 4000 });
         return null;
       }
       const jobId = await pickItem(title, 'Job', candidates);
@@ -257,7 +257,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
 
     commands.addCommand(CommandIDs.openPanel, {
       describedBy: NO_ARGS,
-      label: 'Open Codex Jobs Panel',
+      label: 'Open Agent Jobs Panel',
       caption: 'Show the llmgw jobs panel',
       icon: gatewayIcon,
       execute: openPanel
@@ -265,7 +265,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
 
     commands.addCommand(CommandIDs.refresh, {
       describedBy: NO_ARGS,
-      label: 'Refresh Codex Jobs',
+      label: 'Refresh Agent Jobs',
       execute: async () => {
         try {
           await model.refreshNow();
@@ -277,7 +277,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
 
     commands.addCommand(CommandIDs.cancelJob, {
       describedBy: JOB_ARGS,
-      label: args => (args.jobId ? 'Cancel Job' : 'Cancel Codex Job…'),
+      label: args => (args.jobId ? 'Cancel Job' : 'Cancel Agent Job…'),
       caption: 'Cancel a queued or running job',
       execute: async args => {
         const job = await chooseJob(args, 'Cancel which job?', j =>
@@ -318,19 +318,19 @@ const plugin: JupyterFrontEndPlugin<void> = {
     commands.addCommand(CommandIDs.approve, {
       describedBy: APPROVAL_ARGS,
       label: args =>
-        args.approvalId ? 'Approve' : 'Approve Pending Codex Request…',
+        args.approvalId ? 'Approve' : 'Approve Pending Agent Request…',
       execute: decide('approve')
     });
 
     commands.addCommand(CommandIDs.deny, {
       describedBy: APPROVAL_ARGS,
-      label: args => (args.approvalId ? 'Deny' : 'Deny Pending Codex Request…'),
+      label: args => (args.approvalId ? 'Deny' : 'Deny Pending Agent Request…'),
       execute: decide('deny')
     });
 
     commands.addCommand(CommandIDs.fork, {
       describedBy: JOB_ARGS,
-      label: args => (args.jobId ? 'Fork…' : 'Fork Codex Session…'),
+      label: args => (args.jobId ? 'Fork…' : 'Fork Agent Session…'),
       caption: "Start a new job from a job's session with a new prompt",
       execute: async args => {
         const job = await chooseJob(
@@ -371,7 +371,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
 
     commands.addCommand(CommandIDs.rerun, {
       describedBy: JOB_ARGS,
-      label: args => (args.jobId ? 'Re-run…' : 'Re-run Codex Job…'),
+      label: args => (args.jobId ? 'Re-run…' : 'Re-run Agent Job…'),
       caption: "Run a job's request again with a new prompt",
       execute: async args => {
         const job = await chooseJob(args, 'Re-run which job?', () => true);

@@ -206,7 +206,7 @@ function LiveJob(props: IJobOutputProps & { job: IJobView }): JSX.Element {
           />
         ) : (
           <div className="llmgw-output-note">
-            Waits for the owner's approval (Codex jobs panel).
+            Waits for the owner's approval (Agent jobs panel).
           </div>
         )
       ) : null}

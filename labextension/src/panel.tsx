@@ -530,7 +530,7 @@ function Panel(props: IPanelProps): JSX.Element {
   return (
     <div className="llmgw-panel-content">
       <header className="llmgw-panel-header">
-        <h2 className="llmgw-panel-title">Codex jobs</h2>
+        <h2 className="llmgw-panel-title">Agent jobs</h2>
         <ConnectionBadge model={model} />
         <SmallButton
           className="llmgw-refresh"

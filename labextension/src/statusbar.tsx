@@ -1,5 +1,5 @@
 /**
- * Status bar item: "Codex: 2 running · 1 queued · 1 needs approval".
+ * Status bar item: "Agents: 2 running · 1 queued · 1 needs approval".
  */
 import { ReactWidget } from '@jupyterlab/ui-components';
 import React from 'react';

@@ -61,7 +61,7 @@ def job_row(page: Page, job_id: str) -> Locator:
 async def lab_is_up(page: Page) -> None:
     """JupyterLab has loaded and the extension has its first summary: nothing is going on."""
     await expect(status_bar(page)).to_have_attribute("data-state", "idle", timeout=LAB_LOAD)
-    await expect(page.locator(".llmgw-statusbar-text")).to_have_text("Codex: idle")
+    await expect(page.locator(".llmgw-statusbar-text")).to_have_text("Agents: idle")
 
 
 async def open_panel_from_status_bar(page: Page) -> Locator:
@@ -93,7 +93,7 @@ async def test_an_agents_job_waits_for_approval_in_the_panel_and_its_answer_appe
         # The status bar counts the request live, and a notification asks for a review while the
         # panel is closed.
         text = page.locator(".llmgw-statusbar-text")
-        await expect(text).to_have_text("Codex: 1 needs approval", timeout=UI)
+        await expect(text).to_have_text("Agents: 1 needs approval", timeout=UI)
         await expect(status_bar(page)).to_have_attribute("data-state", "active")
         toast = page.locator(".Toastify__toast", has_text="approval needed")
         await expect(toast).to_have_count(1, timeout=UI)
@@ -146,7 +146,7 @@ async def test_an_agents_job_waits_for_approval_in_the_panel_and_its_answer_appe
             1, timeout=UI
         )
         await expect(row.locator(".llmgw-cancel")).to_have_count(0)
-        await expect(text).to_have_text("Codex: idle", timeout=UI)
+        await expect(text).to_have_text("Agents: idle", timeout=UI)
         await expect(status_bar(page)).to_have_attribute("data-state", "idle")
         await panel.screenshot(path=output_dir / "panel-answer.png")
 
@@ -173,7 +173,7 @@ async def test_the_owner_cancels_a_slow_job_by_clicking(
     row = job_row(page, job_id)
     await expect(row).to_have_attribute("data-status", "running", timeout=JOB_DONE)
     await expect(row.locator(".llmgw-job-caller")).to_have_text("owner")
-    await expect(page.locator(".llmgw-statusbar-text")).to_have_text("Codex: 1 running", timeout=UI)
+    await expect(page.locator(".llmgw-statusbar-text")).to_have_text("Agents: 1 running", timeout=UI)
     await row.locator(".llmgw-job-header").click()
     # Codex has started its turn and now waits on the (slow) model.
     await expect(row.locator('.llmgw-job-event[data-type="turn.started"]')).to_have_count(
@@ -186,7 +186,7 @@ async def test_the_owner_cancels_a_slow_job_by_clicking(
     await expect(row.locator(".llmgw-job-status")).to_have_attribute("data-status", "cancelled")
     await expect(row.locator(".llmgw-cancel")).to_have_count(0)
     await expect(row.locator(".llmgw-job-answer")).to_have_count(0)
-    await expect(page.locator(".llmgw-statusbar-text")).to_have_text("Codex: idle", timeout=UI)
+    await expect(page.locator(".llmgw-statusbar-text")).to_have_text("Agents: idle", timeout=UI)
     await panel.screenshot(path=output_dir / "panel-cancelled.png")
 
     job = (await rest.get(f"jobs/{job_id}")).json()

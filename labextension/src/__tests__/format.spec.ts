@@ -28,7 +28,7 @@ describe('statusView', () => {
       },
       'streaming'
     );
-    expect(view.text).toBe('Codex: 2 running · 1 queued · 1 needs approval');
+    expect(view.text).toBe('Agents: 2 running · 1 queued · 1 needs approval');
     expect(view.state).toBe('active');
   });
 
@@ -37,7 +37,7 @@ describe('statusView', () => {
       { counts: { succeeded: 3 }, pending_approvals: 0 },
       'polling'
     );
-    expect(view.text).toBe('Codex: idle');
+    expect(view.text).toBe('Agents: idle');
     expect(view.state).toBe('idle');
   });
 
@@ -46,7 +46,7 @@ describe('statusView', () => {
       { counts: { running: 1 }, pending_approvals: 0 },
       'unreachable'
     );
-    expect(view.text).toBe('Codex: gateway unreachable');
+    expect(view.text).toBe('Agents: gateway unreachable');
     expect(view.state).toBe('unreachable');
   });
 
@@ -56,7 +56,7 @@ describe('statusView', () => {
       { counts: { running: 1 }, pending_approvals: 0, policy_error: reason },
       'streaming'
     );
-    expect(view.text).toBe('Codex: owner policy broken');
+    expect(view.text).toBe('Agents: owner policy broken');
     expect(view.title).toBe(reason);
     expect(policyErrorText({ counts: {}, pending_approvals: 0 })).toBe('');
   });
@@ -64,7 +64,31 @@ describe('statusView', () => {
   it('uses the plural for several approvals', () => {
     expect(
       statusView({ counts: {}, pending_approvals: 3 }, 'polling').text
-    ).toBe('Codex: 3 need approval');
+    ).toBe('Agents: 3 need approval');
+  });
+
+  it("names no provider: it counts every provider's jobs", () => {
+    const views = [
+      statusView(null, 'streaming'),
+      statusView({ counts: {}, pending_approvals: 0 }, 'streaming'),
+      statusView({ counts: { running: 1 }, pending_approvals: 0 }, 'polling'),
+      statusView({ counts: {}, pending_approvals: 0 }, 'unreachable')
+    ];
+    expect(views.map(view => view.text)).toEqual([
+      'Agents',
+      'Agents: idle',
+      'Agents: 1 running',
+      'Agents: gateway unreachable'
+    ]);
+    expect(views[1].title).toBe(
+      'No agent job is running or waiting (live updates). Click to open the jobs panel.'
+    );
+    expect(views[2].title).toBe(
+      'Agent jobs (polling for updates). Click to open the jobs panel.'
+    );
+    for (const view of views) {
+      expect(`${view.text} ${view.title}`).not.toMatch(/codex|claude/i);
+    }
   });
 });
 

@@ -92,6 +92,15 @@ describe('modelView', () => {
     expect(modelView(summary(false)).text).toBe('');
     expect(modelView(null).text).toBe('');
   });
+
+  it("says the echo model is Codex's (the summary's model is Codex's only)", () => {
+    const summary = {
+      counts: {},
+      pending_approvals: 0,
+      model: { local_echo: true, label: 'local echo model' }
+    };
+    expect(modelView(summary).title).toMatch(/^Codex jobs use the bundled/);
+  });
 });
 
 describe('parseJobBundle', () => {
