@@ -43,10 +43,22 @@ def _pool(name: str) -> concurrent.futures.ThreadPoolExecutor:
         return pool
 
 
+def _forget_pools() -> None:
+    """A forked child has none of its parent's threads: it makes its own pools if it needs any."""
+    _pools.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pools)
+
+
 def launcher() -> concurrent.futures.ThreadPoolExecutor:
     """The thread jobs are prepared and started in: one, so launches keep the order and the
     one-at-a-time sequence they had on the loop (a provider's files are never written twice at
-    once), without the loop waiting for a file system or a fork."""
+    once), without the loop waiting for a file system or a fork.
+
+    The thread lives as long as the process, as the loop's thread does: bubblewrap's
+    ``--die-with-parent`` (``PR_SET_PDEATHSIG``) follows the thread that started the child."""
     return _pool("launch")
 
 

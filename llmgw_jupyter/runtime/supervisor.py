@@ -228,7 +228,7 @@ class JobSupervisor:
         if record.started_at is not None:
             # An adopted run (after a restart) keeps the wall clock it started with.
             started -= max(0.0, time.time() - record.started_at)
-        exited = asyncio.ensure_future(execution.wait())
+        exited: asyncio.Future[Any] = asyncio.ensure_future(execution.wait())
         stopping: asyncio.Future[None] | None = None
         while not exited.done():
             if running.stop_reason is None:
@@ -239,12 +239,10 @@ class JobSupervisor:
                     running.stop_reason = StopReason.IDLE_TIMEOUT
             if running.stop_reason is not None and stopping is None:
                 stopping = asyncio.ensure_future(execution.stop(self.config.kill_grace_seconds))
-            running.wake.clear()
-            woken = asyncio.ensure_future(running.wake.wait())
+            woken: asyncio.Future[Any] = running.next_wake()
             deadline = min(started + wall, running.last_output + idle) - time.monotonic()
             timeout = None if stopping is not None else max(deadline, 0.0) + 0.01
             await asyncio.wait({exited, woken}, timeout=timeout, return_when="FIRST_COMPLETED")
-            woken.cancel()
         if stopping is not None:
             stopping.cancel()
         return exited.result()

@@ -9,6 +9,7 @@ import hashlib
 import os
 import sys
 import threading
+import warnings
 from pathlib import Path
 
 import pytest
@@ -135,3 +136,22 @@ async def test_a_launch_cancelled_while_its_process_starts_leaves_nothing_runnin
         await asyncio.sleep(0)  # its result reached the loop, which undid it
     [child] = started
     wait_until(lambda: not alive(child.popen.pid), what="the cancelled launch's process to die")
+
+
+def test_a_forked_child_makes_its_own_launcher_thread() -> None:
+    parent_pool = process.launcher()
+    assert parent_pool.submit(threading.get_ident).result(timeout=30) != threading.get_ident()
+    read_end, write_end = os.pipe()
+    with warnings.catch_warnings():  # 3.12+ warns of forking a threaded process: the point here
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: the parent's launcher thread does not exist here
+        try:
+            ran = process.launcher().submit(lambda: b"ran").result(timeout=10)
+            os.write(write_end, ran if process.launcher() is not parent_pool else b"same")
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as answer:
+        assert answer.read() == b"ran"
+    os.waitpid(pid, 0)
