@@ -70,18 +70,18 @@ def file_maker() -> concurrent.futures.ThreadPoolExecutor:
 
 async def off_loop(call: Callable[[], T], *, undo: Callable[[T], None] | None = None) -> T:
     """``call()`` in the launcher thread. Should the awaiting task be cancelled meanwhile, the
-    call still completes in its thread and ``undo`` gets what it made (nothing may be left
-    running by a cancelled launch)."""
-    future = asyncio.get_running_loop().run_in_executor(launcher(), call)
+    call still completes in its thread and ``undo`` gets what it made, there (nothing may be
+    left running by a cancelled launch)."""
+    done = launcher().submit(call)
     try:
-        return await asyncio.shield(future)
+        return await asyncio.wrap_future(done)
     except asyncio.CancelledError:
         if undo is not None:
-            future.add_done_callback(lambda done: _undo_result(done, undo))
+            done.add_done_callback(functools.partial(_undo_result, undo=undo))
         raise
 
 
-def _undo_result(done: asyncio.Future[T], undo: Callable[[T], None]) -> None:
+def _undo_result(done: concurrent.futures.Future[T], undo: Callable[[T], None]) -> None:
     if not done.cancelled() and done.exception() is None:
         undo(done.result())
 

@@ -11,6 +11,7 @@ import sys
 import threading
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 from runtime_fakes import FakeProvider
@@ -112,10 +113,38 @@ async def test_a_launch_cancelled_while_its_process_starts_leaves_nothing_runnin
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     started: list[StartedChild] = []
+    entered, gate = threading.Event(), threading.Event()
     real_start = process.start_child
 
-    def recording_start(*args: object, **kwargs: object) -> StartedChild:
-        child = real_start(*args, **kwargs)  # type: ignore[arg-type]
+    def gated_start(*args: Any, **kwargs: Any) -> StartedChild:
+        entered.set()
+        gate.wait(30)
+        child = real_start(*args, **kwargs)
+        started.append(child)
+        return child
+
+    monkeypatch.setattr(process, "start_child", gated_start)
+    launch = asyncio.ensure_future(
+        process.spawn(["sleep", "60"], cwd=str(tmp_path), env={"PATH": os.defpath}, stdin=b"x")
+    )
+    await asyncio.get_running_loop().run_in_executor(None, entered.wait, 30)
+    launch.cancel()  # the start is under way in the launcher thread: it cannot be taken back
+    with pytest.raises(asyncio.CancelledError):
+        await launch
+    gate.set()
+    await process.off_loop(lambda: None)  # the start, and its undo, are done in that thread
+    [child] = started
+    wait_until(lambda: not alive(child.popen.pid), what="the cancelled launch's process to die")
+
+
+async def test_a_launch_cancelled_before_its_turn_starts_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[StartedChild] = []
+    real_start = process.start_child
+
+    def recording_start(*args: Any, **kwargs: Any) -> StartedChild:
+        child = real_start(*args, **kwargs)
         started.append(child)
         return child
 
@@ -125,17 +154,14 @@ async def test_a_launch_cancelled_while_its_process_starts_leaves_nothing_runnin
     launch = asyncio.ensure_future(
         process.spawn(["sleep", "60"], cwd=str(tmp_path), env={"PATH": os.defpath}, stdin=b"x")
     )
-    await asyncio.sleep(0)  # the launch is waiting for the launcher thread
+    await asyncio.sleep(0)  # the launch waits for the launcher thread
     launch.cancel()
-    gate.set()
-    await busy
     with pytest.raises(asyncio.CancelledError):
         await launch
-    await process.off_loop(lambda: None)  # the cancelled start has completed in its thread
-    for _ in range(3):
-        await asyncio.sleep(0)  # its result reached the loop, which undid it
-    [child] = started
-    wait_until(lambda: not alive(child.popen.pid), what="the cancelled launch's process to die")
+    gate.set()
+    await busy
+    await process.off_loop(lambda: None)
+    assert started == []
 
 
 def test_a_forked_child_makes_its_own_launcher_thread() -> None:
