@@ -23,7 +23,7 @@ from llmgw_jupyter.runtime.config import RuntimeConfig
 from llmgw_jupyter.runtime.datadir import DiskReserve, is_disk_full
 from llmgw_jupyter.runtime.executor import Execution, Executor, LaunchRequest
 from llmgw_jupyter.runtime.launch import prepare_launch
-from llmgw_jupyter.runtime.notifier import JobNotifier
+from llmgw_jupyter.runtime.notifier import JobChange, JobNotifier
 from llmgw_jupyter.runtime.outcome import Limits, StopReason, final_status, status_summary
 from llmgw_jupyter.runtime.process import file_maker, off_loop
 from llmgw_jupyter.runtime.reader import OutputReader
@@ -274,7 +274,7 @@ class JobSupervisor:
             ),
         )
         try:
-            done = self.store.transition(
+            last_seq = self.store.transition_seq(
                 record.id,
                 status,
                 fields["finished_at"],
@@ -286,8 +286,10 @@ class JobSupervisor:
             if not is_disk_full(error):
                 raise
             self.reserve.release()
-            done = self._settle_without_space(record.id, str(error), fields)
-        self.notifier.notify_record(done)
+            self.notifier.notify_record(self._settle_without_space(record.id, str(error), fields))
+            return
+        if last_seq is not None:
+            self.notifier.notify(JobChange(record.id, status.value, last_seq))
 
     def _settle_without_space(
         self, job_id: str, detail: str, fields: dict[str, Any]

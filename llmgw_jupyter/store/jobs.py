@@ -134,6 +134,38 @@ class JobStore:
         With ``expect``, the move happens only from one of those states (returns None otherwise),
         which is how a cancel racing a finish is settled without locks in the runtime.
         """
+        row = self._move(job_id, status, ts, expect, summary, detail, fields, returning=["*"])
+        return job_from_row(row) if row is not None else None
+
+    def transition_seq(
+        self,
+        job_id: str,
+        status: JobStatus,
+        ts: float,
+        *,
+        expect: Iterable[JobStatus] | None = None,
+        summary: str = "",
+        detail: dict[str, Any] | None = None,
+        **fields: Any,
+    ) -> int | None:
+        """``transition`` for a caller that needs only the job's new last sequence number (to
+        wake its waiters): the row is not read back and parsed (its argv alone, a bubblewrap
+        command line, is a hundred strings)."""
+        row = self._move(job_id, status, ts, expect, summary, detail, fields)
+        return int(row[0]) if row is not None else None
+
+    def _move(
+        self,
+        job_id: str,
+        status: JobStatus,
+        ts: float,
+        expect: Iterable[JobStatus] | None,
+        summary: str,
+        detail: dict[str, Any] | None,
+        fields: dict[str, Any],
+        *,
+        returning: Sequence[str] = (),
+    ) -> sqlite3.Row | None:
         self._check_columns(fields)
         assignments = ", ".join(
             ["status = :status", "updated_at = :ts", *(f"{n} = :{n}" for n in fields)]
@@ -147,15 +179,17 @@ class JobStore:
         data = {"status": status.value, **(detail or {})}
         event = (ts, "job.status", summary or status.value, data)
         with self.db.transaction(immediate=True) as conn:
-            # The move, the event's sequence number and the new row: one statement.
+            # The move, the event's sequence number and what is returned: one statement.
             rows = conn.execute(
-                f"UPDATE jobs SET {assignments}, last_seq = last_seq + 1 WHERE {where} RETURNING *",
+                f"UPDATE jobs SET {assignments}, last_seq = last_seq + 1 WHERE {where}"
+                f" RETURNING {', '.join(['last_seq', *returning])}",
                 params,
             ).fetchall()
             if not rows:
                 return None
-            self._insert_events(conn, job_id, int(rows[0]["last_seq"]), [event])
-        return job_from_row(rows[0])
+            self._insert_events(conn, job_id, int(rows[0][0]), [event])
+        row: sqlite3.Row = rows[0]
+        return row
 
     def end_unstarted(
         self,

@@ -246,3 +246,23 @@ def test_a_failed_append_stores_nothing_of_it(store: JobStore, db: Database) -> 
 
     job = stored(store, "a")
     assert job.last_seq == 2 and job.session_id is None and store.get_session("s3") is None
+
+
+def test_a_transition_that_returns_only_the_sequence_number_moves_the_job_alike(
+    store: JobStore,
+) -> None:
+    insert(store, "a")
+    assert store.transition_seq("a", JobStatus.RUNNING, 2.0, expect=[JobStatus.QUEUED]) == 2
+    assert store.transition_seq("a", JobStatus.RUNNING, 3.0, expect=[JobStatus.QUEUED]) is None
+
+    last = store.transition_seq(
+        "a", JobStatus.SUCCEEDED, 4.0, expect=[JobStatus.RUNNING], summary="done", exit_code=0
+    )
+
+    job = stored(store, "a")
+    assert last == job.last_seq == 3
+    assert (job.status, job.exit_code, job.updated_at) == (JobStatus.SUCCEEDED, 0, 4.0)
+    final = store.events_after("a", 2, 10)
+    assert [(e.seq, e.type, e.summary, e.data) for e in final] == [
+        (3, "job.status", "done", {"status": "succeeded"})
+    ]
