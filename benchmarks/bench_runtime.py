@@ -8,6 +8,11 @@ JSONL lines a successful ``codex exec --json`` prints. The baseline spawns the v
 with ``subprocess.run`` (prompt on stdin, both pipes captured) in the same process and run, so
 the difference is what the gateway adds: validation, SQLite rows and events, output files,
 parsing, scheduling and wake-ups.
+
+``--cli codex`` runs the same four lines through the real ``CodexProvider`` instead (a fake
+``codex`` script that reads its prompt and prints them, as ``bench_server.py``'s): its
+validation, home and command line as well, which is what the server's jobs cost; with
+``--isolation bwrap`` (the server's default for the owner's jobs) it is the server's own setup.
 """
 
 from __future__ import annotations
@@ -20,12 +25,14 @@ import shlex
 import tempfile
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import bench_common
 import psutil
 from bench_common import FixedArgvProvider
 
-from llmgw_jupyter.providers.codex import CodexStreamParser
+from llmgw_jupyter.providers.base import Provider
+from llmgw_jupyter.providers.codex import CodexProvider, CodexStreamParser
 from llmgw_jupyter.runtime import JobSpec, JobStatus, Runtime, RuntimeConfig
 
 MiB = 1024 * 1024
@@ -53,6 +60,15 @@ def printf_argv(lines: list[str], prefix: str = "") -> list[str]:
 INSTANT_ARGV = printf_argv([json.dumps(line) for line in CODEX_LINES])
 
 
+def write_fake_codex(directory: Path) -> Path:
+    """A ``codex`` stand-in for the real provider: reads the prompt, prints the four lines."""
+    script = directory / "fake-codex"
+    lines = " ".join(shlex.quote(json.dumps(line)) for line in CODEX_LINES)
+    script.write_text(f"#!/bin/sh\ncat >/dev/null\nprintf '%s\\n' {lines}\n")
+    script.chmod(0o755)
+    return script
+
+
 def big_argv(total_bytes: int) -> list[str]:
     """Prints ``total_bytes`` of 1 KB reasoning items, then a completed turn."""
     item = {"type": "item.completed", "item": {"type": "reasoning", "text": "x" * 940}}
@@ -62,8 +78,11 @@ def big_argv(total_bytes: int) -> list[str]:
     return printf_argv([json.dumps(line) for line in CODEX_LINES], prefix=flood)
 
 
+WORKING_DIR: dict[str, str] = {}  # the codex CLI's working dir (--cli codex), set by main
+
+
 def spec(provider: str = "instant", prompt: str = "benchmark prompt") -> JobSpec:
-    return JobSpec(provider, "codex_request_async", "exec", {"prompt": prompt})
+    return JobSpec(provider, "codex_request_async", "exec", {"prompt": prompt, **WORKING_DIR})
 
 
 def rss() -> int:
@@ -71,8 +90,8 @@ def rss() -> int:
     return int(psutil.Process().memory_info().rss)
 
 
-def raw_spawn(prompt: bytes) -> float:
-    return bench_common.raw_spawn(INSTANT_ARGV, prompt, len(CODEX_LINES))
+def raw_spawn(prompt: bytes, argv: list[str] = INSTANT_ARGV) -> float:
+    return bench_common.raw_spawn(argv, prompt, len(CODEX_LINES))
 
 
 async def gateway_job(rt: Runtime) -> float:
@@ -85,11 +104,11 @@ async def gateway_job(rt: Runtime) -> float:
     return elapsed
 
 
-async def overhead(rt: Runtime, rounds: int) -> dict[str, float]:
+async def overhead(rt: Runtime, rounds: int, raw_argv: list[str]) -> dict[str, float]:
     """Alternate raw spawns and gateway jobs so both see the same machine noise."""
 
     async def raw() -> float:
-        return raw_spawn(b"benchmark prompt")
+        return raw_spawn(b"benchmark prompt", raw_argv)
 
     figures = await bench_common.alternate({"raw": raw, "gateway": lambda: gateway_job(rt)}, rounds)
     bench_common.add_difference(figures, "gateway", "raw", "overhead")
@@ -160,23 +179,37 @@ async def big_job(rt: Runtime, total_bytes: int) -> dict[str, float]:
 async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="llmgw-bench-") as data_dir:
         big_bytes = int(args.big_mb * 1e6)
+        instant: Provider = FixedArgvProvider("instant", INSTANT_ARGV, CodexStreamParser)
+        raw_argv = INSTANT_ARGV
+        if args.cli == "codex":
+            cli_dir = Path(data_dir) / "cli"
+            (cli_dir / "home").mkdir(parents=True)
+            (cli_dir / "work").mkdir()
+            script = write_fake_codex(cli_dir)
+            instant = CodexProvider(str(script), codex_home=str(cli_dir / "home"))
+            raw_argv = [str(script)]
+            WORKING_DIR["working_dir"] = str(cli_dir / "work")
         config = RuntimeConfig(
-            data_dir=data_dir,
+            data_dir=str(Path(data_dir) / "data"),
             isolation=args.isolation,
             executor=args.executor,
             max_running=args.max_running,
             max_queued=max(args.jobs, 64),
             output_cap_bytes=big_bytes + 10 * MiB,
             providers={
-                "instant": FixedArgvProvider("instant", INSTANT_ARGV, CodexStreamParser),
+                "instant": instant,
                 "big": FixedArgvProvider("big", big_argv(big_bytes), CodexStreamParser),
             },
         )
         rt = Runtime(config)
         await rt.start()
         try:
-            print(bench_common.machine_line(f"executor {args.executor}"))
-            o = await overhead(rt, args.rounds)
+            print(
+                bench_common.machine_line(
+                    f"executor {args.executor}, isolation {args.isolation}, cli {args.cli}"
+                )
+            )
+            o = await overhead(rt, args.rounds, raw_argv)
             ms = {key: value * 1e3 for key, value in o.items()}
             print(f"\nper job, {args.rounds} sequential jobs (submit -> result in hand):")
             bench_common.print_timings(
@@ -221,6 +254,12 @@ if __name__ == "__main__":
         choices=["off", "bwrap"],
         default="off",
         help="run the owner's jobs inside the bubblewrap boundary (its cost: compare both runs)",
+    )
+    parser.add_argument(
+        "--cli",
+        choices=["printf", "codex"],
+        default="printf",
+        help="the fake CLI through a bare provider (printf) or through the real Codex provider",
     )
     parser.add_argument(
         "--executor",
