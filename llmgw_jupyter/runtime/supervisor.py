@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import json
 import logging
@@ -139,7 +140,8 @@ class JobSupervisor:
             )
             return
         now = time.time()
-        started = self.store.transition(
+        argv = list(execution.argv)
+        last_seq = self.store.transition_seq(
             job_id,
             JobStatus.RUNNING,
             now,
@@ -147,17 +149,29 @@ class JobSupervisor:
             started_at=now,
             pid=execution.ref.pid,
             pid_start_time=execution.ref.start_time,
-            argv_json=json.dumps(execution.argv),
+            argv_json=json.dumps(argv),
             runtime_id=self.runtime_id,
         )
-        if started is None:  # cancelled while spawning
+        if last_seq is None:  # cancelled while spawning
             await execution.stop(self.config.kill_grace_seconds)
             await execution.wait()
             execution.release()
             return
-        self.notifier.notify_record(started)
+        # The stored row, without reading it back: a queued job changes only by leaving queued.
+        started = dataclasses.replace(
+            record,
+            status=JobStatus.RUNNING,
+            started_at=now,
+            updated_at=now,
+            pid=execution.ref.pid,
+            pid_start_time=execution.ref.start_time,
+            argv=argv,
+            runtime_id=self.runtime_id,
+            last_seq=last_seq,
+        )
+        self.notifier.notify(JobChange(job_id, JobStatus.RUNNING.value, last_seq))
         output = job_output.CappedOutput(
-            self.job_dir(job_id), self.config.output_cap_bytes, persisted=execution.persists_output
+            job_dir, self.config.output_cap_bytes, persisted=execution.persists_output
         )
         await self.follow(running, started, execution, output)
 

@@ -26,8 +26,9 @@ from runtime_helpers import (
     wait_until,
 )
 
-from llmgw_jupyter.runtime import JobStatus, process
+from llmgw_jupyter.runtime import JobRecord, JobStatus, process
 from llmgw_jupyter.runtime.process import StartedChild
+from llmgw_jupyter.runtime.supervisor import JobSupervisor
 
 PIPE_BYTES = 64 * 1024  # Linux's default pipe capacity: the most a first write can take
 
@@ -181,3 +182,22 @@ def test_a_forked_child_makes_its_own_launcher_thread() -> None:
     with os.fdopen(read_end, "rb") as answer:
         assert answer.read() == b"ran"
     os.waitpid(pid, 0)
+
+
+async def test_a_started_job_is_followed_with_exactly_its_stored_record(
+    runtime: RuntimeFactory, fakes: Fakes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[tuple[JobRecord, JobRecord | None]] = []
+    real_follow = JobSupervisor.follow
+
+    async def follow(self: JobSupervisor, running: Any, record: JobRecord, *rest: Any) -> None:
+        seen.append((record, self.store.get_job(record.id)))
+        await real_follow(self, running, record, *rest)
+
+    monkeypatch.setattr(JobSupervisor, "follow", follow)
+    rt = await runtime(providers={"fake": fakes.provider("start(); answer('hi'); complete()")})
+    done = await rt.wait_finished((await rt.submit(spec())).id, 30)
+    assert done.status is JobStatus.SUCCEEDED
+    [(followed, stored)] = seen
+    assert followed == stored
+    assert followed.status is JobStatus.RUNNING and followed.argv and followed.pid
