@@ -204,7 +204,7 @@ class CliProcess:
         exited: asyncio.Future[int],
         stdin: tuple[asyncio.WriteTransport, _StdinProtocol] | None,
     ) -> None:
-        self._popen = child.popen
+        self._popen = child.popen  # kept until reaped (a collected Popen is reaped by others)
         self.argv = child.argv  # as started (with the boundary's wrapper)
         self.pid = child.popen.pid
         self.start_time = child.start_time
@@ -285,24 +285,29 @@ def _watch_exit(loop: asyncio.AbstractEventLoop, child: StartedChild) -> asyncio
     """A future of the exit code, set when the leader exits (it is reaped then)."""
     exited: asyncio.Future[int] = loop.create_future()
     popen, pidfd = child.popen, child.pidfd
-    if pidfd is not None:
 
-        def on_exit() -> None:
-            loop.remove_reader(pidfd)
-            os.close(pidfd)
-            code = popen.poll()
-            if not exited.done():
-                exited.set_result(code if code is not None else popen.wait())
-
-        loop.add_reader(pidfd, on_exit)
-    else:
-
+    def wait_in_thread() -> None:
         def wait() -> None:
             code = popen.wait()
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
                 loop.call_soon_threadsafe(_set_exit, exited, code)
 
         threading.Thread(target=wait, name=f"llmgw-wait-{popen.pid}", daemon=True).start()
+
+    if pidfd is None:
+        wait_in_thread()
+        return exited
+
+    def on_exit() -> None:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+        code = popen.poll()  # reaps it
+        if code is None:  # readable yet not reapable (a leader gone before its threads)
+            wait_in_thread()
+        else:
+            _set_exit(exited, code)
+
+    loop.add_reader(pidfd, on_exit)
     return exited
 
 

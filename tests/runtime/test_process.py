@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import subprocess
 import sys
 import threading
 import warnings
@@ -201,3 +202,23 @@ async def test_a_started_job_is_followed_with_exactly_its_stored_record(
     [(followed, stored)] = seen
     assert followed == stored
     assert followed.status is JobStatus.RUNNING and followed.argv and followed.pid
+
+
+async def test_an_exit_the_pidfd_reports_before_it_can_be_reaped_is_still_seen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if getattr(os, "pidfd_open", None) is None:
+        pytest.skip("no pidfds on this platform")
+    polls: list[int | None] = []
+    real_poll = subprocess.Popen.poll
+
+    def poll_too_early(self: subprocess.Popen[bytes]) -> int | None:
+        polls.append(None if not polls else real_poll(self))
+        return polls[-1]
+
+    monkeypatch.setattr(subprocess.Popen, "poll", poll_too_early)
+    child = await process.spawn(
+        ["/bin/sh", "-c", "exit 7"], cwd=str(tmp_path), env={"PATH": os.defpath}, stdin=None
+    )
+    assert await asyncio.wait_for(child.wait_exit(), 30) == 7
+    assert polls[0] is None  # the pidfd's first answer could not be reaped: a thread waited
