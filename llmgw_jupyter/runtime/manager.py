@@ -5,7 +5,9 @@ submission rules to ``admission.py``, when jobs run to ``scheduler.py``, one job
 ``supervisor.py`` (through an ``executor.py`` executor, ``local.py`` by default), start-up
 recovery and retention to ``recovery.py``, the data directory's lock and disk reserve to
 ``datadir.py``. Everything runs on one asyncio loop; short SQLite statements run inline (WAL,
-synchronous=NORMAL: well under a millisecond); processes are only ever awaited.
+synchronous=NORMAL: well under a millisecond); processes are only ever awaited. What would hold
+the loop for a job's launch (its directory and output file, the provider's command, the
+boundary's wrapper, fork/exec) runs in one launcher thread (``process.py``).
 """
 
 from __future__ import annotations
