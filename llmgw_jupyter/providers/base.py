@@ -190,6 +190,10 @@ class ProviderClass(Protocol):
 EVENT_STRING_CHARS = 4_000  # longest string kept in a stored event
 
 
+_FOUND_CLIS: dict[tuple[str | None, str | None, str, str], str] = {}
+_MAX_FOUND_CLIS = 64
+
+
 def find_cli(
     explicit: str | None,
     *,
@@ -203,9 +207,44 @@ def find_cli(
     """Configuration, then ``$<env_var>``, then ``PATH``; a clear error otherwise.
 
     ``label`` names the CLI ("Codex CLI"), ``setting`` the configuration that points at it and
-    ``install_hint`` how to install it: the errors say what to fix.
+    ``install_hint`` how to install it: the errors say what to fix. Every job's submission asks
+    (a ``PATH`` walk of a dozen ``stat`` calls): a path found before is answered again while it
+    is still an executable and the configuration, variable and ``PATH`` it came from are the
+    same (one ``access`` call); a CLI that was not found is looked for again every time.
     """
-    for candidate, origin in ((explicit, "configuration"), (os.environ.get(env_var), env_var)):
+    from_env = os.environ.get(env_var)
+    key = (explicit, from_env, os.environ.get("PATH", ""), command)
+    found = _FOUND_CLIS.get(key)
+    if found is not None and os.access(found, os.X_OK):
+        return found
+    found = _find_cli(
+        explicit,
+        from_env,
+        env_var=env_var,
+        command=command,
+        label=label,
+        setting=setting,
+        install_hint=install_hint,
+        install_noun=install_noun,
+    )
+    if len(_FOUND_CLIS) >= _MAX_FOUND_CLIS:
+        _FOUND_CLIS.clear()
+    _FOUND_CLIS[key] = found
+    return found
+
+
+def _find_cli(
+    explicit: str | None,
+    from_env: str | None,
+    *,
+    env_var: str,
+    command: str,
+    label: str,
+    setting: str,
+    install_hint: str,
+    install_noun: str,
+) -> str:
+    for candidate, origin in ((explicit, "configuration"), (from_env, env_var)):
         if candidate:
             resolved = shutil.which(candidate) or (
                 candidate if os.access(candidate, os.X_OK) else None
