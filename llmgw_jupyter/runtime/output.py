@@ -51,6 +51,7 @@ class CappedOutput:
         # True: an executor already wrote the bytes to the files; they are only counted here.
         self.persisted = persisted
         self._files: dict[str, BinaryIO] = {}
+        self.closed = False
 
     @classmethod
     def resume(cls, directory: Path, cap_bytes: int, *, persisted: bool) -> CappedOutput:
@@ -65,7 +66,12 @@ class CappedOutput:
 
     def needs_file(self, stream: str) -> bool:
         """True when the next bytes of ``stream`` would be kept in a file not yet open."""
-        return not self.persisted and stream not in self._files and self.total < self.cap_bytes
+        return (
+            not self.persisted
+            and not self.closed
+            and stream not in self._files
+            and self.total < self.cap_bytes
+        )
 
     def open_existing(self, stream: str) -> bool:
         """Open ``stream``'s file if it exists (made ahead by ``create_empty``): cheap enough for
@@ -90,7 +96,7 @@ class CappedOutput:
 
     def adopt(self, stream: str, handle: BinaryIO) -> None:
         """Write ``stream`` to ``handle`` from now on."""
-        if stream in self._files:  # pragma: no cover - one pump per stream makes its file
+        if self.closed or stream in self._files:  # made for an output closed meanwhile
             close_quietly(handle)
         else:
             self._files[stream] = handle
@@ -102,7 +108,7 @@ class CappedOutput:
             self.overflowed = True
             data = data[: max(room, 0)]
         if data:
-            if not self.persisted:
+            if not self.persisted and not self.closed:
                 handle = self._files.get(stream) or self._open(stream)
                 handle.write(data)
                 handle.flush()  # readers (paged results, other processes) see it at once
@@ -115,7 +121,9 @@ class CappedOutput:
 
     def close(self) -> None:
         """Close the files. Bytes a full disk refused stay unwritten (the job already failed for
-        them): closing must not raise, or the job would never be settled."""
+        them): closing must not raise, or the job would never be settled. Bytes that still
+        come (a stream drained after a failure) are counted, not written."""
+        self.closed = True
         for handle in self._files.values():
             with contextlib.suppress(OSError):
                 handle.close()  # the file is closed even when the final flush fails

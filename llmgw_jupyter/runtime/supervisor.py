@@ -224,12 +224,14 @@ class JobSupervisor:
             asyncio.ensure_future(reader.pump(stream, name))
             for name, stream in execution.streams.items()
         ]
-        exit_code = await self._watch(running, record, execution)
-        execution.release()
-        _, pending = await asyncio.wait(pumps, timeout=PIPE_DRAIN_SECONDS)
-        for task in pending:
-            task.cancel()
-        output.close()
+        try:
+            exit_code = await self._watch(running, record, execution)
+            execution.release()
+            _, pending = await asyncio.wait(pumps, timeout=PIPE_DRAIN_SECONDS)
+            for task in pending:
+                task.cancel()
+        finally:
+            output.close()  # also when following fails or stops (the files are not left open)
         self._settle(running, record, parser, exit_code, output, bytes(reader.stderr_tail))
 
     async def _watch(

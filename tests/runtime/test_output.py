@@ -82,6 +82,20 @@ def test_a_file_made_ahead_is_private_and_opened_without_creating_it(tmp_path: P
     assert (job / "stdout.jsonl").read_bytes() == b"line\nmore\n"
 
 
+def test_a_closed_output_writes_nothing_more_and_closes_a_file_made_too_late(
+    tmp_path: Path,
+) -> None:
+    out = output.CappedOutput(tmp_path / "job", cap_bytes=100)
+    late = out.create_file("stdout")  # made in a worker thread while the job was given up
+    out.close()
+
+    out.adopt("stdout", late)
+    assert late.closed
+    assert not out.needs_file("stderr")
+    assert out.write("stderr", b"drained") == b"drained"  # counted, not written
+    assert out.sizes["stderr"] == 7 and not (tmp_path / "job" / "stderr.log").exists()
+
+
 def test_an_executor_that_persists_its_output_needs_no_file_of_the_runtime(tmp_path: Path) -> None:
     out = output.CappedOutput(tmp_path / "job", cap_bytes=10, persisted=True)
     assert not out.needs_file("stdout") and not out.needs_file("stderr")
