@@ -52,6 +52,19 @@ EventRow = tuple[float, str, str, dict[str, Any]]  # ts, type, summary, data
 UNSTARTED_STATUSES = (JobStatus.QUEUED, JobStatus.AWAITING_APPROVAL)
 
 
+
+# The panel's usage totals: read from the covering index ``jobs_usage`` alone (schema.py).
+USAGE_TOTALS_SQL = (
+    "SELECT caller, provider, COUNT(*) AS jobs,"
+    " COALESCE(SUM(input_tokens), 0) AS input_tokens,"
+    " COALESCE(SUM(cached_input_tokens), 0) AS cached_input_tokens,"
+    " COALESCE(SUM(output_tokens), 0) AS output_tokens,"
+    " COALESCE(SUM(reasoning_output_tokens), 0) AS reasoning_output_tokens,"
+    " SUM(cost_usd) AS cost_usd, COUNT(cost_usd) AS priced_jobs"
+    " FROM jobs {where} GROUP BY caller, provider ORDER BY caller, provider"
+)
+
+
 class SessionSighting(NamedTuple):
     """A run named its session: the job it belongs to and the sessions table learn of it."""
 
@@ -268,16 +281,7 @@ class JobStore:
         ``since``, if given): the panel's totals. ``cost_usd`` is None where no job of the group
         reported a cost; ``priced_jobs`` says how many did (Codex reports none)."""
         where, params = ("WHERE created_at >= ?", [since]) if since is not None else ("", [])
-        rows = self.db.query(
-            "SELECT caller, provider, COUNT(*) AS jobs,"
-            " COALESCE(SUM(input_tokens), 0) AS input_tokens,"
-            " COALESCE(SUM(cached_input_tokens), 0) AS cached_input_tokens,"
-            " COALESCE(SUM(output_tokens), 0) AS output_tokens,"
-            " COALESCE(SUM(reasoning_output_tokens), 0) AS reasoning_output_tokens,"
-            " SUM(cost_usd) AS cost_usd, COUNT(cost_usd) AS priced_jobs"
-            f" FROM jobs {where} GROUP BY caller, provider ORDER BY caller, provider",
-            params,
-        )
+        rows = self.db.query(USAGE_TOTALS_SQL.format(where=where), params)
         return [dict(row) for row in rows]
 
     def finished_before(self, ts: float) -> list[str]:

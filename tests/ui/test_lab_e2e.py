@@ -173,7 +173,9 @@ async def test_the_owner_cancels_a_slow_job_by_clicking(
     row = job_row(page, job_id)
     await expect(row).to_have_attribute("data-status", "running", timeout=JOB_DONE)
     await expect(row.locator(".llmgw-job-caller")).to_have_text("owner")
-    await expect(page.locator(".llmgw-statusbar-text")).to_have_text("Agents: 1 running", timeout=UI)
+    await expect(page.locator(".llmgw-statusbar-text")).to_have_text(
+        "Agents: 1 running", timeout=UI
+    )
     await row.locator(".llmgw-job-header").click()
     # Codex has started its turn and now waits on the (slow) model.
     await expect(row.locator('.llmgw-job-event[data-type="turn.started"]')).to_have_count(
