@@ -71,7 +71,7 @@ class _Parts:
             clock=gateway.clock,
         )
         self.budgets = BudgetLedger(gateway.runtime, self.store)
-        self.reads = ReadCache(gateway.runtime.database.change_stamp)
+        self.reads = ReadCache(gateway.runtime.jobs_stamp)
         self.revocations = Revocations(
             self.store,
             self.policies,

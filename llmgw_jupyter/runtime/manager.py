@@ -19,7 +19,8 @@ import json
 import sqlite3
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import IO, Any
 
@@ -352,6 +353,12 @@ class Runtime:
         return self.store.find_by_idempotency_key(caller, key)
 
     # -- reading --------------------------------------------------------------------------
+    @cached_property
+    def jobs_stamp(self) -> Callable[[], tuple[int, int]]:
+        """A stamp that moves whenever a job or event may have changed (``changes_of``): what
+        caches of job reads check (the gateway's status answers)."""
+        return self.database.changes_of("jobs", "job_events")
+
     def get(self, job_id: str) -> JobRecord | None:
         return self.store.get_job(job_id)
 

@@ -8,9 +8,10 @@ file safely.
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 from llmgw_jupyter.store.schema import MIGRATIONS
 
 Params = Sequence[Any] | dict[str, Any]
+_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
 
 
 class SchemaTooNewError(RuntimeError):
@@ -102,14 +104,44 @@ class Database:
         with self._lock:
             return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
 
-    def change_stamp(self) -> tuple[int, int]:
-        """Changes whenever anything in the file may have: a row written through this
-        connection (SQLite's ``total_changes``, counted even if rolled back) or a commit by
-        any other connection (``PRAGMA data_version``). Caches of whole answers use it: the
-        same stamp means every row read since is still what it was."""
-        with self._lock:
-            data_version = self._conn.execute("PRAGMA data_version").fetchone()[0]
-            return self._conn.total_changes, int(data_version)
+    def changes_of(self, *tables: str) -> Callable[[], tuple[int, int]]:
+        """A stamp of ``tables``: it moves whenever one of their rows may have changed, so a
+        cache of whole answers read from them is current while the stamp holds.
+
+        Writes through this connection are counted by TEMP triggers (private to it, in memory,
+        fired for every insert, update and delete of those tables whatever code issues it,
+        foreign-key cascades included); commits by any other connection (another process)
+        move ``PRAGMA data_version``. Writes to other tables (rate-limit hits, audit rows)
+        leave the stamp alone."""
+        for table in tables:
+            if not _IDENTIFIER.fullmatch(table):
+                raise ValueError(f"not a table name: {table!r}")
+        counter = "+".join(sorted(tables))
+        with self.transaction():
+            conn = self._conn
+            conn.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS llmgw_changes (name TEXT PRIMARY KEY, n INTEGER)"
+            )
+            conn.execute("INSERT OR IGNORE INTO llmgw_changes VALUES (?, 0)", (counter,))
+            for table in tables:
+                for event in ("INSERT", "UPDATE", "DELETE"):
+                    trigger = f"llmgw_{counter.replace('+', '_')}_{table}_{event.lower()}"
+                    conn.execute(
+                        f"CREATE TEMP TRIGGER IF NOT EXISTS {trigger} AFTER {event} ON "
+                        f"main.{table} BEGIN UPDATE llmgw_changes SET n = n + 1 "
+                        f"WHERE name = '{counter}'; END"
+                    )
+
+        def stamp() -> tuple[int, int]:
+            with self._lock:
+                row = self._conn.execute(
+                    "SELECT n, (SELECT data_version FROM pragma_data_version()) "
+                    "FROM llmgw_changes WHERE name = ?",
+                    (counter,),
+                ).fetchone()
+            return int(row[0]), int(row[1])
+
+        return stamp
 
     def close(self) -> None:
         with self._lock:

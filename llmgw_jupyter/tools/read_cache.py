@@ -4,9 +4,10 @@ Why: an agent polling a finished or quiet job with ``llm_job_status`` asks the s
 over and over; reading the job row and its events, validating the views and encoding the
 answer was most of what such a call cost (about 60 of 75 us in process). Here the encoded
 answer is kept, keyed by everything that shapes it (the tool, the caller, the arguments), and
-all of it is dropped as soon as the store's change stamp moves (``Database.change_stamp``: any
-write through this process's connection, or a commit by another process). A job that is
-running writes its events, so its answers are recomputed; a revoked grant is refused by the
+all of it is dropped as soon as the jobs' change stamp moves (``Runtime.jobs_stamp``, from
+``Database.changes_of``: any write to a job or an event through this process's connection, or a
+commit by another process; a grant's rate-limit hits and audit rows do not move it). A job that
+is running writes its events, so its answers are recomputed; a revoked grant is refused by the
 gateway before any handler runs, and keys carry the caller, so one caller never gets another's
 answer.
 

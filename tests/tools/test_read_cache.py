@@ -113,3 +113,29 @@ async def test_a_grant_never_gets_an_answer_kept_for_the_owner(fake_gateway: Har
     assert refused.error == "not_found", refused.text
     again = await fake_gateway.call("llm_job_status", {"job_id": job_id}, Caller.owner())
     assert not again.is_error
+
+
+async def test_a_limited_grants_polls_are_answered_from_the_kept_answer(
+    fake_gateway: Harness,
+) -> None:
+    """Each call of a grant with a durable limit writes a rate-limit hit: that moves nothing the
+    status answer is made of, so the kept answer stays valid (and the limit still counts)."""
+    limited = {
+        "version": "1",
+        "default": "allow",
+        "tools": {
+            "llm_job_status": {"limits": [{"counter": "polls", "window": "minute", "max": 5}]}
+        },
+    }
+    agent = fake_gateway.grant("poller", limited)
+    submitted = await fake_gateway.ok("codex_request_async", {"prompt": "poll me"}, agent)
+    job_id = submitted["job"]["id"]
+    await fake_gateway.finished(job_id)
+    stamp = fake_gateway.runtime.jobs_stamp
+    first = await fake_gateway.ok("llm_job_status", {"job_id": job_id}, agent)
+    before = stamp()
+    for _ in range(4):
+        assert await fake_gateway.ok("llm_job_status", {"job_id": job_id}, agent) == first
+    assert stamp() == before
+    refused = await fake_gateway.call("llm_job_status", {"job_id": job_id}, agent)
+    assert refused.error == "rate_limited", refused.text
