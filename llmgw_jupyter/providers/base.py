@@ -280,12 +280,35 @@ def clip_text(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+MAX_EVENT_LIST_ITEMS = 200  # longest list kept in a stored event
+
+
 def clip_event(value: Any, limit: int = EVENT_STRING_CHARS) -> Any:
-    """Keep stored events small; the raw line stays whole in the job's stdout file."""
+    """Keep stored events small; the raw line stays whole in the job's stdout file.
+
+    Strings over ``limit`` characters are cut (saying how much) and lists over
+    ``MAX_EVENT_LIST_ITEMS`` items shortened; a container with nothing to cut is returned as it
+    is, not copied (a Claude ``init`` event lists every tool, command and plugin: copying each
+    of its containers was a tenth of a job's parsing)."""
     if isinstance(value, str):
         return value if len(value) <= limit else value[:limit] + f"… [{len(value) - limit} more]"
     if isinstance(value, dict):
-        return {k: clip_event(v, limit) for k, v in value.items()}
+        changed: dict[Any, Any] | None = None
+        for key, item in value.items():
+            clipped = clip_event(item, limit)
+            if clipped is not item:
+                if changed is None:
+                    changed = dict(value)
+                changed[key] = clipped
+        return value if changed is None else changed
     if isinstance(value, list):
-        return [clip_event(v, limit) for v in value[:200]]
+        kept = value[:MAX_EVENT_LIST_ITEMS] if len(value) > MAX_EVENT_LIST_ITEMS else value
+        items: list[Any] | None = None if kept is value else list(kept)
+        for index, item in enumerate(kept):
+            clipped = clip_event(item, limit)
+            if clipped is not item:
+                if items is None:
+                    items = list(kept)
+                items[index] = clipped
+        return value if items is None else items
     return value

@@ -6,10 +6,10 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from runtime.test_store import insert
 
 from llmgw_jupyter.store.db import Database
 from llmgw_jupyter.store.jobs import JobStore
-from runtime.test_store import insert
 
 
 def test_the_stamp_moves_with_every_write_to_its_tables_and_no_other(tmp_path: Path) -> None:
@@ -31,7 +31,8 @@ def test_the_stamp_moves_with_every_write_to_its_tables_and_no_other(tmp_path: P
         # Another table (the rate-limit hits a limited grant writes on every call): unmoved.
         db.execute("INSERT INTO rate_hits (counter_key, ts) VALUES ('k', 1.0)")
         db.execute(
-            "INSERT INTO audit (ts, caller, tool, decision, args_sha256) VALUES (1, 'o', 't', 'a', '')"
+            "INSERT INTO audit (ts, caller, tool, decision, args_sha256)"
+            " VALUES (1, 'o', 't', 'a', '')"
         )
         assert stamp() == appended
 
