@@ -179,6 +179,7 @@ class _TailStream:
         self.drained = False
         self.marked = False  # the overflow mark was delivered
         self._file: Any = None
+        self._closed = False
 
     async def read(self, n: int = -1) -> bytes:
         execution = self.execution
@@ -187,6 +188,8 @@ class _TailStream:
         while True:
             if execution.detached:  # the runtime let the run go: this reader ends, not the run
                 raise asyncio.CancelledError
+            if self._closed:  # released: the end of this stream, as a closed pipe is
+                return b""
             ended = execution.ended(check_alive)  # before the read: all output is in by then
             chunk = self._read(size)
             if chunk:
@@ -197,6 +200,8 @@ class _TailStream:
             check_alive = not await execution.watch.changed()
 
     def _read(self, size: int) -> bytes:
+        if self._closed:  # never opened again once closed (the handle would leak)
+            return b""
         if self._file is None:
             try:
                 self._file = open(self.path, "rb")  # noqa: SIM115 - closed by close()
@@ -207,6 +212,7 @@ class _TailStream:
         return chunk
 
     def close(self) -> None:
+        self._closed = True
         if self._file is not None:
             self._file.close()
             self._file = None
