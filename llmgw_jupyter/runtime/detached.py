@@ -32,7 +32,7 @@ from llmgw_jupyter.runtime.config import RuntimeConfig
 from llmgw_jupyter.runtime.executor import STREAMS, ByteStream, ExecutionRef, LaunchRequest
 from llmgw_jupyter.runtime.isolation import Boundary
 from llmgw_jupyter.runtime.output import STREAM_FILES
-from llmgw_jupyter.runtime.process import is_same_process, process_start_time, signal_group
+from llmgw_jupyter.runtime.process import is_same_process, kill_group_of, process_start_time
 
 SUPERVISOR_SCRIPT = job_supervisor.__file__
 SAFETY_WAIT_SECONDS = 1.0  # with inotify: only against a missed event
@@ -324,8 +324,8 @@ class DetachedExecution:
     def _kill_cli_group(self) -> None:
         """Kill the CLI's group if it is still the same (a supervisor killed without cleaning)."""
         info = read_supervisor_file(self.job_dir)
-        if info and is_same_process(info.get("cli_pid"), info.get("cli_start_time")):
-            signal_group(int(info["cli_pid"]), signal.SIGKILL)
+        if info:
+            kill_group_of(info.get("cli_pid"), info.get("cli_start_time"))
 
     def release(self) -> None:
         if self._released:
@@ -405,10 +405,7 @@ class DetachedExecutor:
 
     def stop_orphan(self, ref: ExecutionRef) -> bool:
         """A run this executor cannot follow (a local run of an earlier runtime): kill its group."""
-        if not ref.pid or not is_same_process(ref.pid, ref.start_time):
-            return False
-        signal_group(ref.pid, signal.SIGKILL)
-        return True
+        return kill_group_of(ref.pid, ref.start_time)
 
     def reattach(self, ref: ExecutionRef, job_dir: Path) -> DetachedExecution | None:
         """Follow a detached run again: alive, or ended while no runtime was up (its files then
@@ -495,8 +492,8 @@ def stop_unrecorded_run(job_dir: Path) -> bool:
     if isinstance(supervisor, int) and is_same_process(supervisor, info.get("start_time")):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(supervisor, signal.SIGKILL)  # first: it would record an exit, not stop it
-    if isinstance(cli, int) and is_same_process(cli, info.get("cli_start_time")):
-        signal_group(cli, signal.SIGKILL)
+    if isinstance(cli, int):
+        kill_group_of(cli, info.get("cli_start_time"))
     return True
 
 

@@ -15,7 +15,7 @@ from llmgw_jupyter.runtime.executor import ByteStream, ExecutionRef, LaunchReque
 from llmgw_jupyter.runtime.isolation import Boundary
 from llmgw_jupyter.runtime.process import (
     CliProcess,
-    is_same_process,
+    kill_group_of,
     signal_group,
     spawn,
     terminate_group,
@@ -66,10 +66,7 @@ class LocalExecutor:
         return LocalExecution(process)
 
     def stop_orphan(self, ref: ExecutionRef) -> bool:
-        if not ref.pid or not is_same_process(ref.pid, ref.start_time):
-            return False
-        signal_group(ref.pid, signal.SIGKILL)
-        return True
+        return kill_group_of(ref.pid, ref.start_time)
 
     def reattach(self, ref: ExecutionRef, job_dir: Path) -> None:
         return None  # the run's pipes died with the runtime that started it

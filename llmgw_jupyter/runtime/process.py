@@ -342,6 +342,15 @@ def signal_group(pgid: int, sig: signal.Signals) -> bool:
     return True
 
 
+def kill_group_of(pid: int | None, start_time: float | None) -> bool:
+    """SIGKILL the process group led by ``pid`` if it is still the process that started at
+    ``start_time`` (a recorded run: never a stranger that reused the pid); True if it was."""
+    if not pid or not is_same_process(pid, start_time):
+        return False
+    signal_group(pid, signal.SIGKILL)
+    return True
+
+
 async def terminate_group(process: CliProcess, grace_seconds: float) -> None:
     """SIGTERM the group, then SIGKILL it if the leader is still there after the grace period."""
     pgid = process.pid

@@ -43,7 +43,7 @@ from llmgw_jupyter.errors import ErrorCategory, GatewayError, InvalidInputError
 from llmgw_jupyter.runtime.config import RuntimeConfig
 from llmgw_jupyter.runtime.executor import STREAMS, ByteStream, ExecutionRef, LaunchRequest
 from llmgw_jupyter.runtime.output import STREAM_FILES
-from llmgw_jupyter.runtime.process import is_same_process, signal_group
+from llmgw_jupyter.runtime.process import kill_group_of
 
 RAY_FILE = "ray.json"  # in the job dir: the run is a Ray job (submission id, entrypoint)
 PROMPT_FILE = "ray-prompt"
@@ -501,10 +501,7 @@ class RayExecutor:
 
     def stop_orphan(self, ref: ExecutionRef) -> bool:
         """A local run of an earlier runtime (Ray jobs are followed again, never orphaned)."""
-        if not ref.pid or not is_same_process(ref.pid, ref.start_time):
-            return False
-        signal_group(ref.pid, signal.SIGKILL)
-        return True
+        return kill_group_of(ref.pid, ref.start_time)
 
     def reattach(self, ref: ExecutionRef, job_dir: Path) -> RayExecution | None:
         """Follow a Ray job again after a restart: its output continues after the job's files.

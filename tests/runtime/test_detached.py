@@ -67,6 +67,14 @@ def supervisor_file(rt: Runtime, job_id: str) -> dict[str, Any]:
     return value
 
 
+async def hanging_run(rt: Runtime) -> tuple[JobRecord, JobRecord, int]:
+    """A job that runs until stopped, once it has made progress: the submitted job, its
+    running record (``pid``: the supervisor) and its CLI's pid."""
+    job = await rt.submit(spec("[fake:hang]"))
+    record = await first_progress(rt, job.id)
+    return job, record, int(supervisor_file(rt, job.id)["cli_pid"])
+
+
 def assert_complete(rt: Runtime, record: JobRecord, steps: int) -> None:
     """The whole answer, gap-free events, and the session it named."""
     events = assert_fake_answer_complete(rt, record, steps)
@@ -132,9 +140,7 @@ async def test_a_job_that_ended_while_no_runtime_was_up_is_settled_on_start(
 
 async def test_cancel_of_an_adopted_job_kills_its_whole_group(detached: RuntimeFactory) -> None:
     first = await detached()
-    job = await first.submit(spec("[fake:hang]"))
-    record = await first_progress(first, job.id)
-    cli_pid = supervisor_file(first, job.id)["cli_pid"]
+    job, record, cli_pid = await hanging_run(first)
     await first.close()
     assert alive(record.pid or 0) and alive(cli_pid)
 
@@ -149,9 +155,7 @@ async def test_cancel_of_an_adopted_job_kills_its_whole_group(detached: RuntimeF
 
 async def test_closing_with_cancel_running_stops_detached_jobs(detached: RuntimeFactory) -> None:
     rt = await detached()
-    job = await rt.submit(spec("[fake:hang]"))
-    record = await first_progress(rt, job.id)
-    cli_pid = supervisor_file(rt, job.id)["cli_pid"]
+    job, record, cli_pid = await hanging_run(rt)
     await rt.close(cancel_running=True)
     assert_group_gone(cli_pid, [record.pid or 0])
 
@@ -250,9 +254,7 @@ async def test_a_run_whose_start_was_never_recorded_is_stopped(
 ) -> None:
     """The runtime died between the supervisor's answer and the job's ``running`` row."""
     first = await detached()
-    job = await first.submit(spec("[fake:hang]"))
-    record = await first_progress(first, job.id)
-    cli_pid = supervisor_file(first, job.id)["cli_pid"]
+    job, record, cli_pid = await hanging_run(first)
     await first.close()
     db = Database(tmp_path / "data" / "llmgw.sqlite3")
     db.execute("UPDATE jobs SET status = 'queued', pid = NULL WHERE id = ?", (job.id,))
@@ -274,9 +276,7 @@ async def test_an_isolated_job_runs_in_the_boundary_under_its_supervisor(
     assert done.status is JobStatus.SUCCEEDED, done.error_message
     assert done.final_message == "echo: inside"
 
-    job = await rt.submit(spec("[fake:hang]"))
-    record = await first_progress(rt, job.id)
-    cli_pid = supervisor_file(rt, job.id)["cli_pid"]
+    job, record, cli_pid = await hanging_run(rt)
     boundary = psutil.Process(cli_pid)
     assert boundary.name() == "bwrap" and boundary.ppid() == record.pid
     cancelled = await rt.cancel(job.id)
@@ -289,9 +289,7 @@ async def test_a_run_no_runtime_watches_is_stopped_at_the_wall_clock_limit(
 ) -> None:
     """The supervisor's own backstop: the job then ends timed out, not as a CLI failure."""
     first = await detached(wall_timeout_seconds=3, kill_grace_seconds=0.5)
-    job = await first.submit(spec("[fake:hang]"))
-    record = await first_progress(first, job.id)
-    cli_pid = supervisor_file(first, job.id)["cli_pid"]
+    job, record, cli_pid = await hanging_run(first)
     await first.close()
     exit_file = first.job_dir(job.id) / "exit.json"
     wait_until(exit_file.exists, WAIT, "the supervisor to stop the run at its limit")
@@ -308,9 +306,7 @@ async def test_a_local_runtime_follows_detached_runs_and_leaves_them_running(
     detached: RuntimeFactory, runtime: RuntimeFactory
 ) -> None:
     first = await detached()
-    job = await first.submit(spec("[fake:hang]"))
-    record = await first_progress(first, job.id)
-    cli_pid = supervisor_file(first, job.id)["cli_pid"]
+    job, record, cli_pid = await hanging_run(first)
     await first.close()
 
     local = await runtime(providers={"fake": FakeProvider()}, executor="local")

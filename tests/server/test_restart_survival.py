@@ -83,8 +83,9 @@ def submit(server: JupyterProcess, prompt: str) -> str:
     return str(resp.json()["structured"]["job"]["id"])
 
 
-def events_until(server: JupyterProcess, job_id: str, kind: str) -> dict[str, Any]:
-    """Long-poll the job's events until one of type ``kind`` is stored; returns the job."""
+def pages(server: JupyterProcess, job_id: str) -> Iterator[tuple[dict[str, Any], list[Any]]]:
+    """The job's events page by page with the long-poll (each page: the job and the events
+    after the last page's), for up to ``WAIT`` seconds."""
     after = 0
     deadline = time.monotonic() + WAIT
     with api(server) as client:
@@ -92,31 +93,27 @@ def events_until(server: JupyterProcess, job_id: str, kind: str) -> dict[str, An
             resp = client.get(f"jobs/{job_id}/events", params={"after": after, "wait": 10})
             assert resp.status_code == 200, resp.text
             body = resp.json()
-            if any(event["type"] == kind for event in body["events"]):
-                return dict(body["job"])
-            assert body["job"]["finished_at"] is None, body["job"]
             if body["events"]:
                 after = body["events"][-1]["seq"]
+            yield dict(body["job"]), list(body["events"])
+
+
+def events_until(server: JupyterProcess, job_id: str, kind: str) -> dict[str, Any]:
+    """Long-poll the job's events until one of type ``kind`` is stored; returns the job."""
+    for job, events in pages(server, job_id):
+        if any(event["type"] == kind for event in events):
+            return job
+        assert job["finished_at"] is None, job
     pytest.fail(f"no {kind} event for job {job_id}")
 
 
 def finished(server: JupyterProcess, job_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Follow the job with the long-poll until it ends; returns it and all its events."""
-    after, events = 0, []
-    deadline = time.monotonic() + WAIT
-    with api(server) as client:
-        while time.monotonic() < deadline:
-            resp = client.get(f"jobs/{job_id}/events", params={"after": after, "wait": 10})
-            assert resp.status_code == 200, resp.text
-            body = resp.json()
-            events += body["events"]
-            after = events[-1]["seq"] if events else after
-            if body["job"]["finished_at"] is not None and not body["events"]:
-                return dict(body["job"]), list(
-                    client.get(f"jobs/{job_id}/events", params={"after": 0, "limit": 1000}).json()[
-                        "events"
-                    ]
-                )
+    for job, events in pages(server, job_id):
+        if job["finished_at"] is not None and not events:
+            with api(server) as client:
+                every = client.get(f"jobs/{job_id}/events", params={"after": 0, "limit": 1000})
+            return job, list(every.json()["events"])
     pytest.fail(f"job {job_id} did not finish")
 
 
