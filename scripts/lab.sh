@@ -151,6 +151,22 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# The first line of LOG matching the extended regex PATTERN, once the background process PID
+# (a local echo model) has printed it: up to 30 s on a busy machine. If PID ends first or the
+# time is up, its log and why go to stderr and the status is 1.
+started_line() {
+  local pid=$1 log=$2 pattern=$3 what=$4 line
+  for _ in $(seq 600); do
+    line=$(grep -m 1 -E "$pattern" "$log" || true)
+    [ -n "$line" ] && { printf '%s\n' "$line"; return 0; }
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  cat "$log" >&2
+  echo "lab.sh: $what did not start" >&2
+  return 1
+}
+
 if ! caller_value --LLMGatewayApp.codex_home >/dev/null && ! "$PY" -c 'import sys
 from llmgw_jupyter.providers.codex import codex_has_credentials
 sys.exit(0 if codex_has_credentials() else 1)'; then
@@ -160,13 +176,8 @@ sys.exit(0 if codex_has_credentials() else 1)'; then
   : >"$log"
   llmgw mock-model --codex-home "$STATE/codex-home" >"$log" 2>&1 &
   MOCK_PID=$!
-  for _ in $(seq 600); do  # up to 30 s on a busy machine
-    grep -q '^CODEX_HOME=' "$log" && break
-    kill -0 "$MOCK_PID" 2>/dev/null || { cat "$log" >&2; echo "lab.sh: the echo model did not start" >&2; exit 1; }
-    sleep 0.05
-  done
-  DEMO_HOME=$(sed -n 's/^CODEX_HOME=//p' "$log" | head -n 1)
-  [ -n "$DEMO_HOME" ] || { cat "$log" >&2; echo "lab.sh: the echo model did not start" >&2; exit 1; }
+  DEMO_HOME=$(started_line "$MOCK_PID" "$log" '^CODEX_HOME=' "the echo model") || exit 1
+  DEMO_HOME=${DEMO_HOME#CODEX_HOME=}
   args+=(--LLMGatewayApp.codex_home="$DEMO_HOME")
   echo
   echo "lab.sh: no Codex credentials found (OPENAI_API_KEY, CODEX_API_KEY or ~/.codex/auth.json):"
@@ -184,13 +195,8 @@ if ! caller_value --LLMGatewayApp.providers >/dev/null && [ -z "${ANTHROPIC_API_
   : >"$log"
   "$PY" -m llmgw_jupyter.testing.mock_anthropic >"$log" 2>&1 &
   CLAUDE_MOCK_PID=$!
-  for _ in $(seq 600); do  # up to 30 s on a busy machine
-    grep -qE '^http://127\.0\.0\.1:[0-9]+$' "$log" && break
-    kill -0 "$CLAUDE_MOCK_PID" 2>/dev/null || { cat "$log" >&2; echo "lab.sh: the Claude echo model did not start" >&2; exit 1; }
-    sleep 0.05
-  done
-  CLAUDE_MOCK_URL=$(grep -m 1 -E '^http://127\.0\.0\.1:[0-9]+$' "$log" || true)
-  [ -n "$CLAUDE_MOCK_URL" ] || { cat "$log" >&2; echo "lab.sh: the Claude echo model did not start" >&2; exit 1; }
+  CLAUDE_MOCK_URL=$(started_line "$CLAUDE_MOCK_PID" "$log" '^http://127\.0\.0\.1:[0-9]+$' \
+    "the Claude echo model") || exit 1
   args+=(--LLMGatewayApp.providers="{\"claude\": {\"options\": {\"base_url\": \"$CLAUDE_MOCK_URL\"}}}")
   export ANTHROPIC_API_KEY=sk-ant-local-echo-model-dummy  # the mock checks no key; the CLI needs one
   echo
