@@ -44,12 +44,26 @@ def lab_model() -> Iterator[MockResponsesServer]:
 
 
 @pytest.fixture(scope="module")
+def lab_server_config() -> str | None:
+    """Extra ``jupyter_server_config.py`` for the module's lab (a module overrides this)."""
+    return None
+
+
+@pytest.fixture(scope="module")
 def lab(
-    tmp_path_factory: pytest.TempPathFactory, lab_model: MockResponsesServer, codex_path: str
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    lab_model: MockResponsesServer,
+    codex_path: str,
+    lab_server_config: str | None,
 ) -> Iterator[JupyterProcess]:
-    """One JupyterLab per module; tests tell their jobs apart by id, grant name and prompt."""
+    """One JupyterLab per module; tests tell their jobs apart by id, grant name and prompt.
+    Its log goes to ``test-output/ui/jupyter-lab-<module>.log``."""
     workdir = tmp_path_factory.mktemp("lab")
     home = write_codex_home(workdir / "codex-home", lab_model.base_url)
+    if lab_server_config is not None:
+        (workdir / "jupyter-config").mkdir()
+        (workdir / "jupyter-config" / "jupyter_server_config.py").write_text(lab_server_config)
     server = start_jupyter(
         workdir, app="lab", data_dir=workdir / "llmgw", codex_path=codex_path, codex_home=home
     )
@@ -58,7 +72,8 @@ def lab(
         server.stop()
     finally:
         OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
-        (OUTPUT_DIR / "jupyter-lab.log").write_text(server.log())
+        module = request.module.__name__.rsplit(".", 1)[-1]
+        (OUTPUT_DIR / f"jupyter-lab-{module}.log").write_text(server.log())
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +26,8 @@ import nbformat
 import pytest
 from playwright.async_api import Locator, Page, expect
 
-from llmgw_jupyter.testing.codex_home import write_codex_home
-from llmgw_jupyter.testing.jupyter_process import JupyterProcess, start_jupyter
+from llmgw_jupyter.testing.jupyter_process import JupyterProcess
 from llmgw_jupyter.testing.mcp_agent import agent_session
-from llmgw_jupyter.testing.mock_responses import MockResponsesServer
 
 LAB_LOAD = 90_000  # ms
 JOB_DONE = 120_000  # ms
@@ -97,29 +95,14 @@ c.LLMGatewayApp.providers = {
 }
 """
 FAKE_USAGE = (1200, 34)  # the tokens the fake job reports
-LOGS = Path(__file__).resolve().parents[2] / "test-output" / "ui"
 
 pytestmark = pytest.mark.timeout(480)
 
 
 @pytest.fixture(scope="module")
-def lab(
-    tmp_path_factory: pytest.TempPathFactory, lab_model: MockResponsesServer, codex_path: str
-) -> Iterator[JupyterProcess]:
+def lab_server_config() -> str:
     """This module's JupyterLab: as conftest's, with the fake provider configured too."""
-    workdir = tmp_path_factory.mktemp("lab")
-    home = write_codex_home(workdir / "codex-home", lab_model.base_url)
-    (workdir / "jupyter-config").mkdir()
-    (workdir / "jupyter-config" / "jupyter_server_config.py").write_text(SECOND_PROVIDER)
-    server = start_jupyter(
-        workdir, app="lab", data_dir=workdir / "llmgw", codex_path=codex_path, codex_home=home
-    )
-    yield server
-    try:
-        server.stop()
-    finally:
-        LOGS.mkdir(parents=True, exist_ok=True)
-        (LOGS / "jupyter-lab-views.log").write_text(server.log())
+    return SECOND_PROVIDER
 
 
 async def settled(rest: httpx.AsyncClient, job_id: str, statuses: set[str]) -> dict[str, Any]:
