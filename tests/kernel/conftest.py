@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kernel_harness import KernelHarness, start_kernel
+from kernel_harness import KernelHarness, loaded_kernel, start_kernel
 
 from llmgw_jupyter.testing import codex_home as _codex_home
 from llmgw_jupyter.testing import fake_cli
@@ -211,3 +211,27 @@ def fake_gateway_server(kernel_env: dict[str, str], kernel_tmp: Path) -> Iterato
     )
     yield server
     server.stop()
+
+
+@pytest.fixture
+def kernel_setup() -> list[str]:
+    """Cells a module's ``kernel`` and ``codex_kernel`` run after loading the magics (a module
+    overrides this fixture)."""
+    return []
+
+
+@pytest.fixture
+async def kernel(
+    kernel_factory: Any, fake_env: dict[str, str], tmp_path: Path, kernel_setup: list[str]
+) -> KernelHarness:
+    """A kernel whose embedded gateway runs the fake CLI behind Codex's tools: any job will do
+    (no Codex needed)."""
+    return await loaded_kernel(kernel_factory, fake_env, tmp_path, kernel_setup)
+
+
+@pytest.fixture
+async def codex_kernel(
+    kernel_factory: Any, base_env: dict[str, str], tmp_path: Path, kernel_setup: list[str]
+) -> KernelHarness:
+    """A kernel whose embedded gateway runs the real Codex against the mock model."""
+    return await loaded_kernel(kernel_factory, base_env, tmp_path, kernel_setup)

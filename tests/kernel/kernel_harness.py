@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import time
 from collections.abc import Callable
@@ -262,4 +263,22 @@ async def connect_kernel(connection_file: Path) -> KernelHarness:
     kc.load_connection_file(str(connection_file))
     harness = KernelHarness(kc)
     await harness.start()
+    return harness
+
+
+async def value(kernel: KernelHarness, expression: str) -> Any:
+    """Evaluate ``expression`` in the kernel and bring its JSON value back."""
+    run = await kernel.execute(f"import json as _j; print(_j.dumps({expression}))")
+    return json.loads(run.stream().strip().splitlines()[-1])
+
+
+async def loaded_kernel(
+    kernel_factory: Any, env: dict[str, str], tmp_path: Path, setup: list[str]
+) -> KernelHarness:
+    """A kernel on its own data dir with the magics loaded and ``WORK`` set, then each cell of
+    ``setup`` run."""
+    harness: KernelHarness = await kernel_factory({**env, "LLMGW_DATA_DIR": str(tmp_path / "data")})
+    await harness.execute(f"%load_ext llmgw_jupyter\nWORK = {str(tmp_path)!r}")
+    for cell in setup:
+        await harness.execute(cell)
     return harness

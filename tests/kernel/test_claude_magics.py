@@ -4,14 +4,13 @@ from the provider registry: no magic code of Claude's own."""
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from kernel_harness import KernelHarness
+from kernel_harness import KernelHarness, value
 
 from llmgw_jupyter.testing.jupyter_process import JupyterProcess, start_jupyter
 from llmgw_jupyter.testing.mock_anthropic import MockAnthropicServer
@@ -59,11 +58,6 @@ def claude_server(
     )
     yield server
     server.stop()
-
-
-async def value(kernel: KernelHarness, expression: str) -> Any:
-    run = await kernel.execute(f"import json as _j; print(_j.dumps({expression}))")
-    return json.loads(run.stream().strip().splitlines()[-1])
 
 
 async def test_claude_async_and_claude_fork_run_the_real_cli_from_a_kernel(

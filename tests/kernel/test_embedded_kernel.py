@@ -10,37 +10,15 @@ run no job use a kernel without either (``jobless_kernel``).
 from __future__ import annotations
 
 import html
-import json
 import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from kernel_harness import KernelHarness
+from kernel_harness import KernelHarness, loaded_kernel, value
 
 pytestmark = pytest.mark.timeout(240)
-
-
-async def loaded_kernel(kernel_factory: Any, env: dict[str, str], tmp_path: Path) -> KernelHarness:
-    """A kernel on its own data dir with the magics loaded and ``WORK`` set."""
-    harness: KernelHarness = await kernel_factory({**env, "LLMGW_DATA_DIR": str(tmp_path / "data")})
-    await harness.execute(f"%load_ext llmgw_jupyter\nWORK = {str(tmp_path)!r}")
-    return harness
-
-
-@pytest.fixture
-async def kernel(kernel_factory: Any, fake_env: dict[str, str], tmp_path: Path) -> KernelHarness:
-    """A kernel whose embedded gateway runs the fake CLI behind Codex's tools: any job will do."""
-    return await loaded_kernel(kernel_factory, fake_env, tmp_path)
-
-
-@pytest.fixture
-async def codex_kernel(
-    kernel_factory: Any, base_env: dict[str, str], tmp_path: Path
-) -> KernelHarness:
-    """A kernel whose embedded gateway runs the real Codex (tests about Codex itself)."""
-    return await loaded_kernel(kernel_factory, base_env, tmp_path)
 
 
 @pytest.fixture
@@ -48,13 +26,7 @@ async def jobless_kernel(
     kernel_factory: Any, kernel_env: dict[str, str], tmp_path: Path
 ) -> KernelHarness:
     """A kernel for tests that run no job: no Codex needed."""
-    return await loaded_kernel(kernel_factory, kernel_env, tmp_path)
-
-
-async def value(kernel: KernelHarness, expression: str) -> Any:
-    """Evaluate in the kernel and bring the JSON value back."""
-    run = await kernel.execute(f"import json as _j; print(_j.dumps({expression}))")
-    return json.loads(run.stream().strip().splitlines()[-1])
+    return await loaded_kernel(kernel_factory, kernel_env, tmp_path, [])
 
 
 async def test_codex_async_shows_a_live_widget_from_queued_to_the_answer(

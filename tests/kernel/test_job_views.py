@@ -9,14 +9,12 @@ Codex's answers or model look like (``codex_kernel``).
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
-from typing import Any
 
 import nbformat
 import pytest
-from kernel_harness import MODEL_REF, WIDGET_VIEW, KernelHarness, WidgetModel
+from kernel_harness import MODEL_REF, WIDGET_VIEW, KernelHarness, WidgetModel, value
 
 from llmgw_jupyter.kernel.handle import JOB_MIME
 
@@ -29,32 +27,6 @@ STYLE_ATTRIBUTE = re.compile(r'style="([^"]*)"')
 COLOUR_PROPERTIES = re.compile(r"^(color|background(-color)?|border(-[a-z]+)*|outline)$")
 THEME_VARIABLE = re.compile(r"var\(--jp-[a-z0-9-]+\)")
 NOT_A_COLOUR = re.compile(r"^(\d+(\.\d+)?(px|em|%)?|solid|none|inherit|transparent)$")
-
-
-async def value(kernel: KernelHarness, expression: str) -> Any:
-    run = await kernel.execute(f"import json as _j; print(_j.dumps({expression}))")
-    return json.loads(run.stream().strip().splitlines()[-1])
-
-
-async def loaded_kernel(kernel_factory: Any, env: dict[str, str], tmp_path: Path) -> KernelHarness:
-    harness: KernelHarness = await kernel_factory({**env, "LLMGW_DATA_DIR": str(tmp_path / "data")})
-    await harness.execute(f"%load_ext llmgw_jupyter\nWORK = {str(tmp_path)!r}\n%llm_jobs")
-    await harness.execute(AGENT_SETUP)
-    return harness
-
-
-@pytest.fixture
-async def kernel(kernel_factory: Any, fake_env: dict[str, str], tmp_path: Path) -> KernelHarness:
-    """Any job will do: the fake CLI behind Codex's tools (no Codex needed)."""
-    return await loaded_kernel(kernel_factory, fake_env, tmp_path)
-
-
-@pytest.fixture
-async def codex_kernel(
-    kernel_factory: Any, base_env: dict[str, str], tmp_path: Path
-) -> KernelHarness:
-    """The real Codex against the mock model (multi-line answers, the local echo model)."""
-    return await loaded_kernel(kernel_factory, base_env, tmp_path)
 
 
 # An agent (a grant) whose requests wait for the owner; ``timeout`` is the approval's lifetime.
@@ -81,6 +53,12 @@ async def _revoke(name):
 def revoke(name):
     _c.blocking(_revoke(name))
 """
+
+
+@pytest.fixture
+def kernel_setup() -> list[str]:
+    """This module's kernels show the jobs table and know the agent's helpers."""
+    return ["%llm_jobs", AGENT_SETUP]
 
 
 def shown(kernel: KernelHarness, model: WidgetModel) -> bool:

@@ -7,7 +7,6 @@ slow or chatty. Only the embedded fallbacks run the real Codex, in the kernel.
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import datetime
 from pathlib import Path
@@ -15,18 +14,13 @@ from typing import Any
 
 import httpx
 import pytest
-from kernel_harness import WIDGET_VIEW, KernelHarness, connect_kernel
+from kernel_harness import WIDGET_VIEW, KernelHarness, connect_kernel, value
 
 from llmgw_jupyter.kernel.handle import JOB_MIME
 from llmgw_jupyter.testing.jupyter_process import JupyterProcess
 from llmgw_jupyter.testing.mcp_agent import agent_session
 
 pytestmark = pytest.mark.timeout(240)
-
-
-async def value(kernel: KernelHarness, expression: str) -> Any:
-    run = await kernel.execute(f"import json as _j; print(_j.dumps({expression}))")
-    return json.loads(run.stream().strip().splitlines()[-1])
 
 
 @pytest.fixture
